@@ -1,0 +1,436 @@
+"""`Board`: the policy. The write protocol, reads from the log, and when entry files are brought up to date.
+
+Write protocol (spec/FORMAT.md, "Write protocol"): take the writer lock; bring this process's view
+of the log up to date from its end (and repair a torn tail: we hold the lock, so nobody is writing
+it); check the expected version; assign seq = last seq + 1; append the whole record with one
+write(); release. The write has then happened: it is in the log, which survives SIGKILL of any
+process. Entry files follow in the background (see `_entries`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from . import _codec, _entries, _layout, _settings
+from ._errors import InvalidValue, KeyNotFound, ReadOnlyBoard, VersionConflict
+from ._index import DELETE, PUT, Index, Slot
+from ._keys import validate_key, validate_prefix
+from ._lock import FlockLock, SoftLock
+from ._log import LogFile
+from ._models import BoardConfig, Entry, Event
+
+logger = logging.getLogger("blackboard")
+
+_MAX_AUTHOR = 256
+#: A background batch of entry files is followed by a pause this many times its duration.
+_PACING = 3.0
+
+
+class _Clock:
+    """UTC timestamps with microseconds, formatting the date part once per second (~0.3 us a call)."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def now(self) -> str:
+        ns = time.time_ns()
+        second = ns // 1_000_000_000
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._prefix}.{(ns // 1000) % 1_000_000:06d}Z"
+
+
+def _check_author(author: str) -> str:
+    if not isinstance(author, str) or not author or len(author) > _MAX_AUTHOR or not author.isprintable():
+        raise InvalidValue(f"author {author!r} must be 1-{_MAX_AUTHOR} printable characters")
+    return author
+
+
+def event_from_record(rec: dict[str, Any], *, compacted: bool = False) -> Event:
+    return Event.model_construct(
+        seq=rec["seq"],
+        op=rec["op"],
+        key=rec["key"],
+        value=rec.get("value"),
+        version=rec["version"],
+        author=rec.get("author", ""),
+        ts=datetime.fromisoformat(rec["ts"]),
+        compacted=compacted,
+    )
+
+
+def entry_from_line(line: bytes) -> Entry:
+    rec = _codec.decode(line)
+    return Entry.model_construct(
+        key=rec["key"],
+        value=rec["value"],
+        version=rec["version"],
+        seq=rec["seq"],
+        author=rec.get("author", ""),
+        ts=datetime.fromisoformat(rec["ts"]),
+    )
+
+
+class Board:
+    """A handle on a board directory. Safe to share between threads; open one per process.
+
+    >>> board = Board.init(tmp / "b")
+    >>> board.write("research_results/q1", {"answer": 42}).version
+    1
+    >>> board.read("research_results/q1")
+    {'answer': 42}
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        author: str | None = None,
+        read_only: bool = False,
+        lock_timeout: float = _settings.DEFAULT_LOCK_TIMEOUT,
+        flush_interval: float = _settings.DEFAULT_FLUSH_INTERVAL,
+    ) -> None:
+        self.path = Path(path)
+        self.config: BoardConfig = _layout.read_config(self.path)
+        self.author = _check_author(_settings.author(author))
+        self.read_only = read_only
+        self.lock_timeout = lock_timeout
+        self.flush_interval = flush_interval
+        self._layout = _layout.Layout(self.path)
+        soft = self.config.lock == "soft"
+        self._lock = SoftLock(self._layout.soft_lock) if soft else FlockLock(self._layout.lock)
+        self._log = LogFile(self._layout.log, reopen=soft)
+        self._index = Index()
+        self._mutex = threading.RLock()
+        self._clock = _Clock()
+        self._dirty = threading.Event()
+        self._stop = threading.Event()
+        self._last_batch = 0.0
+        self._flusher: threading.Thread | None = None
+        self._flusher_pid = -1
+        self._closed = False
+        self.flush_error: BaseException | None = None
+        _open_boards.add(self)
+
+    # -- opening and closing -----------------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        lock: Literal["flock", "soft"] = "flock",
+        max_value_bytes: int = 1 << 20,
+        fsync: bool = False,
+        **handle: Any,
+    ) -> Board:
+        """Create a board (idempotent: an existing board keeps its settings) and open it.
+
+        `lock="soft"` is for boards on NFS/SMB; `fsync=True` makes every write survive power loss.
+        """
+        config = BoardConfig(lock=lock, max_value_bytes=max_value_bytes, fsync=fsync)
+        _layout.init(Path(path), config)
+        return cls(path, **handle)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], **handle: Any) -> Board:
+        """Open an existing board; `NotABoard` if `path` is not one (or is of a newer format)."""
+        return cls(path, **handle)
+
+    def close(self) -> None:
+        """Bring entry files up to date and release this handle's files. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self._dirty.set()
+        flusher = self._flusher
+        if flusher is not None and self._flusher_pid == os.getpid():
+            flusher.join()
+            self.flush()
+        self._lock.close()
+        with self._mutex:
+            self._log.close()
+        _open_boards.discard(self)
+
+    def __enter__(self) -> Board:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Board({str(self.path)!r})"
+
+    # -- the log view ------------------------------------------------------------------------------
+
+    def _refresh(self, writable: bool = False) -> Index:
+        """Bring the index up to the log's end. Cheap when nothing changed: one fstat and one stat."""
+        with self._mutex:
+            log = self._log
+            if log.sync(writable):
+                self._index = Index()
+            index = self._index
+            for offset, line in log.read_lines():
+                if index.records == 0 and log.header is not None:
+                    index.compacted_through = log.header.compacted_through
+                index.apply(log.path, offset, line)
+            return index
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the newest record in the log (0 for an empty board)."""
+        return self._refresh().last_seq
+
+    # -- writing -----------------------------------------------------------------------------------
+
+    def write(self, key: str, value: Any, *, author: str | None = None, expect_version: int | None = None) -> Entry:
+        """Set `key` to `value` (any JSON value). `expect_version` makes it a compare-and-set:
+        `0` means "only if absent"; on a mismatch `VersionConflict` is raised and nothing is written.
+        """
+        validate_key(key)
+        value_json = _codec.encode_value(value, self.config.max_value_bytes)
+        rec = self._commit(key, PUT, value_json, expect_version, author)
+        stored = value if type(value) in (str, int, float, bool, type(None)) else _codec.decode(value_json)
+        return Entry.model_construct(
+            key=key,
+            value=stored,
+            version=rec["version"],
+            seq=rec["seq"],
+            author=rec["author"],
+            ts=datetime.fromisoformat(rec["ts"]),
+        )
+
+    def delete(self, key: str, *, author: str | None = None, expect_version: int | None = None) -> Entry:
+        """Delete `key` (`KeyNotFound` if it has no live value). Its next put starts again at version 1.
+
+        Returns the delete as an Entry: value None, version 0, the delete's seq.
+        """
+        validate_key(key)
+        rec = self._commit(key, DELETE, b"null", expect_version, author)
+        return Entry.model_construct(
+            key=key,
+            value=None,
+            version=0,
+            seq=rec["seq"],
+            author=rec["author"],
+            ts=datetime.fromisoformat(rec["ts"]),
+        )
+
+    def _commit(
+        self, key: str, op: str, value_json: bytes, expect_version: int | None, author: str | None
+    ) -> dict[str, Any]:
+        if self.read_only:
+            raise ReadOnlyBoard(str(self.path), "opened with read_only=True")
+        if self._closed:
+            raise ReadOnlyBoard(str(self.path), "this handle is closed")
+        if expect_version is not None and (type(expect_version) is not int or expect_version < 0):
+            raise InvalidValue(f"expect_version must be an int >= 0, not {expect_version!r}")
+        who = self.author if author is None else _check_author(author)
+        self._lock.acquire(self.lock_timeout)
+        try:
+            with self._mutex:
+                index = self._refresh(writable=True)
+                # We hold the lock, so bytes after the last complete line are no write in progress:
+                # they are a writer killed mid-append. Cut them before appending after them.
+                if self._log.truncate_torn_tail():
+                    logger.warning("%s: repaired a torn record at the end of the log", self._log.path)
+                current = index.version(key)
+                if expect_version is not None and expect_version != current:
+                    raise VersionConflict(key, expect_version, current)
+                if op == DELETE and current == 0:
+                    raise KeyNotFound(key)
+                seq = index.last_seq + 1
+                version = current + 1 if op == PUT else 0
+                ts = self._clock.now()
+                line = _codec.encode_record(seq, op, key, value_json, version, who, ts)
+                offset = self._log.append(line, fsync=self.config.fsync)
+                rec = {"seq": seq, "op": op, "key": key, "version": version, "author": who, "ts": ts}
+                index.add(self._log.path, offset, rec, line[:-1])
+        finally:
+            self._lock.release()
+        self._schedule_flush()
+        return rec
+
+    # -- reading (never takes the writer lock) -------------------------------------------------------
+
+    def get(self, key: str) -> Entry | None:
+        """The key's latest entry, or None if it has no live value."""
+        slot = self._live_slot(key)
+        return None if slot is None else entry_from_line(slot.line)
+
+    def read(self, key: str, default: Any = None) -> Any:
+        """The key's latest value (a fresh copy), or `default`."""
+        slot = self._live_slot(key)
+        return default if slot is None else _codec.decode(slot.line)["value"]
+
+    def _live_slot(self, key: str) -> Slot | None:
+        index = self._refresh()
+        slot = index.slots.get(key)
+        if slot is None:
+            validate_key(key)  # a miss may be a typo'd or invalid key: say so rather than return None
+            return None
+        return slot if slot.op == PUT else None
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """Live keys starting with `prefix` (a plain string prefix), in key order."""
+        validate_prefix(prefix)
+        with self._mutex:
+            return self._refresh().keys(prefix)
+
+    def _live_lines(self, prefix: str) -> list[bytes]:
+        validate_prefix(prefix)
+        with self._mutex:
+            index = self._refresh()
+            slots = index.slots
+            return [slots[k].line for k in index.keys(prefix)]
+
+    def read_prefix(self, prefix: str) -> dict[str, Any]:
+        """Every live key starting with `prefix`, with its value, in key order."""
+        decode = _codec.decode
+        out: dict[str, Any] = {}
+        for line in self._live_lines(prefix):
+            rec = decode(line)
+            out[rec["key"]] = rec["value"]
+        return out
+
+    def entries(self, prefix: str = "") -> Iterator[Entry]:
+        """Entries of the live keys starting with `prefix`, in key order (a snapshot taken at the call)."""
+        return (entry_from_line(line) for line in self._live_lines(prefix))
+
+    def history(self, key: str) -> list[Event]:
+        """Every retained event of `key`, oldest first, deletes included (see `compact` for what is kept)."""
+        validate_key(key)
+        return [event_from_record(rec) for rec in self._scan_log() if rec["key"] == key]
+
+    def _scan_log(self, after: int = 0) -> Iterator[dict[str, Any]]:
+        """Every record of the current log file with seq > `after`, read through a private fd."""
+        from ._index import parse_record
+
+        log = LogFile(self._layout.log, reopen=False)
+        try:
+            log.sync()
+            for offset, line in log.read_lines():
+                rec = parse_record(log.path, offset, line)
+                if rec["seq"] > after:
+                    yield rec
+        finally:
+            log.close()
+
+    # -- entry files --------------------------------------------------------------------------------
+
+    def _snapshot(self, mark: int) -> tuple[int, list[tuple[str, Slot]]]:
+        with self._mutex:
+            index = self._refresh()
+            return index.last_seq, list(index.changed_since(mark))
+
+    def flush(self) -> int:
+        """Bring entry files up to the log now (writers do it in the background). Returns files changed."""
+        return _entries.materialize(self._layout, self._snapshot, fsync=self.config.fsync)
+
+    def _schedule_flush(self) -> None:
+        if self._flusher_pid != os.getpid():  # first write, or a forked child: threads do not survive fork
+            self._dirty = threading.Event()
+            self._flusher = threading.Thread(target=self._flush_loop, name="blackboard-flush", daemon=True)
+            self._flusher_pid = os.getpid()
+            self._flusher.start()
+        self._dirty.set()
+
+    def _flush_loop(self) -> None:
+        # close() sets _closed before waking us, so checking it here (not only after the wait) is
+        # what keeps a close that lands during a batch from leaving this thread waiting forever.
+        while not self._closed:
+            self._dirty.wait()
+            # Let more writes arrive (one file per key per batch), and pace batches so that they take
+            # at most ~1/(1+_PACING) of the time: entry-file replaces must not starve the writer thread.
+            self._stop.wait(max(self.flush_interval, _PACING * self._last_batch))
+            if self._closed:
+                return
+            self._dirty.clear()
+            started = time.monotonic()
+            try:
+                self.flush()
+                self.flush_error = None
+            except Exception as exc:  # keep the thread alive: the next batch retries from the watermark
+                self.flush_error = exc
+                logger.warning("%s: could not update entry files: %s", self.path, exc)
+            self._last_batch = time.monotonic() - started
+
+    # -- consistency ---------------------------------------------------------------------------------
+
+    def check(self) -> _entries.Report:
+        """Compare entry files with the log; report a torn log tail. Changes nothing.
+
+        Keys changed after the watermark are pending for a background flush, not inconsistent.
+        """
+        report = _entries.Report()
+        with _entries.materialize_lock(self._layout), self._mutex:
+            index = self._refresh()
+            report.torn_tail_bytes = self._torn_tail_under_lock()
+            report.last_seq, report.keys = index.last_seq, len(index.live)
+            report.watermark = _entries.read_watermark(self._layout)
+            _entries.compare(self._layout, index, report)
+            mark = report.watermark
+            pending = {k for k, _ in index.changed_since(mark)}
+            report.missing = [k for k in report.missing if k not in pending]
+            report.stale = [k for k in report.stale if k not in pending]
+        return report
+
+    def _torn_tail_under_lock(self) -> int:
+        # Only under the writer lock is an incomplete last line known to be torn, not in progress.
+        if self.read_only:
+            return 0
+        self._lock.acquire(self.lock_timeout)
+        try:
+            self._refresh(writable=True)
+            return max(0, os.fstat(self._log.fd).st_size - self._log.offset)
+        finally:
+            self._lock.release()
+
+    def repair(self) -> _entries.Report:
+        """Cut a torn log tail and rebuild every entry file that differs from the log."""
+        if self.read_only:
+            raise ReadOnlyBoard(str(self.path), "opened with read_only=True")
+        report = _entries.Report()
+        self._lock.acquire(self.lock_timeout)
+        try:
+            with self._mutex:
+                self._refresh(writable=True)
+                report.torn_tail_bytes = self._log.truncate_torn_tail()
+        finally:
+            self._lock.release()
+        with _entries.materialize_lock(self._layout), self._mutex:
+            index = self._refresh()
+            report.last_seq, report.keys = index.last_seq, len(index.live)
+            _entries.compare(self._layout, index, report)
+            _entries.rebuild(self._layout, index, report, fsync=self.config.fsync)
+            report.watermark = index.last_seq
+        report.repaired = True
+        return report
+
+
+_open_boards: weakref.WeakSet[Board] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_boards() -> None:
+    """A process that exits without closing its handles still leaves entry files up to date."""
+    for board in list(_open_boards):
+        try:
+            board.close()
+        except Exception as exc:
+            logger.warning("%s: %s", board.path, exc)

@@ -1,0 +1,137 @@
+"""The one exception hierarchy: every error the library raises derives from `BlackboardError`.
+
+Leaves also inherit the matching builtin (`KeyError`, `ValueError`, `TimeoutError`, ...) so that
+callers who catch builtins keep working, and they carry the data a caller needs to act. They pickle,
+because they cross process boundaries (multiprocessing pools, `subscribe` callbacks).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BlackboardError(Exception):
+    """Base of every blackboard error. `str(err)` is one line a user can act on."""
+
+    #: exit status of the CLI for this kind of error (documented in README and `--help`)
+    exit_code = 1
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exceptions with keyword-only data pickle their args by default; rebuild from __dict__ instead.
+        return (_rebuild, (type(self), str(self), self.__dict__))
+
+
+def _rebuild(cls: type[BlackboardError], message: str, state: dict[str, Any]) -> BlackboardError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.__dict__.update(state)
+    return err
+
+
+class InvalidKey(BlackboardError, ValueError):
+    """A key that is not allowed: it could escape the board, or it cannot be stored as a file name."""
+
+    exit_code = 2
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"invalid key {key!r}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class InvalidValue(BlackboardError, ValueError):
+    """A value that is not plain JSON (NaN, a tuple, a set, ...) or is larger than the board allows."""
+
+    exit_code = 2
+
+    def __init__(self, reason: str, key: str | None = None) -> None:
+        where = f" for key {key!r}" if key is not None else ""
+        super().__init__(f"invalid value{where}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class NotABoard(BlackboardError, FileNotFoundError):
+    """The directory is not a board (no `board.json`), or it is a board of a newer format."""
+
+    exit_code = 5
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class KeyNotFound(BlackboardError, KeyError):
+    """The key has no live value."""
+
+    exit_code = 3
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"no such key: {key!r}")
+        self.key = key
+
+    def __str__(self) -> str:
+        # KeyError's own __str__ would quote the message again.
+        return str(self.args[0])
+
+
+class VersionConflict(BlackboardError):
+    """Compare-and-set failed: the key's current version is not the expected one. Nothing was written."""
+
+    exit_code = 4
+
+    def __init__(self, key: str, expected: int, actual: int) -> None:
+        state = "absent" if actual == 0 else f"at version {actual}"
+        want = "absent" if expected == 0 else f"version {expected}"
+        super().__init__(f"version conflict on {key!r}: expected {want}, but it is {state}")
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+
+
+class LockTimeout(BlackboardError, TimeoutError):
+    """The writer lock could not be taken in time."""
+
+    def __init__(self, lock_path: str, timeout: float) -> None:
+        super().__init__(
+            f"could not take the writer lock {lock_path} within {timeout:g} s "
+            "(another writer holds it; on a shared filesystem a crashed host may have left it: "
+            "see `blackboard check`)"
+        )
+        self.lock_path = lock_path
+        self.timeout = timeout
+
+
+class ReadOnlyBoard(BlackboardError, PermissionError):
+    """The board cannot be written by this process (read-only handle, permissions, read-only mount)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: board is read-only here: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class CorruptLog(BlackboardError):
+    """A complete line in the middle of the log is not a valid record: stop rather than skip data."""
+
+    def __init__(self, path: str, offset: int, reason: str) -> None:
+        super().__init__(
+            f"{path}: corrupt record at byte {offset}: {reason} "
+            "(the log is the source of truth; restore it or remove the line by hand)"
+        )
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+
+
+class Compacted(BlackboardError):
+    """A watch or cursor started before history that compaction has removed, deletes included."""
+
+    def __init__(self, requested: int, purged_through: int) -> None:
+        super().__init__(
+            f"events after seq {requested} were compacted away (deletes up to seq {purged_through} are "
+            "gone); read the current state and watch from `since=None`, or from a later seq"
+        )
+        self.requested = requested
+        self.purged_through = purged_through

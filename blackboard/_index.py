@@ -1,0 +1,104 @@
+"""A process's in-memory index of the log: the latest record of every key, kept up to date from the
+log's end. It is what makes reads cheap (no file per read) and never stale (it is refreshed from
+the log, the source of truth, before every answer).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from . import _codec
+from ._errors import CorruptLog
+
+PUT = "put"
+DELETE = "delete"
+
+
+class Slot(NamedTuple):
+    """The latest record of one key. The line is kept raw: each read decodes its own copy of the
+    value, so a caller mutating what it got cannot change what others read."""
+
+    seq: int
+    version: int
+    op: str
+    line: bytes
+
+
+def parse_record(path: Path, offset: int, line: bytes) -> dict[str, Any]:
+    """Decode and check one log line; a bad complete line is corruption (never silently skipped)."""
+    try:
+        rec = _codec.decode(line)
+    except _codec.DecodeError as exc:
+        raise CorruptLog(str(path), offset, f"not JSON ({exc})") from None
+    if (
+        not isinstance(rec, dict)
+        or type(rec.get("seq")) is not int
+        or rec.get("op") not in (PUT, DELETE)
+        or not isinstance(rec.get("key"), str)
+        or type(rec.get("version")) is not int
+    ):
+        raise CorruptLog(str(path), offset, "not a record (seq, op, key, version missing or mistyped)")
+    return rec
+
+
+class Index:
+    """Latest slot per key (dict order = order of last change), plus the sorted list of live keys."""
+
+    def __init__(self, compacted_through: int = 0) -> None:
+        self.slots: dict[str, Slot] = {}
+        self.live: list[str] = []
+        self.last_seq = 0
+        self.records = 0
+        self.compacted_through = compacted_through
+
+    def apply(self, path: Path, offset: int, line: bytes) -> dict[str, Any]:
+        rec = parse_record(path, offset, line)
+        self.add(path, offset, rec, line)
+        return rec
+
+    def add(self, path: Path, offset: int, rec: dict[str, Any], line: bytes) -> None:
+        seq: int = rec["seq"]
+        # Seqs are strictly increasing, and gapless after the compacted prefix.
+        if seq <= self.last_seq or (self.last_seq >= self.compacted_through and seq != self.last_seq + 1):
+            raise CorruptLog(str(path), offset, f"seq {seq} after seq {self.last_seq} (gap or reorder)")
+        key: str = rec["key"]
+        old = self.slots.pop(key, None)
+        op = rec["op"]
+        self.slots[key] = Slot(seq, rec["version"], op, line)
+        was_live = old is not None and old.op == PUT
+        if op == PUT and not was_live:
+            insort(self.live, key)
+        elif op == DELETE and was_live:
+            del self.live[bisect_left(self.live, key)]
+        self.last_seq = seq
+        self.records += 1
+
+    def live_slot(self, key: str) -> Slot | None:
+        slot = self.slots.get(key)
+        return slot if slot is not None and slot.op == PUT else None
+
+    def version(self, key: str) -> int:
+        slot = self.live_slot(key)
+        return slot.version if slot is not None else 0
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """Live keys starting with `prefix`, sorted: a bisect, not a scan."""
+        if not prefix:
+            return list(self.live)
+        live = self.live
+        lo = bisect_left(live, prefix)
+        if prefix[-1] == "\U0010ffff":
+            return [k for k in live[lo:] if k.startswith(prefix)]
+        # The end: a second bisect on the smallest string above every key with this prefix.
+        return live[lo : bisect_left(live, prefix[:-1] + chr(ord(prefix[-1]) + 1), lo)]
+
+    def changed_since(self, seq: int) -> Iterator[tuple[str, Slot]]:
+        """Keys whose latest record is after `seq`, newest first: stops at the first older one."""
+        for key in reversed(self.slots):
+            slot = self.slots[key]
+            if slot.seq <= seq:
+                return
+            yield key, slot

@@ -1,0 +1,180 @@
+"""The append-only log file: follow it from a byte offset, append to it, repair a torn tail.
+
+Mechanics only; what a record means is the board's business. Rules (../shared/PITFALLS.md):
+- A reader consumes complete lines only. A final line without its newline is a write in progress
+  (or a writer killed mid-append): the reader waits at its start and never truncates it, because the
+  writer may still be writing it. Only the lock holder repairs (`truncate_torn_tail`).
+- Compaction replaces the file by rename; a reader notices the new inode and starts over on it.
+- On network filesystems (`reopen=True`) the file is reopened for every look, which is what makes
+  NFS revalidate its cache (close-to-open consistency); `stat()` alone can be a minute stale.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from . import _codec
+from ._errors import CorruptLog, ReadOnlyBoard
+from ._layout import LOG_HEADER_KEY, log_header
+
+_CHUNK = 1 << 22
+
+
+class Header:
+    """What the log's first line says about compaction (spec/FORMAT.md, "Log header")."""
+
+    __slots__ = ("compacted_through", "purged_deletes_through")
+
+    def __init__(self, compacted_through: int = 0, purged_deletes_through: int = 0) -> None:
+        self.compacted_through = compacted_through
+        self.purged_deletes_through = purged_deletes_through
+
+
+class LogFile:
+    """One process's open view of `log.jsonl`: an fd, the offset up to which it has consumed lines."""
+
+    def __init__(self, path: Path, *, reopen: bool = False) -> None:
+        self.path = path
+        self.reopen = reopen
+        self.fd = -1
+        self.ino = -1
+        self.offset = 0
+        self.header: Header | None = None
+        self._pid = -1
+        self._writable = False
+
+    # -- opening ---------------------------------------------------------------------------------
+
+    def _open(self, writable: bool) -> None:
+        self.close()
+        flags = (os.O_RDWR | os.O_APPEND) if writable else os.O_RDONLY
+        try:
+            self.fd = os.open(self.path, flags | os.O_CLOEXEC)
+        except PermissionError:
+            raise ReadOnlyBoard(str(self.path.parent), "cannot open the log for writing") from None
+        except OSError as exc:
+            if exc.errno == errno.EROFS:
+                raise ReadOnlyBoard(str(self.path.parent), "read-only filesystem") from None
+            raise
+        self._writable = writable
+        self._pid = os.getpid()
+        self.ino = os.fstat(self.fd).st_ino
+        self.offset = 0
+        self.header = None
+
+    def close(self) -> None:
+        if self.fd >= 0 and self._pid == os.getpid():
+            os.close(self.fd)
+        self.fd = -1
+
+    def sync(self, writable: bool = False) -> bool:
+        """Make sure our fd is the file at `path`. Returns True if we (re)opened it: start over at 0.
+
+        Called before every look at the log. Costs one stat() locally.
+        """
+        if self.fd < 0 or self._pid != os.getpid() or (writable and not self._writable):
+            self._open(writable or self._writable)
+            return True
+        if self.reopen:
+            # NFS: a fresh open is what revalidates the client's cache; keep our offset if same file.
+            old_ino, offset, header = self.ino, self.offset, self.header
+            self._open(self._writable)
+            if self.ino == old_ino:
+                self.offset, self.header = offset, header
+                return False
+            return True
+        try:
+            ino = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return False  # mid-switch by compaction on a filesystem without atomic rename: keep the old
+        if ino != self.ino:
+            self._open(self._writable)
+            return True
+        return False
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def read_lines(self) -> Iterator[tuple[int, bytes]]:
+        """Complete lines after our offset: (offset of the line, line without newline).
+
+        The offset advances as lines are yielded, so a consumer that stops early resumes exactly there.
+        """
+        while True:
+            size = os.fstat(self.fd).st_size
+            if size <= self.offset:
+                return
+            data = os.pread(self.fd, min(size - self.offset, _CHUNK), self.offset)
+            end = data.rfind(b"\n")
+            if end < 0:
+                if len(data) == _CHUNK:  # a line longer than a chunk: read it whole
+                    data = os.pread(self.fd, size - self.offset, self.offset)
+                    end = data.rfind(b"\n")
+                if end < 0:
+                    return  # torn or in-progress tail: wait at its start
+            base = self.offset
+            pos = 0
+            while pos <= end:
+                nl = data.index(b"\n", pos)
+                line = data[pos:nl]
+                start = base + pos
+                pos = nl + 1
+                if start == 0 and self.header is None:
+                    self.header = parse_header(self.path, line)
+                    self.offset = base + pos
+                    continue
+                self.offset = base + pos
+                yield start, line
+            if len(data) < _CHUNK:
+                return
+
+    def has_torn_tail(self) -> bool:
+        """Bytes after the last complete line (only meaningful once read_lines() was exhausted)."""
+        return os.fstat(self.fd).st_size > self.offset
+
+    # -- writing (lock held) -----------------------------------------------------------------------
+
+    def truncate_torn_tail(self) -> int:
+        """Cut an incomplete final line left by a killed writer. Returns the bytes removed."""
+        size = os.fstat(self.fd).st_size
+        if size <= self.offset:
+            return 0
+        os.ftruncate(self.fd, self.offset)
+        return size - self.offset
+
+    def append(self, data: bytes, *, fsync: bool) -> int:
+        """Append whole lines with one write() at the end, where the lock holder found it.
+
+        Returns the offset the data starts at; our offset moves past it (we wrote it, no need to read it).
+        """
+        old = start = self.offset
+        new_header = start == 0 and self.header is None
+        if new_header:  # an empty log (cut to nothing by a repair): the header goes first
+            header = log_header()
+            data = header + data
+            start = len(header)
+        written = os.write(self.fd, data)
+        if written != len(data):
+            # A short write (disk full): leave no torn line behind for others to trip on.
+            os.ftruncate(self.fd, old)
+            raise OSError(errno.ENOSPC, f"short write to {self.path}")
+        if fsync:
+            os.fdatasync(self.fd)
+        if new_header:
+            self.header = Header()
+        self.offset = old + len(data)
+        return start
+
+
+def parse_header(path: Path, line: bytes) -> Header:
+    """The header line, or a `CorruptLog` saying the file is not a blackboard log."""
+    try:
+        raw: Any = _codec.decode(line)
+    except _codec.DecodeError as exc:
+        raise CorruptLog(str(path), 0, f"the first line is not the log header ({exc})") from None
+    if not isinstance(raw, dict) or LOG_HEADER_KEY not in raw:
+        raise CorruptLog(str(path), 0, "the first line is not the log header")
+    return Header(int(raw.get("compacted_through", 0)), int(raw.get("purged_deletes_through", 0)))

@@ -1,0 +1,71 @@
+"""The public data types (pydantic models) and the board's settings file, `board.json`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FORMAT_NAME: Literal["blackboard"] = "blackboard"
+FORMAT_VERSION = 1
+
+
+class Entry(BaseModel):
+    """The latest state of a key: what `board.get()` returns and what an entry file holds."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    value: Any
+    version: int = Field(description="1 when the key was created, +1 per put; 0 in the entry a delete returns")
+    seq: int = Field(description="sequence number of the log record that produced this state")
+    author: str
+    ts: datetime
+
+
+class Event(BaseModel):
+    """One log record, as a watcher receives it and `board.history()` lists it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    seq: int
+    op: Literal["put", "delete"]
+    key: str
+    value: Any
+    version: int
+    author: str
+    ts: datetime
+    compacted: bool = Field(
+        default=False,
+        description="True when compaction removed events of this key between the watcher's position "
+        "and this one: the event carries the key's state, not every step to it",
+    )
+
+    def to_entry(self) -> Entry:
+        return Entry.model_construct(
+            key=self.key, value=self.value, version=self.version, seq=self.seq, author=self.author, ts=self.ts
+        )
+
+
+class BoardConfig(BaseModel):
+    """The contents of `board.json`: the format marker and the settings every process must share."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format: Literal["blackboard"] = FORMAT_NAME
+    version: int = FORMAT_VERSION
+    lock: Literal["flock", "soft"] = Field(
+        default="flock",
+        description="flock: kernel locks, for local disks. soft: filelock's strict soft lock (an "
+        "exclusively created file), for NFS/SMB where flock may exclude nothing",
+    )
+    max_value_bytes: int = Field(default=1 << 20, gt=0)
+    fsync: bool = Field(default=False, description="fsync every append: survive power loss, not just SIGKILL")
+    retention_seconds: float = Field(default=24 * 3600, ge=0, description="how long compaction keeps deletes")
+    compact_at_bytes: int | None = Field(
+        default=None, description="if set, writers compact once the log passes this size"
+    )
+    compact_at_dead_ratio: float = Field(
+        default=0.5, gt=0, le=1, description="...and at least this share of its records is superseded"
+    )

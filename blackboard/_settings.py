@@ -1,0 +1,59 @@
+"""Settings resolved in one place: explicit argument, else environment variable, else default.
+
+No other module reads the environment.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from pathlib import Path
+
+ENV_DIR = "BLACKBOARD_DIR"
+ENV_AUTHOR = "BLACKBOARD_AUTHOR"
+ENV_POLL = "BLACKBOARD_POLL"
+ENV_POLL_INTERVAL = "BLACKBOARD_POLL_INTERVAL"
+
+DEFAULT_DIR = ".blackboard"
+DEFAULT_LOCK_TIMEOUT = 30.0
+#: How long a writing handle waits for more writes before it brings entry files up to date.
+DEFAULT_FLUSH_INTERVAL = 0.05
+DEFAULT_POLL_INTERVAL = 0.01
+
+
+def board_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    if explicit is not None:
+        return Path(explicit)
+    return Path(os.environ.get(ENV_DIR) or DEFAULT_DIR)
+
+
+def author(explicit: str | None = None) -> str:
+    if explicit:
+        return explicit
+    env = os.environ.get(ENV_AUTHOR)
+    if env:
+        return env
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def _truthy(text: str) -> bool:
+    return text.strip().lower() in ("1", "true", "yes", "on")
+
+
+def poll(explicit: bool | None = None) -> bool:
+    """Whether watchers poll the log's size instead of waiting for notifications (NFS, SMB, ...)."""
+    if explicit is not None:
+        return explicit
+    return _truthy(os.environ.get(ENV_POLL, ""))
+
+
+def poll_interval(explicit: float | None = None) -> float:
+    if explicit is not None:
+        return explicit
+    env = os.environ.get(ENV_POLL_INTERVAL)
+    return float(env) if env else DEFAULT_POLL_INTERVAL
