@@ -317,6 +317,12 @@ class Board:
         validate_key(key)
         return [event_from_record(rec) for rec in self._scan_log() if rec["key"] == key]
 
+    def tail(self, count: int = 10) -> list[Event]:
+        """The last `count` events of the log, oldest first."""
+        from collections import deque
+
+        return [event_from_record(rec) for rec in deque(self._scan_log(), maxlen=count)] if count else []
+
     def _scan_log(self, after: int = 0) -> Iterator[dict[str, Any]]:
         """Every record of the current log file with seq > `after`, read through a private fd."""
         from ._index import parse_record

@@ -1,0 +1,254 @@
+"""The `blackboard` command: a thin layer over `Board`, with the same names.
+
+Errors are translated once, here at the boundary, to one line on stderr and a documented exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from . import _codec, _settings
+from ._board import Board
+from ._errors import BlackboardError, InvalidValue, KeyNotFound
+from ._format import entry_line, event_line
+
+EXIT_CODES = """\b
+Exit codes:
+  0  success
+  1  error (I/O, lock timeout, corrupt log, read-only board)
+  2  bad input: usage, invalid key or value
+  3  no such key
+  4  version conflict (compare-and-set failed; nothing written)
+  5  not a board, or a board of a newer format
+  6  check found inconsistencies (run `check --repair`)
+  130 interrupted"""
+
+EXIT_CHECK_FAILED = 6
+EXIT_INTERRUPTED = 130
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int) -> NoReturn:
+    click.echo(f"blackboard: error: {message}", err=True)
+    sys.exit(code)
+
+
+class BoardGroup(click.Group):
+    """Runs a command and turns library errors into one line and an exit code (never a traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BlackboardError as exc:
+            fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            sys.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:  # `blackboard tail | head`: the reader left; that is not an error
+            sys.stderr.close()
+            sys.exit(0)
+        except OSError as exc:
+            fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), 1)
+
+
+def _resolve_board(ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path:
+    # `blackboard --board X ls` and `blackboard ls --board X` both work; the command's own wins.
+    if value is not None:
+        return value
+    root = ctx.find_root()
+    group_value = root.params.get("board_dir") if root is not ctx else None
+    return _settings.board_dir(group_value)
+
+
+def board_option(f: F) -> F:
+    return click.option(
+        "--board",
+        "board_dir",
+        envvar=_settings.ENV_DIR,
+        show_envvar=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        callback=_resolve_board,
+        help=f"Board directory [default: {_settings.DEFAULT_DIR}].",
+    )(f)
+
+
+def open_board(board_dir: Path, *, author: str | None = None, read_only: bool = False) -> Board:
+    return Board.open(board_dir, author=author, read_only=read_only)
+
+
+def author_option(f: F) -> F:
+    return click.option(
+        "--author", envvar=_settings.ENV_AUTHOR, show_envvar=True, help="Who writes (default: user@host)."
+    )(f)
+
+
+def emit_json(obj: Any) -> None:
+    click.echo(_codec.dumps(obj).decode())
+
+
+@click.group(cls=BoardGroup, epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="blackboard")
+@click.option(
+    "--board",
+    "board_dir",
+    envvar=_settings.ENV_DIR,
+    type=click.Path(file_okay=False, path_type=Path),
+    help=f"Board directory [default: {_settings.DEFAULT_DIR}].",
+)
+def cli(board_dir: Path | None) -> None:
+    """A file-based shared blackboard for agents, scripts and people.
+
+    Every change is one JSON line appended to BOARD/log.jsonl; the latest value of every key
+    is also in BOARD/entries/<key>.json. Values are JSON.
+    """
+
+
+@cli.command()
+@board_option
+@click.option(
+    "--lock",
+    type=click.Choice(["flock", "soft"]),
+    default="flock",
+    show_default=True,
+    help="soft: for boards on NFS/SMB, where flock may exclude nothing.",
+)
+@click.option("--max-value-bytes", type=click.IntRange(min=1), default=1 << 20, show_default=True)
+@click.option("--fsync", is_flag=True, help="fsync every write: survive power loss, not only crashes.")
+def init(board_dir: Path, lock: str, max_value_bytes: int, fsync: bool) -> None:
+    """Create a board (an existing board is left as it is)."""
+    with Board.init(board_dir, lock=lock, max_value_bytes=max_value_bytes, fsync=fsync) as board:  # type: ignore[arg-type]
+        click.echo(f"board at {board.path} (lock: {board.config.lock}, last seq {board.last_seq})")
+
+
+@cli.command()
+@board_option
+@author_option
+@click.argument("key")
+@click.argument("value")
+@click.option("--text", is_flag=True, help="Store VALUE as a JSON string instead of parsing it.")
+@click.option(
+    "--expect-version", type=click.IntRange(min=0), help="Write only if the key is at this version (0: absent)."
+)
+def write(board_dir: Path, author: str | None, key: str, value: str, text: bool, expect_version: int | None) -> None:
+    """Set KEY to VALUE (JSON; '-' reads it from stdin). Prints the new entry's key, version and seq."""
+    raw = sys.stdin.read() if value == "-" else value
+    if text:
+        parsed: Any = raw[:-1] if value == "-" and raw.endswith("\n") else raw
+    else:
+        parsed = _codec.parse_user_json(raw)
+    with open_board(board_dir, author=author) as board:
+        entry = board.write(key, parsed, expect_version=expect_version)
+    emit_json({"key": entry.key, "version": entry.version, "seq": entry.seq})
+
+
+@cli.command()
+@board_option
+@click.argument("key")
+@click.option("--entry", "whole", is_flag=True, help="Print the whole entry (key, value, version, seq, author, ts).")
+@click.option("--raw", is_flag=True, help="Print a string value without JSON quotes.")
+def read(board_dir: Path, key: str, whole: bool, raw: bool) -> None:
+    """Print KEY's value as JSON (exit 3 if it has none)."""
+    with open_board(board_dir, read_only=True) as board:
+        entry = board.get(key)
+    if entry is None:
+        raise KeyNotFound(key)
+    if whole:
+        emit_json(entry.model_dump(mode="json"))
+    elif raw and isinstance(entry.value, str):
+        click.echo(entry.value)
+    else:
+        emit_json(entry.value)
+
+
+@cli.command("ls")
+@board_option
+@click.argument("prefix", default="")
+@click.option("--json", "as_json", is_flag=True, help="One JSON entry per line.")
+@click.option("--keys", "keys_only", is_flag=True, help="Only the keys, one per line.")
+def ls_(board_dir: Path, prefix: str, as_json: bool, keys_only: bool) -> None:
+    """List the live keys starting with PREFIX, in key order."""
+    with open_board(board_dir, read_only=True) as board:
+        if keys_only:
+            for key in board.keys(prefix):
+                click.echo(key)
+            return
+        entries = list(board.entries(prefix))
+    if as_json:
+        for entry in entries:
+            emit_json(entry.model_dump(mode="json"))
+        return
+    width = min(max((len(e.key) for e in entries), default=0), 60)
+    for entry in entries:
+        click.echo(entry_line(entry, key_width=width))
+
+
+@cli.command()
+@board_option
+@author_option
+@click.argument("key")
+@click.option("--expect-version", type=click.IntRange(min=1), help="Delete only if the key is at this version.")
+def rm(board_dir: Path, author: str | None, key: str, expect_version: int | None) -> None:
+    """Delete KEY (exit 3 if it has no value). Its next write starts again at version 1."""
+    with open_board(board_dir, author=author) as board:
+        entry = board.delete(key, expect_version=expect_version)
+    emit_json({"key": entry.key, "version": entry.version, "seq": entry.seq})
+
+
+@cli.command()
+@board_option
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="One JSON event per line.")
+def history(board_dir: Path, key: str, as_json: bool) -> None:
+    """Every retained event of KEY, oldest first, deletes included."""
+    with open_board(board_dir, read_only=True) as board:
+        events = board.history(key)
+    for event in events:
+        if as_json:
+            emit_json(event.model_dump(mode="json"))
+        else:
+            click.echo(event_line(event))
+
+
+@cli.command()
+@board_option
+@click.option("-n", "count", type=click.IntRange(min=0), default=10, show_default=True, help="How many events.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON event per line.")
+def tail(board_dir: Path, count: int, as_json: bool) -> None:
+    """The last events of the log, one readable line each."""
+    with open_board(board_dir, read_only=True) as board:
+        events = board.tail(count)
+    colour = sys.stdout.isatty() and not as_json
+    for event in events:
+        if as_json:
+            emit_json(event.model_dump(mode="json"))
+        else:
+            click.echo(event_line(event, colour=colour))
+
+
+@cli.command()
+@board_option
+@click.option("--repair", is_flag=True, help="Cut a torn log tail and rebuild entry files that differ from the log.")
+def check(board_dir: Path, repair: bool) -> None:
+    """Compare entry files with the log (the source of truth). Exit 6 if they differ."""
+    with open_board(board_dir, read_only=not repair) as board:
+        report = board.repair() if repair else board.check()
+    click.echo(f"last seq {report.last_seq}, {report.keys} keys, entry files at seq {report.watermark}")
+    for problem in report.problems():
+        click.echo(("repaired: " if report.repaired else "") + problem)
+    if report.ok or report.repaired:
+        click.echo("repaired" if report.repaired and not report.ok else "consistent")
+        return
+    sys.exit(EXIT_CHECK_FAILED)
+
+
+def main() -> None:
+    """Entry point of the `blackboard` script."""
+    try:
+        cli.main(prog_name="blackboard", standalone_mode=True)
+    except InvalidValue as exc:  # raised while click parses options, before a command runs
+        fail(str(exc), exc.exit_code)
