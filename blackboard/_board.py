@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import _codec, _entries, _layout, _settings
 from ._errors import InvalidValue, KeyNotFound, ReadOnlyBoard, VersionConflict
@@ -28,6 +28,11 @@ from ._keys import validate_key, validate_prefix
 from ._lock import FlockLock, SoftLock
 from ._log import LogFile
 from ._models import BoardConfig, Entry, Event
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from ._watch import Subscription, Watcher
 
 logger = logging.getLogger("blackboard")
 
@@ -56,19 +61,6 @@ def _check_author(author: str) -> str:
     if not isinstance(author, str) or not author or len(author) > _MAX_AUTHOR or not author.isprintable():
         raise InvalidValue(f"author {author!r} must be 1-{_MAX_AUTHOR} printable characters")
     return author
-
-
-def event_from_record(rec: dict[str, Any], *, compacted: bool = False) -> Event:
-    return Event.model_construct(
-        seq=rec["seq"],
-        op=rec["op"],
-        key=rec["key"],
-        value=rec.get("value"),
-        version=rec["version"],
-        author=rec.get("author", ""),
-        ts=datetime.fromisoformat(rec["ts"]),
-        compacted=compacted,
-    )
 
 
 def entry_from_line(line: bytes) -> Entry:
@@ -315,13 +307,13 @@ class Board:
     def history(self, key: str) -> list[Event]:
         """Every retained event of `key`, oldest first, deletes included (see `compact` for what is kept)."""
         validate_key(key)
-        return [event_from_record(rec) for rec in self._scan_log() if rec["key"] == key]
+        return [Event.from_record(rec) for rec in self._scan_log() if rec["key"] == key]
 
     def tail(self, count: int = 10) -> list[Event]:
         """The last `count` events of the log, oldest first."""
         from collections import deque
 
-        return [event_from_record(rec) for rec in deque(self._scan_log(), maxlen=count)] if count else []
+        return [Event.from_record(rec) for rec in deque(self._scan_log(), maxlen=count)] if count else []
 
     def _scan_log(self, after: int = 0) -> Iterator[dict[str, Any]]:
         """Every record of the current log file with seq > `after`, read through a private fd."""
@@ -375,6 +367,87 @@ class Board:
                 self.flush_error = exc
                 logger.warning("%s: could not update entry files: %s", self.path, exc)
             self._last_batch = time.monotonic() - started
+
+    # -- watching (blackboard._watch) ------------------------------------------------------------------
+
+    def watch(
+        self,
+        prefix: str = "",
+        *,
+        since: int | None = None,
+        cursor: str | None = None,
+        timeout: float | None = None,
+        poll: bool | None = None,
+        poll_interval: float | None = None,
+    ) -> Watcher:
+        """Iterate over every event whose key starts with `prefix`, in seq order, each once.
+
+        `since=None`: from the next change; `since=N`: replay every event after seq N, then live.
+        `cursor="name"`: resume where the consumer of that name stopped (kept in the board).
+        `timeout`: stop after that many idle seconds. `poll=True` (or BLACKBOARD_POLL=1) polls the
+        log every `poll_interval` seconds instead of waiting for notifications (NFS, SMB).
+
+        >>> for event in board.watch("research_request/", cursor="researcher"):
+        ...     board.write(f"research_results/{event.key.split('/')[-1]}", work(event.value))
+        """
+        from ._watch import Watcher
+
+        return Watcher(
+            self, prefix, since=since, cursor=cursor, timeout=timeout, poll=poll, poll_interval=poll_interval
+        )
+
+    def awatch(
+        self,
+        prefix: str = "",
+        *,
+        since: int | None = None,
+        cursor: str | None = None,
+        timeout: float | None = None,
+        poll: bool | None = None,
+        poll_interval: float | None = None,
+    ) -> AsyncIterator[Event]:
+        """`watch` for asyncio: `async for event in board.awatch("tasks/"): ...`"""
+        from ._watch import awatch
+
+        return awatch(self, prefix, since=since, cursor=cursor, timeout=timeout, poll=poll, poll_interval=poll_interval)
+
+    def subscribe(
+        self,
+        prefix: str,
+        callback: Callable[[Event], Any],
+        *,
+        since: int | None = None,
+        cursor: str | None = None,
+        poll: bool | None = None,
+        poll_interval: float | None = None,
+    ) -> Subscription:
+        """Call `callback(event)` for every event of `prefix` from a background thread until closed.
+
+        A callback that raises does not end the subscription: see `dead_letters()`.
+        """
+        from ._watch import Subscription
+
+        return Subscription(self, prefix, callback, since=since, cursor=cursor, poll=poll, poll_interval=poll_interval)
+
+    def cursors(self) -> dict[str, int]:
+        """Every named consumer position: name -> the last seq it finished with."""
+        from . import _cursors
+
+        return _cursors.list_all(self._layout)
+
+    def reset_cursor(self, name: str, seq: int | None = None) -> None:
+        """Move cursor `name` to `seq`, or delete it (None) so that its consumer starts afresh."""
+        from . import _cursors
+
+        if self.read_only:
+            raise ReadOnlyBoard(str(self.path), "opened with read_only=True")
+        _cursors.reset(self._layout, name, seq)
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        """Events whose subscription callback raised, with the error (from deadletter.jsonl)."""
+        from ._watch import read_dead_letters
+
+        return read_dead_letters(self)
 
     # -- consistency ---------------------------------------------------------------------------------
 

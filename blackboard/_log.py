@@ -131,6 +131,39 @@ class LogFile:
             if len(data) < _CHUNK:
                 return
 
+    def read_header(self) -> Header:
+        """Read the header line if not yet read (our offset moves past it). An empty log has none yet."""
+        if self.header is None and self.offset == 0:
+            data = os.pread(self.fd, 4096, 0)
+            nl = data.find(b"\n")
+            if nl < 0:
+                return Header()
+            self.header = parse_header(self.path, data[:nl])
+            self.offset = nl + 1
+        return self.header or Header()
+
+    def seek_end(self) -> bytes | None:
+        """Move our offset past the last complete line and return that line (None if no record yet)."""
+        self.read_header()
+        size = os.fstat(self.fd).st_size
+        floor = self.offset
+        span = 1 << 16
+        while True:
+            start = max(floor, size - span)
+            data = os.pread(self.fd, size - start, start)
+            end = data.rfind(b"\n")
+            if end < 0:
+                if start == floor:
+                    return None
+                span *= 4
+                continue
+            begin = data.rfind(b"\n", 0, end) + 1
+            if begin == 0 and start > floor:  # the line starts before this window
+                span *= 4
+                continue
+            self.offset = start + end + 1
+            return data[begin:end]
+
     def has_torn_tail(self) -> bool:
         """Bytes after the last complete line (only meaningful once read_lines() was exhausted)."""
         return os.fstat(self.fd).st_size > self.offset

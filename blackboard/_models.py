@@ -42,6 +42,30 @@ class Event(BaseModel):
         "and this one: the event carries the key's state, not every step to it",
     )
 
+    @classmethod
+    def from_record(cls, rec: dict[str, Any], *, compacted: bool = False) -> Event:
+        """Build from a record already checked by the log reader, skipping validation.
+
+        Watchers build one per event: pydantic's `model_construct` costs ~3 us, this ~1 us, and that
+        is the difference between ~250k and ~500k events/s when a watcher catches up.
+        """
+        event = object.__new__(cls)
+        fields = {
+            "seq": rec["seq"],
+            "op": rec["op"],
+            "key": rec["key"],
+            "value": rec.get("value"),
+            "version": rec["version"],
+            "author": rec.get("author", ""),
+            "ts": datetime.fromisoformat(rec["ts"]),
+            "compacted": compacted,
+        }
+        object.__setattr__(event, "__dict__", fields)
+        object.__setattr__(event, "__pydantic_fields_set__", set(fields))
+        object.__setattr__(event, "__pydantic_extra__", None)
+        object.__setattr__(event, "__pydantic_private__", None)
+        return event
+
     def to_entry(self) -> Entry:
         return Entry.model_construct(
             key=self.key, value=self.value, version=self.version, seq=self.seq, author=self.author, ts=self.ts

@@ -1,0 +1,77 @@
+"""Named consumer positions: `cursors/<name>` holds the last seq a consumer finished with.
+
+The file is fixed width and updated in place with one small write (~3 us; a replace costs ~1.2 ms
+here), so a consumer can save its position after every event. A write to the page cache survives
+SIGKILL; a torn or unreadable cursor is reported, never silently reset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+
+from ._errors import InvalidKey
+from ._layout import Layout, format_watermark, parse_watermark
+
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+
+
+def validate_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InvalidKey(str(name), "a cursor name is 1-100 of A-Z a-z 0-9 _ . - and does not start with '.' or '-'")
+    return name
+
+
+def load(layout: Layout, name: str) -> int | None:
+    """The saved seq, or None if the cursor does not exist."""
+    try:
+        data = (layout.cursors / validate_name(name)).read_bytes()
+    except FileNotFoundError:
+        return None
+    return parse_watermark(data)
+
+
+class CursorFile:
+    """An open cursor, saved in place as the consumer moves."""
+
+    def __init__(self, layout: Layout, name: str) -> None:
+        layout.cursors.mkdir(exist_ok=True)
+        self.path = layout.cursors / validate_name(name)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        self.saved = -1
+
+    def save(self, seq: int) -> None:
+        if seq != self.saved:
+            os.pwrite(self._fd, format_watermark(seq), 0)
+            self.saved = seq
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def list_all(layout: Layout) -> dict[str, int]:
+    out: dict[str, int] = {}
+    with contextlib.suppress(FileNotFoundError):
+        for name in sorted(os.listdir(layout.cursors)):
+            if _NAME.fullmatch(name):
+                seq = load(layout, name)
+                if seq is not None:
+                    out[name] = seq
+    return out
+
+
+def reset(layout: Layout, name: str, seq: int | None) -> None:
+    """Move a cursor to `seq`, or delete it (None): its consumer then starts from its `since`."""
+    path = layout.cursors / validate_name(name)
+    if seq is None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return
+    cursor = CursorFile(layout, name)
+    try:
+        cursor.save(seq)
+    finally:
+        cursor.close()

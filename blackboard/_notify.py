@@ -1,0 +1,92 @@
+"""Wake-ups when the log changes: one watchfiles watcher per board per process, fanned out in-process.
+
+A wake-up is only a hint: every watcher reads the log from its own offset and seq, and re-checks on a
+timer, so a lost notification (inotify queue overflow, NFS) costs latency, never an event. The board
+directory is watched non-recursively: the log lives there, compaction renames a new log into place
+there, and entry files and tmp/ (below it) raise no events. inotify instances are limited (128 per
+user), hence one per process. watchfiles is tuned for latency: debounce 0, step 1 ms (its defaults
+take ~80 ms per change) for ~5% of a core while idle.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+logger = logging.getLogger("blackboard")
+
+Waker = Callable[[], None]
+
+_STEP_MS = 1
+_TIMEOUT_MS = 500
+
+
+class Hub:
+    """Runs watchfiles in a daemon thread while at least one waiter is registered."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._wakers: set[Waker] = set()
+        self._mutex = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.failed = False
+
+    def add(self, waker: Waker) -> bool:
+        """Register a waker; False if notifications are unavailable here (poll instead)."""
+        with self._mutex:
+            if self.failed:
+                return False
+            self._wakers.add(waker)
+            # A thread whose stop is set is on its way out: start a fresh one with its own stop event
+            # rather than join it here (it may be waiting for this mutex).
+            if self._thread is None or not self._thread.is_alive() or self._stop.is_set():
+                self._stop = threading.Event()
+                ready = threading.Event()
+                self._thread = threading.Thread(
+                    target=self._run, args=(self._stop, ready), name="blackboard-notify", daemon=True
+                )
+                self._thread.start()
+                ready.wait()
+            return not self.failed
+
+    def remove(self, waker: Waker) -> None:
+        with self._mutex:
+            self._wakers.discard(waker)
+            if not self._wakers:
+                self._stop.set()
+
+    def _run(self, stop: threading.Event, ready: threading.Event) -> None:
+        from watchfiles._rust_notify import RustNotify
+
+        try:
+            notify = RustNotify([str(self.root)], False, False, 0, False, False)
+        except OSError as exc:  # EMFILE/ENOSPC: inotify limits reached
+            logger.warning("%s: no change notifications (%s); polling the log instead", self.root, exc)
+            self.failed = True
+            ready.set()
+            return
+        ready.set()
+        with notify:
+            while not stop.is_set():
+                changes = notify.watch(0, _STEP_MS, _TIMEOUT_MS, stop)
+                if isinstance(changes, set):
+                    with self._mutex:
+                        wakers = list(self._wakers)
+                    for wake in wakers:
+                        wake()
+
+
+_hubs: dict[Path, Hub] = {}
+_hubs_mutex = threading.Lock()
+
+
+def hub_for(root: Path) -> Hub:
+    key = root.resolve()
+    with _hubs_mutex:
+        hub = _hubs.get(key)
+        if hub is None:
+            hub = _hubs[key] = Hub(key)
+        return hub

@@ -1,0 +1,330 @@
+"""Following the log: `watch` (an iterator), `awatch` (its async twin) and `subscribe` (callbacks).
+
+A watcher is a reader with its own fd, byte offset and seq: it reads the log from where it stopped,
+so replay and live are one loop and there is no seam to lose or repeat an event at. Notifications
+(`_notify`) only wake it; it also re-checks on a timer. Compaction replaces the log file: the
+watcher notices the new inode, rereads from the top and uses the header to decide what it may have
+missed (spec/FORMAT.md, "Watching across compaction").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import threading
+import time
+import traceback
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+from . import _codec, _cursors, _settings
+from ._errors import Compacted, CorruptLog
+from ._index import parse_record
+from ._keys import validate_prefix
+from ._log import Header, LogFile
+from ._models import Event
+from ._notify import hub_for
+
+if TYPE_CHECKING:
+    from ._board import Board
+
+logger = logging.getLogger("blackboard")
+
+#: With notifications, a watcher still re-reads the log this often: a lost wake-up costs this much.
+SAFETY_INTERVAL = 0.25
+_BATCH = 4096
+
+
+def _fast_seq(line: bytes) -> int | None:
+    # Our writer puts seq first; other writers may not, and then the caller parses the line.
+    if line.startswith(b'{"seq":'):
+        end = line.find(b",", 7)
+        if end > 7:
+            try:
+                return int(line[7:end])
+            except ValueError:
+                return None
+    return None
+
+
+class Watcher:
+    """An iterator of the log's events whose key starts with `prefix`, in seq order, each once.
+
+    `since=None` starts after the current last event, `since=N` replays every event after seq N first.
+    `cursor="name"` resumes from the position saved under that name (at-least-once: the event being
+    handled when a consumer dies is delivered again). `timeout` ends the iteration after that many
+    idle seconds. Use as a context manager, or call `close()`, to release it promptly.
+    """
+
+    def __init__(
+        self,
+        board: Board,
+        prefix: str = "",
+        *,
+        since: int | None = None,
+        cursor: str | None = None,
+        timeout: float | None = None,
+        poll: bool | None = None,
+        poll_interval: float | None = None,
+        waker: Callable[[], None] | None = None,
+    ) -> None:
+        self.prefix = validate_prefix(prefix)
+        self.timeout = timeout
+        self.polling = _settings.poll(poll)
+        self.poll_interval = _settings.poll_interval(poll_interval)
+        self._wake = threading.Event()
+        self._io = threading.Lock()
+        self._closed = False
+        self._pending: deque[Event] = deque()
+        self._delivered: int | None = None
+        self._log = LogFile(board._layout.log, reopen=board.config.lock == "soft")
+        self._cursor = _cursors.CursorFile(board._layout, cursor) if cursor is not None else None
+        saved = _cursors.load(board._layout, cursor) if cursor is not None else None
+        start = saved if saved is not None else since
+        if start is not None and (type(start) is not int or start < 0):
+            raise ValueError(f"since must be a seq >= 0 or None, not {start!r}")
+        self._log.sync()
+        if start is None:
+            last = self._log.seek_end()
+            self.seq = self._line_seq(last) if last is not None else self._log.read_header().compacted_through
+            self._flag_through = 0
+        else:
+            self.seq = start
+            self._flag_through = self._header_rules(self._log.read_header())
+        if self._cursor is not None and saved is None:
+            self._cursor.save(self.seq)  # a new cursor starts where this watch starts
+        self._waker = waker or self._wake.set
+        hub = None if self.polling else hub_for(board.path)
+        if hub is not None and not hub.add(self._waker):
+            self.polling = True
+        self._finalizer = weakref.finalize(self, hub.remove, self._waker) if hub is not None else None
+
+    def _line_seq(self, line: bytes) -> int:
+        seq = _fast_seq(line)
+        return seq if seq is not None else int(parse_record(self._log.path, self._log.offset, line)["seq"])
+
+    def _header_rules(self, header: Header) -> int:
+        """Decide, from a log header, what this watcher at `self.seq` may have lost to compaction."""
+        if self.seq < header.purged_deletes_through:
+            raise Compacted(self.seq, header.purged_deletes_through)
+        return header.compacted_through if self.seq < header.compacted_through else 0
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _fill(self) -> None:
+        """Read what the log has after our position into the pending queue (at most a batch)."""
+        log = self._log
+        with self._io:
+            if self._closed:
+                return
+            if log.sync():  # the log was replaced (compaction): reread it from the top
+                self._flag_through = self._header_rules(log.read_header())
+            compacted_through = (log.header or Header()).compacted_through
+            prefix = self.prefix
+            for offset, line in log.read_lines():
+                seq = _fast_seq(line)
+                rec = None
+                if seq is None:
+                    rec = parse_record(log.path, offset, line)
+                    seq = rec["seq"]
+                if seq <= self.seq:
+                    continue  # replayed part we already had, or before `since`
+                if self.seq >= compacted_through and seq != self.seq + 1:
+                    raise CorruptLog(str(log.path), offset, f"seq {seq} after seq {self.seq} (a gap)")
+                if rec is None:
+                    rec = parse_record(log.path, offset, line)
+                self.seq = seq
+                if rec["key"].startswith(prefix):
+                    self._pending.append(Event.from_record(rec, compacted=seq <= self._flag_through))
+                    if len(self._pending) >= _BATCH:
+                        return
+
+    def next_nowait(self) -> Event | None:
+        """The next event if one is already in the log, else None. Marks the previous one finished."""
+        self.commit()
+        if not self._pending:
+            self._fill()
+        if self._pending:
+            event = self._pending.popleft()
+            self._delivered = event.seq
+            return event
+        if self._cursor is not None:
+            self._cursor.save(self.seq)  # nothing pending: everything up to here is handled
+        return None
+
+    def commit(self) -> None:
+        """Record the last delivered event as handled (done for you by the next `next`)."""
+        if self._cursor is not None and self._delivered is not None:
+            self._cursor.save(self._delivered)
+
+    def wait_interval(self) -> float:
+        return self.poll_interval if self.polling else SAFETY_INTERVAL
+
+    def __iter__(self) -> Watcher:
+        return self
+
+    def __next__(self) -> Event:
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while not self._closed:
+            event = self.next_nowait()
+            if event is not None:
+                return event
+            wait = self.wait_interval()
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                wait = min(wait, remaining)
+            self._wake.wait(wait)
+            self._wake.clear()
+        self.close()
+        raise StopIteration
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def close(self) -> None:
+        """Stop: the iteration ends at its next step. Safe to call from another thread."""
+        self._closed = True
+        self._wake.set()
+        if self._finalizer is not None:
+            self._finalizer()
+        with self._io:
+            self._log.close()
+            if self._cursor is not None:
+                self._cursor.close()
+
+    def __enter__(self) -> Watcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def awatch(board: Board, prefix: str = "", **options: Any) -> AsyncIterator[Event]:
+    """The async twin of `Watcher`: the same reader, waiting on an asyncio.Event instead of a thread."""
+    loop = asyncio.get_running_loop()
+    ready = asyncio.Event()
+
+    def waker() -> None:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(ready.set)
+
+    watcher = Watcher(board, prefix, waker=waker, **options)
+    try:
+        deadline = None if watcher.timeout is None else loop.time() + watcher.timeout
+        while True:
+            event = watcher.next_nowait()
+            if event is not None:
+                yield event
+                deadline = None if watcher.timeout is None else loop.time() + watcher.timeout
+                continue
+            ready.clear()
+            event = watcher.next_nowait()  # a change between the read and the clear
+            if event is not None:
+                yield event
+                continue
+            wait = watcher.wait_interval()
+            if deadline is not None:
+                if loop.time() >= deadline:
+                    return
+                wait = min(wait, deadline - loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ready.wait(), wait)
+    finally:
+        watcher.close()
+
+
+class Subscription:
+    """Calls `callback(event)` for every event of `prefix`, from a background thread, until closed.
+
+    A coroutine-function callback runs as a task on the event loop that was running when `subscribe`
+    was called (or on a private loop if none was). A callback that raises does not end the
+    subscription: the event and the error are appended to the board's `deadletter.jsonl`.
+    """
+
+    def __init__(self, board: Board, prefix: str, callback: Callable[[Event], Any], **options: Any) -> None:
+        self.board = board
+        self.prefix = prefix
+        self.callback = callback
+        self.errors = 0
+        self.delivered = 0
+        #: what ended the subscription early (Compacted, CorruptLog), if anything did
+        self.error: BaseException | None = None
+        self._is_async = inspect.iscoroutinefunction(callback)
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop() if self._is_async else None
+        except RuntimeError:
+            self._loop = None
+        self._watcher = Watcher(board, prefix, **options)
+        self._thread = threading.Thread(target=self._run, name=f"blackboard-subscribe-{prefix}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        private = asyncio.new_event_loop() if self._is_async and self._loop is None else None
+        try:
+            for event in self._watcher:
+                try:
+                    self._call(event, private)
+                    self.delivered += 1
+                except Exception as exc:
+                    self.errors += 1
+                    record_dead_letter(self.board, self.prefix, event, exc)
+        except Exception as exc:  # Compacted, CorruptLog: the subscription cannot go on
+            self.error = exc
+            logger.error("%s: subscription to %r ended: %s", self.board.path, self.prefix, exc)
+        finally:
+            if private is not None:
+                private.close()
+
+    def _call(self, event: Event, private: asyncio.AbstractEventLoop | None) -> None:
+        if not self._is_async:
+            self.callback(event)
+        elif private is not None:
+            private.run_until_complete(self.callback(event))
+        else:
+            assert self._loop is not None
+            asyncio.run_coroutine_threadsafe(self.callback(event), self._loop).result()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop delivering and wait (up to `timeout`) for a callback in progress to return."""
+        self._watcher.close()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def record_dead_letter(board: Board, prefix: str, event: Event, exc: BaseException) -> None:
+    """Append the failed event and its error to deadletter.jsonl (one write of a whole line)."""
+    record = {
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "prefix": prefix,
+        "pid": os.getpid(),
+        "error": f"{type(exc).__name__}: {exc}",
+        "traceback": "".join(traceback.format_exception(exc)),
+        "event": event.model_dump(mode="json"),
+    }
+    fd = os.open(board._layout.deadletter, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        os.write(fd, _codec.dumps(record) + b"\n")
+    finally:
+        os.close(fd)
+    logger.warning("%s: callback for %r failed on seq %d: %s", board.path, prefix, event.seq, exc)
+
+
+def read_dead_letters(board: Board) -> list[dict[str, Any]]:
+    try:
+        data = board._layout.deadletter.read_bytes()
+    except FileNotFoundError:
+        return []
+    return [_codec.decode(line) for line in data.splitlines() if line.strip()]
