@@ -409,6 +409,24 @@ def check(board_dir: Path, repair: bool) -> None:
     sys.exit(EXIT_CHECK_FAILED)
 
 
+@cli.command()
+@click.option(
+    "--board",
+    "board_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Board directory [default: a fresh temporary directory].",
+)
+@click.option("--requests", type=click.IntRange(1, 50), default=5, show_default=True)
+@click.option(
+    "--interval", type=click.FloatRange(0, 2), default=0.3, show_default=True, help="Seconds between requests."
+)
+def demo(board_dir: Path | None, requests: int, interval: float) -> None:
+    """Agents coordinating through a board, live: a research -> analysis pipeline of processes."""
+    from ._demo import demo as run_demo
+
+    run_demo(board_dir, requests, interval)
+
+
 def main() -> None:
     """Entry point of the `blackboard` script."""
     try:

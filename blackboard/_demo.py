@@ -1,0 +1,142 @@
+"""`blackboard demo`: a research -> analysis pipeline of agent processes coordinating through a board.
+
+The demo process posts research requests; a researcher process reacts to each and writes its
+findings; an analyst process reacts to those and writes an analysis. The agents share nothing but
+the board directory. Run an agent alone with `python -m blackboard._demo researcher BOARD`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from ._board import Board
+from ._format import event_line
+
+QUESTIONS = [
+    "Which eviction policy suits an agent's long-term memory?",
+    "How do file locks behave on NFS?",
+    "What makes a log-structured store fast on small writes?",
+    "When does polling beat inotify?",
+    "How should agents fence a task whose lease expired?",
+    "What is the cost of fsync on this disk?",
+    "How do etcd watches resume after a disconnect?",
+    "Which JSON parser is fastest in Python?",
+]
+
+#: role -> (the prefix it reacts to, the prefix it writes)
+ROLES = {
+    "researcher": ("research_request/", "research_results/"),
+    "analyst": ("research_results/", "analysis/"),
+}
+SHUTDOWN = "control/shutdown"
+
+
+def work(role: str, value: object) -> dict[str, object]:
+    """Stand-in for an LLM call: takes a little time, returns structured output."""
+    time.sleep(random.uniform(0.05, 0.25))
+    assert isinstance(value, dict)
+    if role == "researcher":
+        return {
+            "question": value["question"],
+            "findings": [f"finding {i + 1} on {value['question'][:24]}..." for i in range(random.randint(2, 4))],
+            "sources": random.randint(3, 12),
+        }
+    return {
+        "question": value["question"],
+        "verdict": random.choice(["well supported", "plausible", "needs more data"]),
+        "confidence": round(random.uniform(0.55, 0.95), 2),
+        "based_on": len(value["findings"]),
+    }
+
+
+def run_agent(role: str, board_dir: str) -> None:
+    """One agent: react to every event of its inbox prefix, write to its outbox, stop on shutdown."""
+    inbox, outbox = ROLES[role]
+    with Board.open(board_dir, author=role) as board:
+        # since=0 + a cursor: requests posted before this process was up are not missed, and a
+        # restarted agent resumes where it stopped.
+        for event in board.watch("", since=0, cursor=role):
+            if event.key == SHUTDOWN:
+                return
+            if event.op == "put" and event.key.startswith(inbox):
+                item = event.key.removeprefix(inbox)
+                board.write(outbox + item, work(role, event.value))
+
+
+def demo(board_dir: Path | None, requests: int, interval: float) -> None:
+    """Start the agents, post requests, show every event live, print a summary."""
+    colour = sys.stdout.isatty()
+    root = board_dir or Path(tempfile.mkdtemp(prefix="blackboard-demo-"))
+    board = Board.init(root, author="requester")
+    click.secho("blackboard demo: agents coordinating through one board directory", bold=True)
+    click.echo(f"  board      {root}  (the log: {root / 'log.jsonl'})")
+    agents = {role: subprocess.Popen([sys.executable, "-m", "blackboard._demo", role, str(root)]) for role in ROLES}
+    for role, proc in agents.items():
+        inbox, outbox = ROLES[role]
+        click.echo(f"  {role:<10} pid {proc.pid:<7} reacts to {inbox:<18} writes {outbox}")
+    click.echo(f"  requester  pid {os.getpid():<7} posts {requests} requests to research_request/\n")
+
+    started = time.monotonic()
+    latencies: list[float] = []
+    done = 0
+
+    def post() -> None:
+        for i in range(requests):
+            board.write(f"research_request/q{i + 1}", {"question": QUESTIONS[i % len(QUESTIONS)]})
+            time.sleep(interval)
+
+    poster = threading.Thread(target=post, daemon=True)
+    try:
+        with board.watch("", since=board.last_seq, timeout=10) as watcher:
+            poster.start()
+            for event in watcher:
+                latencies.append(time.time() - event.ts.timestamp())
+                click.echo(event_line(event, colour=colour))
+                done += event.key.startswith("analysis/")
+                if done == requests:
+                    break
+    finally:
+        board.write(SHUTDOWN, True)
+        for proc in agents.values():
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        board.close()
+    _summary(board, requests, done, time.monotonic() - started, latencies, root)
+
+
+def _summary(board: Board, requests: int, done: int, seconds: float, latencies: list[float], root: Path) -> None:
+    results = len(board.keys("research_results/"))
+    ms = sorted(x * 1000 for x in latencies)
+    click.echo("")
+    click.secho(
+        f"{requests} requests -> {results} results -> {done} analyses in {seconds:.1f} s, {len(ms)} events seen live",
+        bold=True,
+        fg="green" if done == requests else "red",
+    )
+    if ms:
+        click.echo(
+            f"event latency (write in one process -> seen in another): "
+            f"p50 {statistics.median(ms):.1f} ms, max {ms[-1]:.1f} ms"
+        )
+    prog = "blackboard" if shutil.which("blackboard") else f"{sys.executable} -m blackboard"
+    click.echo(f"look around:  {prog} --board {root} ls   |   {prog} --board {root} tail -f   |   ls {root}/entries")
+    if done != requests:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    run_agent(sys.argv[1], sys.argv[2])
