@@ -98,6 +98,7 @@ def materialize(layout: Layout, snapshot: Callable[[int], tuple[int, list[tuple[
     """Bring entries/ up to the log. `snapshot(watermark)` returns (last seq, keys changed after it),
     read from the log after the lock is taken. Returns the number of files written or removed."""
     with materialize_lock(layout):
+        os.makedirs(layout.tmp, exist_ok=True)  # a board copied by git or by hand may lack empty dirs
         mark = read_watermark(layout)
         last, changed = snapshot(mark)
         if last <= mark:
@@ -172,6 +173,7 @@ def compare(layout: Layout, index: Index, report: Report) -> None:
 
 def rebuild(layout: Layout, index: Index, report: Report, *, fsync: bool) -> None:
     """Rewrite what `compare` found wrong and set the watermark. Caller holds the materialize lock."""
+    os.makedirs(layout.tmp, exist_ok=True)
     for key in report.missing + report.stale:
         slot = index.live_slot(key)
         if slot is not None:
