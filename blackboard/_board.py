@@ -10,6 +10,7 @@ process. Entry files follow in the background (see `_entries`).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import threading
@@ -32,6 +33,7 @@ from ._models import BoardConfig, Entry, Event
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
+    from ._compact import CompactReport
     from ._watch import Subscription, Watcher
 
 logger = logging.getLogger("blackboard")
@@ -304,10 +306,20 @@ class Board:
         """Entries of the live keys starting with `prefix`, in key order (a snapshot taken at the call)."""
         return (entry_from_line(line) for line in self._live_lines(prefix))
 
-    def history(self, key: str) -> list[Event]:
-        """Every retained event of `key`, oldest first, deletes included (see `compact` for what is kept)."""
+    def history(self, key: str, *, all: bool = False) -> list[Event]:
+        """Every retained event of `key`, oldest first, deletes included.
+
+        Compaction keeps only the latest state of each key; with `all=True` the history that
+        `compact(archive=True)` moved to archive/ is included.
+        """
         validate_key(key)
-        return [Event.from_record(rec) for rec in self._scan_log() if rec["key"] == key]
+        records: dict[int, dict[str, Any]] = {}
+        if all:
+            from ._compact import archived_records
+
+            records = {rec["seq"]: rec for rec in archived_records(self._layout) if rec["key"] == key}
+        records.update((rec["seq"], rec) for rec in self._scan_log() if rec["key"] == key)
+        return [Event.from_record(records[seq]) for seq in sorted(records)]
 
     def tail(self, count: int = 10) -> list[Event]:
         """The last `count` events of the log, oldest first."""
@@ -362,6 +374,7 @@ class Board:
             started = time.monotonic()
             try:
                 self.flush()
+                self._maybe_compact()
                 self.flush_error = None
             except Exception as exc:  # keep the thread alive: the next batch retries from the watermark
                 self.flush_error = exc
@@ -448,6 +461,59 @@ class Board:
         from ._watch import read_dead_letters
 
         return read_dead_letters(self)
+
+    # -- compaction (blackboard._compact) ------------------------------------------------------------
+
+    def compact(
+        self,
+        *,
+        retention: float | None = None,
+        archive: bool = False,
+        wait: bool = True,
+        progress: Callable[[int], None] | None = None,
+    ) -> CompactReport:
+        """Rewrite the log to the latest put of every live key and the deletes younger than
+        `retention` seconds (default: the board's `retention_seconds`), seqs unchanged. Safe while
+        others write and watch. `archive=True` keeps the removed history in archive/.
+        """
+        from ._compact import compact
+
+        if self.read_only:
+            raise ReadOnlyBoard(str(self.path), "opened with read_only=True")
+        return compact(self, retention=retention, archive=archive, wait=wait, progress=progress)
+
+    def stats(self) -> dict[str, Any]:
+        """Keys, events and bytes of the log, its dead-record ratio, seqs, archive size."""
+        with self._mutex:
+            index = self._refresh()
+            log_bytes = self._log.offset
+            live = len(index.live)
+            records = index.records
+            first = min((slot.seq for slot in index.slots.values()), default=0)
+        archive = 0
+        with contextlib.suppress(FileNotFoundError):
+            archive = sum(e.stat().st_size for e in os.scandir(self._layout.archive) if e.is_file())
+        return {
+            "keys": live,
+            "events": records,
+            "log_bytes": log_bytes,
+            "dead_ratio": round(1 - live / records, 4) if records else 0.0,
+            "last_seq": index.last_seq,
+            "oldest_seq": first,
+            "compacted_through": index.compacted_through,
+            "entries_at_seq": _entries.read_watermark(self._layout),
+            "archive_bytes": archive,
+            "cursors": len(self.cursors()),
+        }
+
+    def _maybe_compact(self) -> None:
+        """Writers compact opportunistically when the board says so (compact_at_bytes)."""
+        if self.config.compact_at_bytes is None or self._log.offset < self.config.compact_at_bytes:
+            return
+        from ._compact import compact, needs_compaction
+
+        if needs_compaction(self):
+            compact(self, wait=False)
 
     # -- consistency ---------------------------------------------------------------------------------
 

@@ -244,11 +244,12 @@ def rm(board_dir: Path, author: str | None, key: str, expect_version: int | None
 @cli.command()
 @board_option
 @click.argument("key")
+@click.option("--all", "include_archive", is_flag=True, help="Include the history `compact --archive` moved away.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON event per line.")
-def history(board_dir: Path, key: str, as_json: bool) -> None:
+def history(board_dir: Path, key: str, include_archive: bool, as_json: bool) -> None:
     """Every retained event of KEY, oldest first, deletes included."""
     with open_board(board_dir, read_only=True) as board:
-        events = board.history(key)
+        events = board.history(key, all=include_archive)
     for event in events:
         if as_json:
             emit_json(event.model_dump(mode="json"))
@@ -394,22 +395,6 @@ def cursors(board_dir: Path, name: str | None, seq: int | None, as_json: bool) -
 
 
 @cli.command()
-@board_option
-@click.option("--repair", is_flag=True, help="Cut a torn log tail and rebuild entry files that differ from the log.")
-def check(board_dir: Path, repair: bool) -> None:
-    """Compare entry files with the log (the source of truth). Exit 6 if they differ."""
-    with open_board(board_dir, read_only=not repair) as board:
-        report = board.repair() if repair else board.check()
-    click.echo(f"last seq {report.last_seq}, {report.keys} keys, entry files at seq {report.watermark}")
-    for problem in report.problems():
-        click.echo(("repaired: " if report.repaired else "") + problem)
-    if report.ok or report.repaired:
-        click.echo("repaired" if report.repaired and not report.ok else "consistent")
-        return
-    sys.exit(EXIT_CHECK_FAILED)
-
-
-@cli.command()
 @click.option(
     "--board",
     "board_dir",
@@ -425,6 +410,12 @@ def demo(board_dir: Path | None, requests: int, interval: float) -> None:
     from ._demo import demo as run_demo
 
     run_demo(board_dir, requests, interval)
+
+
+# The maintenance commands live in their own module; importing it registers them on `cli`.
+from . import _cli_admin  # noqa: E402
+
+__all__ = ["_cli_admin", "cli", "main"]
 
 
 def main() -> None:

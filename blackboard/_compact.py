@@ -1,0 +1,282 @@
+"""Compaction: rewrite the log to the latest state of every key, while everything else runs.
+
+The compacted log is built beside the live one and switched in with one rename under the writer
+lock (spec/FORMAT.md, section 11), so a crash at any moment leaves the old log or the new one. It
+streams: memory holds one small tuple per key, never the log. Writers wait only while the records
+appended during the build are copied over; watchers notice the new inode and read its header.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import gzip
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from . import _codec
+from ._index import DELETE, parse_record
+from ._layout import Layout, log_header
+from ._log import parse_header
+
+if TYPE_CHECKING:
+    from ._board import Board
+
+_CHUNK = 1 << 22
+#: Without a board setting, `compact --if-needed` acts once the log passes this size.
+DEFAULT_COMPACT_AT_BYTES = 16 << 20
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class CompactReport:
+    """What a compaction did. `skipped` says why it did nothing, if it did nothing."""
+
+    bytes_before: int = 0
+    bytes_after: int = 0
+    events_before: int = 0
+    events_after: int = 0
+    deletes_kept: int = 0
+    deletes_purged: int = 0
+    archived: int = 0
+    compacted_through: int = 0
+    seconds: float = 0.0
+    skipped: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _lines(fd: int, start: int, end: int, progress: Progress | None) -> Iterator[tuple[int, bytes]]:
+    """(offset, line) of the complete lines in [start, end) of an open file, read in large chunks."""
+    offset = start
+    rest = b""
+    while offset < end:
+        chunk = os.pread(fd, min(_CHUNK, end - offset), offset)
+        if not chunk:
+            break
+        base = offset - len(rest)
+        data = rest + chunk if rest else chunk
+        offset += len(chunk)
+        pos = 0
+        while True:
+            nl = data.find(b"\n", pos)
+            if nl < 0:
+                break
+            yield base + pos, data[pos:nl]
+            pos = nl + 1
+        rest = data[pos:]
+        if progress is not None:
+            progress(len(chunk))
+
+
+def _complete_end(fd: int) -> int:
+    """Offset just after the last newline: a torn or in-progress tail is not ours to copy."""
+    size = os.fstat(fd).st_size
+    span = 1 << 16
+    while True:
+        start = max(0, size - span)
+        nl = os.pread(fd, size - start, start).rfind(b"\n")
+        if nl >= 0:
+            return start + nl + 1
+        if start == 0:
+            return 0
+        span *= 4
+
+
+@contextlib.contextmanager
+def _exclusive(path: os.PathLike[str] | str, wait: bool) -> Iterator[bool]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def _remove_leftovers(layout: Layout) -> None:
+    # Under compact.lock no other compaction is running: any compaction temp file is a crashed one's.
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(layout.tmp):
+            if name.startswith("log.compact."):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(layout.tmp / name)
+
+
+def compact(
+    board: Board,
+    *,
+    retention: float | None = None,
+    archive: bool = False,
+    wait: bool = True,
+    progress: Progress | None = None,
+) -> CompactReport:
+    """Compact the board's log (see module doc). `wait=False` returns at once if one is running."""
+    layout = board._layout
+    keep_deletes_after = time.time() - (board.config.retention_seconds if retention is None else retention)
+    report = CompactReport()
+    started = time.monotonic()
+    layout.tmp.mkdir(exist_ok=True)
+    with _exclusive(layout.root / "compact.lock", wait) as mine:
+        if not mine:
+            report.skipped = "another compaction is running"
+            return report
+        _remove_leftovers(layout)
+        fd = os.open(layout.log, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _build_and_switch(board, fd, keep_deletes_after, archive, progress, report)
+        finally:
+            os.close(fd)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _build_and_switch(
+    board: Board,
+    fd: int,
+    keep_deletes_after: float,
+    archive: bool,
+    progress: Progress | None,
+    report: CompactReport,
+) -> None:
+    layout = board._layout
+    ino = os.fstat(fd).st_ino
+    end = _complete_end(fd)
+    report.bytes_before = os.fstat(fd).st_size
+    plan = _plan(board, fd, end, keep_deletes_after, progress, report)
+    if plan is None:
+        return
+    keep, last_seq, purged = plan
+    tmp = layout.tmp / f"log.compact.{os.getpid()}.tmp"
+    with open(tmp, "wb", buffering=1 << 20) as out:
+        out.write(log_header(last_seq, purged))
+        if archive:
+            _write_archive(layout, fd, end, keep, last_seq, report)
+        for offset, line in _lines(fd, 0, end, None):
+            if offset in keep:
+                out.write(line + b"\n")
+        report.events_after = len(keep)
+        # The switch, under the writer lock: copy what writers appended meanwhile, then rename.
+        board._lock.acquire(board.lock_timeout)
+        try:
+            try:
+                current = os.stat(layout.log).st_ino
+            except FileNotFoundError:
+                current = -1
+            if current != ino:
+                report.skipped = "the log was replaced meanwhile (another compaction?)"
+                return
+            for _offset, line in _lines(fd, end, _complete_end(fd), None):
+                out.write(line + b"\n")
+                report.events_after += 1
+            out.flush()
+            os.fsync(out.fileno())
+            report.bytes_after = out.tell()
+            os.replace(tmp, layout.log)
+            _fsync_path(layout.root)
+        finally:
+            board._lock.release()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)  # only left if we gave up
+    report.compacted_through = last_seq
+
+
+def _plan(
+    board: Board, fd: int, end: int, keep_deletes_after: float, progress: Progress | None, report: CompactReport
+) -> tuple[set[int], int, int] | None:
+    """Pass 1: which lines to keep (their offsets), the last seq and the new purged-deletes mark.
+
+    Holds one small tuple per key, (seq, offset, is_delete, ts), never the log.
+    """
+    path = board._layout.log
+    header = None
+    latest: dict[str, tuple[int, int, bool, str]] = {}
+    last_seq = 0
+    for offset, line in _lines(fd, 0, end, progress):
+        if offset == 0:
+            header = parse_header(path, line)
+            continue
+        rec = parse_record(path, offset, line)
+        latest[rec["key"]] = (rec["seq"], offset, rec["op"] == DELETE, rec.get("ts", ""))
+        last_seq = rec["seq"]
+        report.events_before += 1
+    if header is None:
+        report.skipped = "the log is empty"
+        return None
+    keep: set[int] = set()
+    purged = header.purged_deletes_through
+    for seq, offset, is_delete, ts in latest.values():
+        if is_delete and _epoch(ts) < keep_deletes_after:
+            purged = max(purged, seq)
+            report.deletes_purged += 1
+            continue
+        keep.add(offset)
+        report.deletes_kept += is_delete
+    if len(keep) == report.events_before:
+        report.skipped = "nothing to compact: every record is the latest of its key"
+        report.bytes_after, report.events_after = report.bytes_before, report.events_before
+        return None
+    return keep, last_seq, purged
+
+
+def _write_archive(layout: Layout, fd: int, end: int, keep: set[int], last_seq: int, report: CompactReport) -> None:
+    """The records compaction removes, as one gzip ndjson segment in archive/, durable before the switch."""
+    segment_tmp = layout.tmp / f"log.compact.{os.getpid()}.archive.tmp"
+    first = 0
+    with gzip.open(segment_tmp, "wb", compresslevel=5) as segment:
+        for offset, line in _lines(fd, 0, end, None):
+            if offset and offset not in keep:
+                if not first:
+                    first = parse_record(layout.log, offset, line)["seq"]
+                segment.write(line + b"\n")
+                report.archived += 1
+    if not report.archived:
+        os.unlink(segment_tmp)
+        return
+    layout.archive.mkdir(exist_ok=True)
+    _fsync_path(segment_tmp)
+    os.replace(segment_tmp, layout.archive / f"{first:012d}-{last_seq:012d}.jsonl.gz")
+    _fsync_path(layout.archive)
+
+
+def _epoch(ts: str) -> float:
+    try:
+        return datetime.fromisoformat(ts).timestamp()
+    except ValueError:
+        return 0.0  # an unreadable time: old enough
+
+
+def _fsync_path(path: os.PathLike[str] | str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def needs_compaction(board: Board, min_bytes: int | None = None, min_dead_ratio: float | None = None) -> bool:
+    """Whether the log is past the size and superseded-record ratio that call for a compaction."""
+    threshold = min_bytes if min_bytes is not None else (board.config.compact_at_bytes or DEFAULT_COMPACT_AT_BYTES)
+    ratio = min_dead_ratio if min_dead_ratio is not None else board.config.compact_at_dead_ratio
+    stats = board.stats()
+    return bool(stats["log_bytes"] >= threshold and stats["dead_ratio"] >= ratio)
+
+
+def archived_records(layout: Layout) -> Iterator[dict[str, Any]]:
+    """Every record in archive segments, oldest segment first (segments may overlap: dedupe by seq)."""
+    with contextlib.suppress(FileNotFoundError):
+        for name in sorted(os.listdir(layout.archive)):
+            if name.endswith(".jsonl.gz"):
+                with gzip.open(layout.archive / name, "rb") as f:
+                    for line in f:
+                        if line.strip():
+                            yield _codec.decode(line)
