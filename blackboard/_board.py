@@ -177,11 +177,10 @@ class Board:
         with self._mutex:
             log = self._log
             if log.sync(writable):
-                self._index = Index()
+                # A new file (first look, or compaction replaced it): its header says where seqs stand.
+                self._index = Index(log.read_header().compacted_through)
             index = self._index
             for offset, line in log.read_lines():
-                if index.records == 0 and log.header is not None:
-                    index.compacted_through = log.header.compacted_through
                 index.apply(log.path, offset, line)
             return index
 

@@ -212,6 +212,7 @@ def _plan(
     if header is None:
         report.skipped = "the log is empty"
         return None
+    last_seq = max(last_seq, header.compacted_through)
     keep: set[int] = set()
     purged = header.purged_deletes_through
     for seq, offset, is_delete, ts in latest.values():

@@ -50,9 +50,15 @@ class Index:
     def __init__(self, compacted_through: int = 0) -> None:
         self.slots: dict[str, Slot] = {}
         self.live: list[str] = []
-        self.last_seq = 0
+        self.last_record_seq = 0
         self.records = 0
         self.compacted_through = compacted_through
+
+    @property
+    def last_seq(self) -> int:
+        """The last seq ever assigned: a compacted log may end with removed records (a purged delete),
+        and their seqs must never be assigned again."""
+        return max(self.last_record_seq, self.compacted_through)
 
     def apply(self, path: Path, offset: int, line: bytes) -> dict[str, Any]:
         rec = parse_record(path, offset, line)
@@ -62,8 +68,13 @@ class Index:
     def add(self, path: Path, offset: int, rec: dict[str, Any], line: bytes) -> None:
         seq: int = rec["seq"]
         # Seqs are strictly increasing, and gapless after the compacted prefix.
-        if seq <= self.last_seq or (self.last_seq >= self.compacted_through and seq != self.last_seq + 1):
-            raise CorruptLog(str(path), offset, f"seq {seq} after seq {self.last_seq} (gap or reorder)")
+        last = self.last_record_seq
+        if (
+            seq <= last
+            or (last >= self.compacted_through and seq != last + 1)
+            or (last < self.compacted_through < seq and seq != self.compacted_through + 1)
+        ):
+            raise CorruptLog(str(path), offset, f"seq {seq} after seq {last} (gap or reorder)")
         key: str = rec["key"]
         old = self.slots.pop(key, None)
         op = rec["op"]
@@ -73,7 +84,7 @@ class Index:
             insort(self.live, key)
         elif op == DELETE and was_live:
             del self.live[bisect_left(self.live, key)]
-        self.last_seq = seq
+        self.last_record_seq = seq
         self.records += 1
 
     def live_slot(self, key: str) -> Slot | None:

@@ -91,7 +91,8 @@ class Watcher:
         self._log.sync()
         if start is None:
             last = self._log.seek_end()
-            self.seq = self._line_seq(last) if last is not None else self._log.read_header().compacted_through
+            floor = self._log.read_header().compacted_through  # a compacted log may end before its last seq
+            self.seq = max(self._line_seq(last), floor) if last is not None else floor
             self._flag_through = 0
         else:
             self.seq = start
@@ -134,7 +135,7 @@ class Watcher:
                     seq = rec["seq"]
                 if seq <= self.seq:
                     continue  # replayed part we already had, or before `since`
-                if self.seq >= compacted_through and seq != self.seq + 1:
+                if seq != self.seq + 1 and (self.seq >= compacted_through or seq > compacted_through + 1):
                     raise CorruptLog(str(log.path), offset, f"seq {seq} after seq {self.seq} (a gap)")
                 if rec is None:
                     rec = parse_record(log.path, offset, line)
