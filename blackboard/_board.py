@@ -536,8 +536,17 @@ class Board:
 
     def _torn_tail_under_lock(self) -> int:
         # Only under the writer lock is an incomplete last line known to be torn, not in progress.
+        # A read-only handle cannot take it: report a tail that stays incomplete for a moment.
         if self.read_only:
-            return 0
+            with self._mutex:
+                self._refresh()
+                torn = os.fstat(self._log.fd).st_size - self._log.offset
+            if torn > 0:
+                time.sleep(0.1)
+                with self._mutex:
+                    self._refresh()
+                    torn = os.fstat(self._log.fd).st_size - self._log.offset
+            return max(0, torn)
         self._lock.acquire(self.lock_timeout)
         try:
             self._refresh(writable=True)

@@ -15,7 +15,8 @@ from .cli import EXIT_CHECK_FAILED, board_option, cli, emit_json, open_board
 @click.option("--repair", is_flag=True, help="Cut a torn log tail and rebuild entry files that differ from the log.")
 def check(board_dir: Path, repair: bool) -> None:
     """Compare entry files with the log (the source of truth). Exit 6 if they differ."""
-    with open_board(board_dir, read_only=not repair) as board:
+    # Not read-only: only the writer lock tells a torn tail from a write in progress (check writes nothing).
+    with open_board(board_dir) as board:
         report = board.repair() if repair else board.check()
     click.echo(f"last seq {report.last_seq}, {report.keys} keys, entry files at seq {report.watermark}")
     for problem in report.problems():

@@ -18,7 +18,7 @@ import click
 
 from . import _codec, _settings
 from ._board import Board
-from ._errors import BlackboardError, InvalidValue, KeyNotFound
+from ._errors import BlackboardError, KeyNotFound
 from ._format import entry_line, event_line
 from ._models import Event
 
@@ -40,7 +40,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(message: str, code: int) -> NoReturn:
-    click.echo(f"blackboard: error: {message}", err=True)
+    # One line, always: a path or key with a newline in it must not split the message.
+    one_line = message.replace("\r", "\\r").replace("\n", "\\n")
+    click.echo(f"blackboard: error: {one_line}", err=True)
     sys.exit(code)
 
 
@@ -61,8 +63,12 @@ class BoardGroup(click.Group):
             fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), 1)
 
 
+BOARD_HELP = f"Board directory [default: ${_settings.ENV_DIR}, else {_settings.DEFAULT_DIR}]."
+
+
 def _resolve_board(ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path:
-    # `blackboard --board X ls` and `blackboard ls --board X` both work; the command's own wins.
+    # `blackboard --board X ls` and `blackboard ls --board X` both work; the command's own wins, then
+    # the group's, then BLACKBOARD_DIR, then the default.
     if value is not None:
         return value
     root = ctx.find_root()
@@ -71,14 +77,13 @@ def _resolve_board(ctx: click.Context, _param: click.Parameter, value: Path | No
 
 
 def board_option(f: F) -> F:
+    # No envvar= here: the environment comes after a --board given before the command (_resolve_board).
     return click.option(
         "--board",
         "board_dir",
-        envvar=_settings.ENV_DIR,
-        show_envvar=True,
         type=click.Path(file_okay=False, path_type=Path),
         callback=_resolve_board,
-        help=f"Board directory [default: {_settings.DEFAULT_DIR}].",
+        help=BOARD_HELP,
     )(f)
 
 
@@ -135,13 +140,7 @@ def emit_json(obj: Any) -> None:
 
 @click.group(cls=BoardGroup, epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="blackboard")
-@click.option(
-    "--board",
-    "board_dir",
-    envvar=_settings.ENV_DIR,
-    type=click.Path(file_okay=False, path_type=Path),
-    help=f"Board directory [default: {_settings.DEFAULT_DIR}].",
-)
+@click.option("--board", "board_dir", type=click.Path(file_okay=False, path_type=Path), help=BOARD_HELP)
 def cli(board_dir: Path | None) -> None:
     """A file-based shared blackboard for agents, scripts and people.
 
@@ -167,7 +166,7 @@ def init(board_dir: Path, lock: str, max_value_bytes: int, fsync: bool) -> None:
         click.echo(f"board at {board.path} (lock: {board.config.lock}, last seq {board.last_seq})")
 
 
-@cli.command()
+@cli.command(context_settings={"ignore_unknown_options": True})  # so that `write k -5` stores -5
 @board_option
 @author_option
 @click.argument("key")
@@ -419,8 +418,16 @@ __all__ = ["_cli_admin", "cli", "main"]
 
 
 def main() -> None:
-    """Entry point of the `blackboard` script."""
+    """Entry point of the `blackboard` script: every error ends as one line and an exit code."""
     try:
-        cli.main(prog_name="blackboard", standalone_mode=True)
-    except InvalidValue as exc:  # raised while click parses options, before a command runs
+        code = cli.main(prog_name="blackboard", standalone_mode=False)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        fail(exc.format_message() + hint, 2)
+    except click.ClickException as exc:
+        fail(exc.format_message(), exc.exit_code)
+    except click.exceptions.Abort:  # Ctrl-C while click itself was waiting
+        sys.exit(EXIT_INTERRUPTED)
+    except BlackboardError as exc:  # raised while click parses options, before a command runs
         fail(str(exc), exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
