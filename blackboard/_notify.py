@@ -59,16 +59,16 @@ class Hub:
                 self._stop.set()
 
     def _run(self, stop: threading.Event, ready: threading.Event) -> None:
-        from watchfiles._rust_notify import RustNotify
-
         try:
+            from watchfiles._rust_notify import RustNotify
+
             notify = RustNotify([str(self.root)], False, False, 0, False, False)
-        except OSError as exc:  # EMFILE/ENOSPC: inotify limits reached
+        except Exception as exc:  # EMFILE/ENOSPC (inotify limits), or watchfiles unusable here
             logger.warning("%s: no change notifications (%s); polling the log instead", self.root, exc)
             self.failed = True
-            ready.set()
             return
-        ready.set()
+        finally:
+            ready.set()  # whatever happened: add() must never wait forever
         with notify:
             while not stop.is_set():
                 changes = notify.watch(0, _STEP_MS, _TIMEOUT_MS, stop)

@@ -154,14 +154,20 @@ class Watcher:
             event = self._pending.popleft()
             self._delivered = event.seq
             return event
-        if self._cursor is not None:
-            self._cursor.save(self.seq)  # nothing pending: everything up to here is handled
+        self._save(self.seq)  # nothing pending: everything up to here is handled
         return None
 
     def commit(self) -> None:
         """Record the last delivered event as handled (done for you by the next `next`)."""
-        if self._cursor is not None and self._delivered is not None:
-            self._cursor.save(self._delivered)
+        if self._delivered is not None:
+            self._save(self._delivered)
+
+    def _save(self, seq: int) -> None:
+        # Under _io, like close(): a close from another thread must not close the fd mid-write.
+        if self._cursor is not None:
+            with self._io:
+                if not self._closed:
+                    self._cursor.save(seq)
 
     def wait_interval(self) -> float:
         return self.poll_interval if self.polling else SAFETY_INTERVAL
