@@ -11,8 +11,8 @@ import contextlib
 import os
 import re
 
-from ._errors import InvalidKey
-from ._layout import Layout, format_watermark, parse_watermark
+from ._errors import CorruptLog, InvalidKey
+from ._layout import Layout, format_watermark
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 
@@ -24,12 +24,17 @@ def validate_name(name: str) -> str:
 
 
 def load(layout: Layout, name: str) -> int | None:
-    """The saved seq, or None if the cursor does not exist."""
+    """The saved seq, or None if the cursor does not exist (or was created and never saved)."""
+    path = layout.cursors / validate_name(name)
     try:
-        data = (layout.cursors / validate_name(name)).read_bytes()
+        data = path.read_bytes().strip()
     except FileNotFoundError:
         return None
-    return parse_watermark(data)
+    if not data:
+        return None
+    if not data.isdigit():
+        raise CorruptLog(str(path), 0, f"cursor {name!r} is unreadable; reset it: blackboard cursors --reset {name}")
+    return int(data)
 
 
 class CursorFile:

@@ -83,8 +83,9 @@ class Watcher:
         self._pending: deque[Event] = deque()
         self._delivered: int | None = None
         self._log = LogFile(board._layout.log, reopen=board.config.lock == "soft")
-        self._cursor = _cursors.CursorFile(board._layout, cursor) if cursor is not None else None
+        # Load before opening: opening creates the file, and a new cursor must start at `since`.
         saved = _cursors.load(board._layout, cursor) if cursor is not None else None
+        self._cursor = _cursors.CursorFile(board._layout, cursor) if cursor is not None else None
         start = saved if saved is not None else since
         if start is not None and (type(start) is not int or start < 0):
             raise ValueError(f"since must be a seq >= 0 or None, not {start!r}")
@@ -213,16 +214,31 @@ class Watcher:
         self.close()
 
 
-async def awatch(board: Board, prefix: str = "", **options: Any) -> AsyncIterator[Event]:
-    """The async twin of `Watcher`: the same reader, waiting on an asyncio.Event instead of a thread."""
+def awatch(board: Board, prefix: str = "", **options: Any) -> AsyncIterator[Event]:
+    """The async twin of `Watcher`: the same reader, waiting on an asyncio.Event instead of a thread.
+
+    The watcher is created here, at the call, like `watch()`'s: with `since=None` an event written
+    between the call and the first `async for` step is delivered, not lost.
+    """
+    wakers: list[Callable[[], None]] = []
+
+    def waker() -> None:
+        for wake in wakers:
+            wake()
+
+    watcher = Watcher(board, prefix, waker=waker, **options)
+    return _aiterate(watcher, wakers)
+
+
+async def _aiterate(watcher: Watcher, wakers: list[Callable[[], None]]) -> AsyncIterator[Event]:
     loop = asyncio.get_running_loop()
     ready = asyncio.Event()
 
-    def waker() -> None:
+    def wake() -> None:
         if not loop.is_closed():
             loop.call_soon_threadsafe(ready.set)
 
-    watcher = Watcher(board, prefix, waker=waker, **options)
+    wakers.append(wake)
     try:
         deadline = None if watcher.timeout is None else loop.time() + watcher.timeout
         while True:
@@ -299,10 +315,21 @@ class Subscription:
             asyncio.run_coroutine_threadsafe(self.callback(event), self._loop).result()
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop delivering and wait (up to `timeout`) for a callback in progress to return."""
+        """Stop delivering and wait (up to `timeout`) for a callback in progress to return.
+
+        Called from the event loop the callbacks run on, it does not wait: the callback in progress
+        needs that loop to finish, and the delivery thread ends right after it.
+        """
         self._watcher.close()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
+        if threading.current_thread() is self._thread or self._on_own_loop():
+            return
+        self._thread.join(timeout)
+
+    def _on_own_loop(self) -> bool:
+        try:
+            return self._loop is not None and asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
 
     def __enter__(self) -> Subscription:
         return self
