@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import _codec, _entries, _layout, _settings
-from ._errors import InvalidValue, KeyNotFound, ReadOnlyBoard, VersionConflict
+from ._errors import CorruptLog, InvalidValue, KeyNotFound, ReadOnlyBoard, VersionConflict
 from ._index import DELETE, PUT, Index, Slot
 from ._keys import validate_key, validate_prefix
 from ._lock import FlockLock, SoftLock
@@ -181,7 +181,11 @@ class Board:
                 self._index = Index(log.read_header().compacted_through)
             index = self._index
             for offset, line in log.read_lines():
-                index.apply(log.path, offset, line)
+                try:
+                    index.apply(log.path, offset, line)
+                except CorruptLog:
+                    log.offset = offset  # stay at the bad record: report it again, never skip it
+                    raise
             return index
 
     @property
@@ -349,6 +353,8 @@ class Board:
 
     def flush(self) -> int:
         """Bring entry files up to the log now (writers do it in the background). Returns files changed."""
+        if self.read_only:
+            raise ReadOnlyBoard(str(self.path), "opened with read_only=True")
         return _entries.materialize(self._layout, self._snapshot, fsync=self.config.fsync)
 
     def _schedule_flush(self) -> None:
@@ -522,9 +528,11 @@ class Board:
         Keys changed after the watermark are pending for a background flush, not inconsistent.
         """
         report = _entries.Report()
+        # Lock order everywhere: writer lock, then materialize lock, then _mutex. The torn-tail look
+        # takes the writer lock, so it comes first, with nothing else held.
+        report.torn_tail_bytes = self._torn_tail_under_lock()
         with _entries.materialize_lock(self._layout), self._mutex:
             index = self._refresh()
-            report.torn_tail_bytes = self._torn_tail_under_lock()
             report.last_seq, report.keys = index.last_seq, len(index.live)
             report.watermark = _entries.read_watermark(self._layout)
             _entries.compare(self._layout, index, report)

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import _codec
+from ._entries import read_watermark
 from ._index import DELETE, parse_record
 from ._layout import Layout, log_header
 from ._log import parse_header
@@ -131,6 +132,7 @@ def compact(
             report.skipped = "another compaction is running"
             return report
         _remove_leftovers(layout)
+        board.flush()  # so that deletes due for removal are already out of entries/ (see _plan)
         fd = os.open(layout.log, os.O_RDONLY | os.O_CLOEXEC)
         try:
             _build_and_switch(board, fd, keep_deletes_after, archive, progress, report)
@@ -215,8 +217,11 @@ def _plan(
     last_seq = max(last_seq, header.compacted_through)
     keep: set[int] = set()
     purged = header.purged_deletes_through
+    # A delete that entry files do not reflect yet must stay: once it is gone no batch would remove
+    # the key's entry file. (compact() flushes first, so this only holds back the newest ones.)
+    applied = read_watermark(board._layout)
     for seq, offset, is_delete, ts in latest.values():
-        if is_delete and _epoch(ts) < keep_deletes_after:
+        if is_delete and seq <= applied and _epoch(ts) < keep_deletes_after:
             purged = max(purged, seq)
             report.deletes_purged += 1
             continue

@@ -35,13 +35,25 @@ def entry_document(line: bytes) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def materialize_lock(layout: Layout) -> Iterator[None]:
-    fd = os.open(layout.materialize_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        fd = os.open(layout.materialize_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except PermissionError:  # a reader without write permission (check): flock needs no write access
+        fd = os.open(layout.materialize_lock, os.O_RDONLY | os.O_CLOEXEC)
     try:
         # Blocking is right here: only background flushes and repairs wait on it, never a writer.
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # closing drops the flock
+
+
+def remove_stale_tmp(layout: Layout) -> None:
+    """Under the materialize lock no batch is writing, so an entry temp file is a killed batch's."""
+    os.makedirs(layout.tmp, exist_ok=True)  # a board copied by git or by hand may lack empty dirs
+    for name in os.listdir(layout.tmp):
+        if name.startswith("entry."):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(layout.tmp / name)
 
 
 def read_watermark(layout: Layout) -> int:
@@ -98,7 +110,7 @@ def materialize(layout: Layout, snapshot: Callable[[int], tuple[int, list[tuple[
     """Bring entries/ up to the log. `snapshot(watermark)` returns (last seq, keys changed after it),
     read from the log after the lock is taken. Returns the number of files written or removed."""
     with materialize_lock(layout):
-        os.makedirs(layout.tmp, exist_ok=True)  # a board copied by git or by hand may lack empty dirs
+        remove_stale_tmp(layout)
         mark = read_watermark(layout)
         last, changed = snapshot(mark)
         if last <= mark:
@@ -123,6 +135,8 @@ def scan_entries(layout: Layout) -> Iterator[tuple[str, Path]]:
                 key = relpath_to_key(rel) if name.endswith(ENTRY_SUFFIX) else ""
             except (ValueError, UnicodeDecodeError):
                 key = ""
+            if key and key_to_relpath(key) != rel:
+                key = ""  # decodes to a key but is not that key's file name (e.g. %63.json for c)
             yield key, path
 
 
@@ -173,7 +187,7 @@ def compare(layout: Layout, index: Index, report: Report) -> None:
 
 def rebuild(layout: Layout, index: Index, report: Report, *, fsync: bool) -> None:
     """Rewrite what `compare` found wrong and set the watermark. Caller holds the materialize lock."""
-    os.makedirs(layout.tmp, exist_ok=True)
+    remove_stale_tmp(layout)
     for key in report.missing + report.stale:
         slot = index.live_slot(key)
         if slot is not None:

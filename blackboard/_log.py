@@ -76,8 +76,17 @@ class LogFile:
 
         Called before every look at the log. Costs one stat() locally.
         """
-        if self.fd < 0 or self._pid != os.getpid() or (writable and not self._writable):
+        if self.fd < 0 or self._pid != os.getpid():
             self._open(writable or self._writable)
+            return True
+        if writable and not self._writable:
+            # A reader that now writes: reopen for writing, but keep our place if it is the same file,
+            # rather than rebuild the index from the whole log.
+            old_ino, offset, header = self.ino, self.offset, self.header
+            self._open(True)
+            if self.ino == old_ino:
+                self.offset, self.header = offset, header
+                return False
             return True
         if self.reopen:
             # NFS: a fresh open is what revalidates the client's cache; keep our offset if same file.

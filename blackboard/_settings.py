@@ -29,8 +29,8 @@ def board_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 
 def author(explicit: str | None = None) -> str:
-    if explicit:
-        return explicit
+    if explicit is not None:
+        return explicit  # even "": the caller checks it, rather than silently use the default
     env = os.environ.get(ENV_AUTHOR)
     if env:
         return env

@@ -82,13 +82,25 @@ class Watcher:
         self._closed = False
         self._pending: deque[Event] = deque()
         self._delivered: int | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        if since is not None and (type(since) is not int or since < 0):
+            raise ValueError(f"since must be a seq >= 0 or None, not {since!r}")
         self._log = LogFile(board._layout.log, reopen=board.config.lock == "soft")
         # Load before opening: opening creates the file, and a new cursor must start at `since`.
         saved = _cursors.load(board._layout, cursor) if cursor is not None else None
         self._cursor = _cursors.CursorFile(board._layout, cursor) if cursor is not None else None
-        start = saved if saved is not None else since
-        if start is not None and (type(start) is not int or start < 0):
-            raise ValueError(f"since must be a seq >= 0 or None, not {start!r}")
+        try:
+            self._start(since if saved is None else saved, new_cursor=saved is None)
+        except BaseException:
+            self.close()  # a watch refused (Compacted, CorruptLog) leaves no fd open
+            raise
+        self._waker = waker or self._wake.set
+        hub = None if self.polling else hub_for(board.path)
+        if hub is not None and not hub.add(self._waker):
+            self.polling = True
+        self._finalizer = weakref.finalize(self, hub.remove, self._waker) if hub is not None else None
+
+    def _start(self, start: int | None, *, new_cursor: bool) -> None:
         self._log.sync()
         if start is None:
             last = self._log.seek_end()
@@ -98,13 +110,8 @@ class Watcher:
         else:
             self.seq = start
             self._flag_through = self._header_rules(self._log.read_header())
-        if self._cursor is not None and saved is None:
+        if self._cursor is not None and new_cursor:
             self._cursor.save(self.seq)  # a new cursor starts where this watch starts
-        self._waker = waker or self._wake.set
-        hub = None if self.polling else hub_for(board.path)
-        if hub is not None and not hub.add(self._waker):
-            self.polling = True
-        self._finalizer = weakref.finalize(self, hub.remove, self._waker) if hub is not None else None
 
     def _line_seq(self, line: bytes) -> int:
         seq = _fast_seq(line)
@@ -129,22 +136,32 @@ class Watcher:
             compacted_through = (log.header or Header()).compacted_through
             prefix = self.prefix
             for offset, line in log.read_lines():
-                seq = _fast_seq(line)
-                rec = None
-                if seq is None:
-                    rec = parse_record(log.path, offset, line)
-                    seq = rec["seq"]
-                if seq <= self.seq:
-                    continue  # replayed part we already had, or before `since`
-                if seq != self.seq + 1 and (self.seq >= compacted_through or seq > compacted_through + 1):
-                    raise CorruptLog(str(log.path), offset, f"seq {seq} after seq {self.seq} (a gap)")
+                try:
+                    seq, rec = self._check(offset, line, compacted_through)
+                except CorruptLog:
+                    log.offset = offset  # stay at the bad record: report it again, never skip it
+                    raise
                 if rec is None:
-                    rec = parse_record(log.path, offset, line)
+                    continue  # replayed part we already had, or before `since`
                 self.seq = seq
                 if rec["key"].startswith(prefix):
                     self._pending.append(Event.from_record(rec, compacted=seq <= self._flag_through))
                     if len(self._pending) >= _BATCH:
                         return
+
+    def _check(self, offset: int, line: bytes, compacted_through: int) -> tuple[int, dict[str, Any] | None]:
+        """(seq, record) of a line, or (seq, None) for one at or before our position."""
+        path = self._log.path
+        seq = _fast_seq(line)
+        rec = None
+        if seq is None:
+            rec = parse_record(path, offset, line)
+            seq = rec["seq"]
+        if seq <= self.seq:
+            return seq, None
+        if seq != self.seq + 1 and (self.seq >= compacted_through or seq > compacted_through + 1):
+            raise CorruptLog(str(path), offset, f"seq {seq} after seq {self.seq} (a gap)")
+        return seq, rec if rec is not None else parse_record(path, offset, line)
 
     def next_nowait(self) -> Event | None:
         """The next event if one is already in the log, else None. Marks the previous one finished."""

@@ -1,0 +1,34 @@
+"""Fixtures shared by the tests: a fresh board on the real filesystem, closed afterwards."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from blackboard import Board
+
+
+@pytest.fixture
+def board_path(tmp_path: Path) -> Path:
+    """Where the `board` fixture's board lives (a path inside `tmp_path`, not created yet)."""
+    return tmp_path / "board"
+
+
+@pytest.fixture
+def board(board_path: Path) -> Iterator[Board]:
+    """A new, empty board with a fixed author, closed (entry files brought up to date) at teardown."""
+    handle = Board.init(board_path, author="tester")
+    yield handle
+    handle.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Stress variants run only when asked for (`-m stress`); a fast version of each always runs."""
+    if config.getoption("markexpr", ""):
+        return
+    stress = [item for item in items if item.get_closest_marker("stress")]
+    if stress:
+        config.hook.pytest_deselected(items=stress)
+        items[:] = [item for item in items if not item.get_closest_marker("stress")]
