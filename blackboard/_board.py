@@ -17,7 +17,6 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,7 +27,7 @@ from ._index import DELETE, PUT, Index, Slot
 from ._keys import validate_key, validate_prefix
 from ._lock import FlockLock, SoftLock
 from ._log import LogFile
-from ._models import BoardConfig, Entry, Event
+from ._models import BoardConfig, Entry, Event, entry
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -39,8 +38,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("blackboard")
 
 _MAX_AUTHOR = 256
+_SCALARS = (str, int, float, bool, type(None))
 #: A background batch of entry files is followed by a pause this many times its duration.
-_PACING = 3.0
+_PACING = 10.0
 
 
 class _Clock:
@@ -67,14 +67,7 @@ def _check_author(author: str) -> str:
 
 def entry_from_line(line: bytes) -> Entry:
     rec = _codec.decode(line)
-    return Entry.model_construct(
-        key=rec["key"],
-        value=rec["value"],
-        version=rec["version"],
-        seq=rec["seq"],
-        author=rec.get("author", ""),
-        ts=datetime.fromisoformat(rec["ts"]),
-    )
+    return entry(rec["key"], rec["value"], rec["version"], rec["seq"], rec.get("author", ""), rec["ts"])
 
 
 class Board:
@@ -150,14 +143,16 @@ class Board:
         self._closed = True
         self._stop.set()
         self._dirty.set()
-        flusher = self._flusher
-        if flusher is not None and self._flusher_pid == os.getpid():
-            flusher.join()
-            self.flush()
-        self._lock.close()
-        with self._mutex:
-            self._log.close()
-        _open_boards.discard(self)
+        try:
+            flusher = self._flusher
+            if flusher is not None and self._flusher_pid == os.getpid():
+                flusher.join()
+                self.flush()
+        finally:
+            self._lock.close()
+            with self._mutex:
+                self._log.close()
+            _open_boards.discard(self)
 
     def __enter__(self) -> Board:
         return self
@@ -202,15 +197,9 @@ class Board:
         validate_key(key)
         value_json = _codec.encode_value(value, self.config.max_value_bytes)
         rec = self._commit(key, PUT, value_json, expect_version, author)
-        stored = value if type(value) in (str, int, float, bool, type(None)) else _codec.decode(value_json)
-        return Entry.model_construct(
-            key=key,
-            value=stored,
-            version=rec["version"],
-            seq=rec["seq"],
-            author=rec["author"],
-            ts=datetime.fromisoformat(rec["ts"]),
-        )
+        # The caller keeps its object; the Entry holds a copy (scalars are immutable: no copy needed).
+        stored = value if type(value) in _SCALARS else _codec.decode(value_json)
+        return entry(key, stored, rec["version"], rec["seq"], rec["author"], rec["ts"])
 
     def delete(self, key: str, *, author: str | None = None, expect_version: int | None = None) -> Entry:
         """Delete `key` (`KeyNotFound` if it has no live value). Its next put starts again at version 1.
@@ -219,14 +208,7 @@ class Board:
         """
         validate_key(key)
         rec = self._commit(key, DELETE, b"null", expect_version, author)
-        return Entry.model_construct(
-            key=key,
-            value=None,
-            version=0,
-            seq=rec["seq"],
-            author=rec["author"],
-            ts=datetime.fromisoformat(rec["ts"]),
-        )
+        return entry(key, None, 0, rec["seq"], rec["author"], rec["ts"])
 
     def _commit(
         self, key: str, op: str, value_json: bytes, expect_version: int | None, author: str | None
@@ -240,6 +222,8 @@ class Board:
         who = self.author if author is None else _check_author(author)
         self._lock.acquire(self.lock_timeout)
         try:
+            if self._closed:  # closed by another thread while we waited for the lock
+                raise ReadOnlyBoard(str(self.path), "this handle is closed")
             with self._mutex:
                 index = self._refresh(writable=True)
                 # We hold the lock, so bytes after the last complete line are no write in progress:
@@ -255,11 +239,23 @@ class Board:
                 version = current + 1 if op == PUT else 0
                 ts = self._clock.now()
                 line = _codec.encode_record(seq, op, key, value_json, version, who, ts)
-                offset = self._log.append(line, fsync=self.config.fsync)
+                offset = self._log.append(line)
                 rec = {"seq": seq, "op": op, "key": key, "version": version, "author": who, "ts": ts}
                 index.add(self._log.path, offset, rec, line[:-1])
+                # A duplicate: another thread may reopen the log (and close its fd) once we let go.
+                durable_fd = os.dup(self._log.fd) if self.config.fsync else -1
+                if self._log.reopen:
+                    self._log.release_fd()  # NFS: close before the lock goes (spec section 9)
         finally:
             self._lock.release()
+        if durable_fd >= 0:
+            # Outside the lock: fdatasync flushes every byte of the file written so far, ours
+            # included, so concurrent writers' flushes overlap (group commit) instead of queueing
+            # behind the lock. The write is acknowledged only once it is on the device.
+            try:
+                os.fdatasync(durable_fd)
+            finally:
+                os.close(durable_fd)
         self._schedule_flush()
         return rec
 
@@ -276,8 +272,8 @@ class Board:
         return default if slot is None else _codec.decode(slot.line)["value"]
 
     def _live_slot(self, key: str) -> Slot | None:
-        index = self._refresh()
-        slot = index.slots.get(key)
+        with self._mutex:
+            slot = self._refresh().slots.get(key)
         if slot is None:
             validate_key(key)  # a miss may be a typo'd or invalid key: say so rather than return None
             return None
@@ -355,14 +351,16 @@ class Board:
         """Bring entry files up to the log now (writers do it in the background). Returns files changed."""
         if self.read_only:
             raise ReadOnlyBoard(str(self.path), "opened with read_only=True")
-        return _entries.materialize(self._layout, self._snapshot, fsync=self.config.fsync)
+        return _entries.materialize(self._layout, self._snapshot)
 
     def _schedule_flush(self) -> None:
         if self._flusher_pid != os.getpid():  # first write, or a forked child: threads do not survive fork
-            self._dirty = threading.Event()
-            self._flusher = threading.Thread(target=self._flush_loop, name="blackboard-flush", daemon=True)
-            self._flusher_pid = os.getpid()
-            self._flusher.start()
+            with self._mutex:  # two threads' first writes must start one flusher, not two
+                if self._flusher_pid != os.getpid():
+                    self._dirty = threading.Event()
+                    self._flusher = threading.Thread(target=self._flush_loop, name="blackboard-flush", daemon=True)
+                    self._flusher.start()
+                    self._flusher_pid = os.getpid()
         self._dirty.set()
 
     def _flush_loop(self) -> None:
@@ -578,7 +576,7 @@ class Board:
             index = self._refresh()
             report.last_seq, report.keys = index.last_seq, len(index.live)
             _entries.compare(self._layout, index, report)
-            _entries.rebuild(self._layout, index, report, fsync=self.config.fsync)
+            _entries.rebuild(self._layout, index, report)
             report.watermark = index.last_seq
         report.repaired = True
         return report

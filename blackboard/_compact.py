@@ -162,7 +162,7 @@ def _build_and_switch(
     with open(tmp, "wb", buffering=1 << 20) as out:
         out.write(log_header(last_seq, purged))
         if archive:
-            _write_archive(layout, fd, end, keep, last_seq, report)
+            _write_archive(layout, fd, end, keep, report)
         for offset, line in _lines(fd, 0, end, None):
             if offset in keep:
                 out.write(line + b"\n")
@@ -170,16 +170,17 @@ def _build_and_switch(
         # The switch, under the writer lock: copy what writers appended meanwhile, then rename.
         board._lock.acquire(board.lock_timeout)
         try:
+            # A fresh open under the lock: on NFS that is what shows other hosts' latest appends.
+            fresh = os.open(layout.log, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                current = os.stat(layout.log).st_ino
-            except FileNotFoundError:
-                current = -1
-            if current != ino:
-                report.skipped = "the log was replaced meanwhile (another compaction?)"
-                return
-            for _offset, line in _lines(fd, end, _complete_end(fd), None):
-                out.write(line + b"\n")
-                report.events_after += 1
+                if os.fstat(fresh).st_ino != ino:
+                    report.skipped = "the log was replaced meanwhile (another compaction?)"
+                    return
+                for _offset, line in _lines(fresh, end, _complete_end(fresh), None):
+                    out.write(line + b"\n")
+                    report.events_after += 1
+            finally:
+                os.close(fresh)
             out.flush()
             os.fsync(out.fileno())
             report.bytes_after = out.tell()
@@ -234,15 +235,15 @@ def _plan(
     return keep, last_seq, purged
 
 
-def _write_archive(layout: Layout, fd: int, end: int, keep: set[int], last_seq: int, report: CompactReport) -> None:
+def _write_archive(layout: Layout, fd: int, end: int, keep: set[int], report: CompactReport) -> None:
     """The records compaction removes, as one gzip ndjson segment in archive/, durable before the switch."""
     segment_tmp = layout.tmp / f"log.compact.{os.getpid()}.archive.tmp"
-    first = 0
+    first = last_archived = 0
     with gzip.open(segment_tmp, "wb", compresslevel=5) as segment:
         for offset, line in _lines(fd, 0, end, None):
             if offset and offset not in keep:
-                if not first:
-                    first = parse_record(layout.log, offset, line)["seq"]
+                last_archived = parse_record(layout.log, offset, line)["seq"]
+                first = first or last_archived
                 segment.write(line + b"\n")
                 report.archived += 1
     if not report.archived:
@@ -250,7 +251,7 @@ def _write_archive(layout: Layout, fd: int, end: int, keep: set[int], last_seq: 
         return
     layout.archive.mkdir(exist_ok=True)
     _fsync_path(segment_tmp)
-    os.replace(segment_tmp, layout.archive / f"{first:012d}-{last_seq:012d}.jsonl.gz")
+    os.replace(segment_tmp, layout.archive / f"{first:012d}-{last_archived:012d}.jsonl.gz")
     _fsync_path(layout.archive)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -39,8 +40,17 @@ def parse_record(path: Path, offset: int, line: bytes) -> dict[str, Any]:
         or rec.get("op") not in (PUT, DELETE)
         or not isinstance(rec.get("key"), str)
         or type(rec.get("version")) is not int
+        or "value" not in rec
+        or not isinstance(rec.get("author"), str)
+        or not isinstance(rec.get("ts"), str)
     ):
-        raise CorruptLog(str(path), offset, "not a record (seq, op, key, version missing or mistyped)")
+        raise CorruptLog(
+            str(path), offset, "not a record (seq, op, key, value, version, author or ts missing or mistyped)"
+        )
+    try:
+        datetime.fromisoformat(rec["ts"])
+    except ValueError:
+        raise CorruptLog(str(path), offset, f"ts {rec['ts']!r} is not an RFC 3339 time") from None
     return rec
 
 

@@ -29,6 +29,11 @@ def validate_key(key: object) -> str:
     """Return `key` if it is a valid key, else raise `InvalidKey` saying why."""
     if not isinstance(key, str):
         raise InvalidKey(repr(key), f"a key is a str, not {type(key).__name__}")
+    return _validate(key)
+
+
+@lru_cache(maxsize=1 << 16)  # agents write the same keys again and again; only valid keys are cached
+def _validate(key: str) -> str:
     if not key:
         raise InvalidKey(key, "empty")
     bad = _FORBIDDEN.search(key)

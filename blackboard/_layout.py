@@ -22,6 +22,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from . import _codec
 from ._errors import NotABoard, ReadOnlyBoard
 from ._models import FORMAT_NAME, FORMAT_VERSION, BoardConfig
@@ -164,7 +166,11 @@ def read_config(root: Path) -> BoardConfig:
         raise NotABoard(
             str(root), f"board format {version!r} is newer than this blackboard reads ({FORMAT_VERSION}); upgrade"
         )
-    return BoardConfig.model_validate(raw)
+    try:
+        return BoardConfig.model_validate(raw)
+    except ValidationError as exc:
+        problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise NotABoard(str(root), f"board.json has a bad setting ({problem})") from None
 
 
 WATERMARK_WIDTH = 21

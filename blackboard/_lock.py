@@ -88,9 +88,11 @@ class FlockLock:
             self._thread_lock.release()
 
     def close(self) -> None:
-        if self._pid == os.getpid() and self._fd >= 0:
-            os.close(self._fd)
-        self._fd, self._pid = -1, -1
+        # Wait for a write in flight in another thread: closing the fd would drop its flock mid-append.
+        with self._thread_lock:
+            if self._pid == os.getpid() and self._fd >= 0:
+                os.close(self._fd)
+            self._fd, self._pid = -1, -1
 
 
 class SoftLock:
@@ -132,4 +134,5 @@ class SoftLock:
             self._thread_lock.release()
 
     def close(self) -> None:
-        self._lock, self._pid = None, -1
+        with self._thread_lock:  # as FlockLock.close: never drop a claim a writer still relies on
+            self._lock, self._pid = None, -1

@@ -43,6 +43,7 @@ class LogFile:
         self.fd = -1
         self.ino = -1
         self.offset = 0
+        self.size = 0  # the file's size when read_lines() last looked
         self.header: Header | None = None
         self._pid = -1
         self._writable = False
@@ -50,7 +51,7 @@ class LogFile:
     # -- opening ---------------------------------------------------------------------------------
 
     def _open(self, writable: bool) -> None:
-        self.close()
+        self.release_fd()
         flags = (os.O_RDWR | os.O_APPEND) if writable else os.O_RDONLY
         try:
             self.fd = os.open(self.path, flags | os.O_CLOEXEC)
@@ -67,6 +68,16 @@ class LogFile:
         self.header = None
 
     def close(self) -> None:
+        """Close the fd and forget our place."""
+        self.release_fd()
+        self.ino = -1
+
+    def release_fd(self) -> None:
+        """Close the fd but keep our place: the next sync() reopens and goes on if the file is the same.
+
+        On NFS the lock holder does this before releasing the lock, so that its appends reach the
+        server before the next holder opens the file (close-to-open consistency).
+        """
         if self.fd >= 0 and self._pid == os.getpid():
             os.close(self.fd)
         self.fd = -1
@@ -76,22 +87,14 @@ class LogFile:
 
         Called before every look at the log. Costs one stat() locally.
         """
-        if self.fd < 0 or self._pid != os.getpid():
+        if self._pid != os.getpid() or self.ino < 0:  # first look, or a forked child: never share an fd
             self._open(writable or self._writable)
             return True
-        if writable and not self._writable:
-            # A reader that now writes: reopen for writing, but keep our place if it is the same file,
-            # rather than rebuild the index from the whole log.
+        if self.fd < 0 or self.reopen or (writable and not self._writable):
+            # Reopen, and keep our place if it is still the same file: after release_fd(), on NFS
+            # (a fresh open is what revalidates the client's cache), or a reader that now writes.
             old_ino, offset, header = self.ino, self.offset, self.header
-            self._open(True)
-            if self.ino == old_ino:
-                self.offset, self.header = offset, header
-                return False
-            return True
-        if self.reopen:
-            # NFS: a fresh open is what revalidates the client's cache; keep our offset if same file.
-            old_ino, offset, header = self.ino, self.offset, self.header
-            self._open(self._writable)
+            self._open(writable or self._writable)
             if self.ino == old_ino:
                 self.offset, self.header = offset, header
                 return False
@@ -113,7 +116,7 @@ class LogFile:
         The offset advances as lines are yielded, so a consumer that stops early resumes exactly there.
         """
         while True:
-            size = os.fstat(self.fd).st_size
+            size = self.size = os.fstat(self.fd).st_size
             if size <= self.offset:
                 return
             data = os.pread(self.fd, min(size - self.offset, _CHUNK), self.offset)
@@ -180,14 +183,17 @@ class LogFile:
     # -- writing (lock held) -----------------------------------------------------------------------
 
     def truncate_torn_tail(self) -> int:
-        """Cut an incomplete final line left by a killed writer. Returns the bytes removed."""
-        size = os.fstat(self.fd).st_size
+        """Cut an incomplete final line left by a killed writer. Returns the bytes removed.
+
+        Called by the lock holder right after read_lines(), so the size that saw is still the size.
+        """
+        size = self.size
         if size <= self.offset:
             return 0
         os.ftruncate(self.fd, self.offset)
         return size - self.offset
 
-    def append(self, data: bytes, *, fsync: bool) -> int:
+    def append(self, data: bytes) -> int:
         """Append whole lines with one write() at the end, where the lock holder found it.
 
         Returns the offset the data starts at; our offset moves past it (we wrote it, no need to read it).
@@ -203,8 +209,6 @@ class LogFile:
             # A short write (disk full): leave no torn line behind for others to trip on.
             os.ftruncate(self.fd, old)
             raise OSError(errno.ENOSPC, f"short write to {self.path}")
-        if fsync:
-            os.fdatasync(self.fd)
         if new_header:
             self.header = Header()
         self.offset = old + len(data)
@@ -219,4 +223,7 @@ def parse_header(path: Path, line: bytes) -> Header:
         raise CorruptLog(str(path), 0, f"the first line is not the log header ({exc})") from None
     if not isinstance(raw, dict) or LOG_HEADER_KEY not in raw:
         raise CorruptLog(str(path), 0, "the first line is not the log header")
-    return Header(int(raw.get("compacted_through", 0)), int(raw.get("purged_deletes_through", 0)))
+    through, purged = raw.get("compacted_through", 0), raw.get("purged_deletes_through", 0)
+    if type(through) is not int or type(purged) is not int:
+        raise CorruptLog(str(path), 0, "the log header's seqs are not integers")
+    return Header(through, purged)

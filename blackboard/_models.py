@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +22,39 @@ class Entry(BaseModel):
     seq: int = Field(description="sequence number of the log record that produced this state")
     author: str
     ts: datetime
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _trusted(cls: type[_M], fields: dict[str, Any]) -> _M:
+    """A model from fields the library built itself, without validation.
+
+    pydantic's `model_construct` costs ~3 us; this ~1 us. Every write returns an Entry and a watcher
+    builds an Event per record, so that is most of the difference between ~250k and ~500k events/s
+    in a catch-up, and a tenth of a write.
+    """
+    obj = object.__new__(cls)
+    object.__setattr__(obj, "__dict__", fields)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(fields))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
+
+
+def entry(key: str, value: Any, version: int, seq: int, author: str, ts: str) -> Entry:
+    """An Entry from a record's fields (see `_trusted`)."""
+    return _trusted(
+        Entry,
+        {
+            "key": key,
+            "value": value,
+            "version": version,
+            "seq": seq,
+            "author": author,
+            "ts": datetime.fromisoformat(ts),
+        },
+    )
 
 
 class Event(BaseModel):
@@ -44,31 +77,33 @@ class Event(BaseModel):
 
     @classmethod
     def from_record(cls, rec: dict[str, Any], *, compacted: bool = False) -> Event:
-        """Build from a record already checked by the log reader, skipping validation.
-
-        Watchers build one per event: pydantic's `model_construct` costs ~3 us, this ~1 us, and that
-        is the difference between ~250k and ~500k events/s when a watcher catches up.
-        """
-        event = object.__new__(cls)
-        fields = {
-            "seq": rec["seq"],
-            "op": rec["op"],
-            "key": rec["key"],
-            "value": rec.get("value"),
-            "version": rec["version"],
-            "author": rec.get("author", ""),
-            "ts": datetime.fromisoformat(rec["ts"]),
-            "compacted": compacted,
-        }
-        object.__setattr__(event, "__dict__", fields)
-        object.__setattr__(event, "__pydantic_fields_set__", set(fields))
-        object.__setattr__(event, "__pydantic_extra__", None)
-        object.__setattr__(event, "__pydantic_private__", None)
-        return event
+        """Build from a record already checked by the log reader (see `_trusted`)."""
+        return _trusted(
+            cls,
+            {
+                "seq": rec["seq"],
+                "op": rec["op"],
+                "key": rec["key"],
+                "value": rec.get("value"),
+                "version": rec["version"],
+                "author": rec.get("author", ""),
+                "ts": datetime.fromisoformat(rec["ts"]),
+                "compacted": compacted,
+            },
+        )
 
     def to_entry(self) -> Entry:
-        return Entry.model_construct(
-            key=self.key, value=self.value, version=self.version, seq=self.seq, author=self.author, ts=self.ts
+        """The entry this event left: what `board.get(key)` returned right after it (a put's)."""
+        return _trusted(
+            Entry,
+            {
+                "key": self.key,
+                "value": self.value,
+                "version": self.version,
+                "seq": self.seq,
+                "author": self.author,
+                "ts": self.ts,
+            },
         )
 
 

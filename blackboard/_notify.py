@@ -76,7 +76,10 @@ class Hub:
                     with self._mutex:
                         wakers = list(self._wakers)
                     for wake in wakers:
-                        wake()
+                        try:
+                            wake()
+                        except Exception as exc:  # one broken waiter must not end everyone's wake-ups
+                            logger.warning("%s: a watcher's wake-up failed: %s", self.root, exc)
 
 
 _hubs: dict[Path, Hub] = {}

@@ -56,4 +56,14 @@ def poll_interval(explicit: float | None = None) -> float:
     if explicit is not None:
         return explicit
     env = os.environ.get(ENV_POLL_INTERVAL)
-    return float(env) if env else DEFAULT_POLL_INTERVAL
+    if not env:
+        return DEFAULT_POLL_INTERVAL
+    try:
+        value = float(env)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        from ._errors import InvalidValue
+
+        raise InvalidValue(f"{ENV_POLL_INTERVAL}={env!r} is not a number of seconds > 0")
+    return value

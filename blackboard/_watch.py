@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _codec, _cursors, _settings
-from ._errors import Compacted, CorruptLog
+from ._errors import Compacted, CorruptLog, InvalidValue
 from ._index import parse_record
 from ._keys import validate_prefix
 from ._log import Header, LogFile
@@ -75,7 +75,8 @@ class Watcher:
     ) -> None:
         self.prefix = validate_prefix(prefix)
         self.timeout = timeout
-        self.polling = _settings.poll(poll)
+        # Notifications do not cross NFS clients: a board made for network filesystems polls by default.
+        self.polling = _settings.poll(poll if poll is not None or board.config.lock == "flock" else True)
         self.poll_interval = _settings.poll_interval(poll_interval)
         self._wake = threading.Event()
         self._io = threading.Lock()
@@ -84,7 +85,7 @@ class Watcher:
         self._delivered: int | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
         if since is not None and (type(since) is not int or since < 0):
-            raise ValueError(f"since must be a seq >= 0 or None, not {since!r}")
+            raise InvalidValue(f"since must be a seq >= 0 or None, not {since!r}")
         self._log = LogFile(board._layout.log, reopen=board.config.lock == "soft")
         # Load before opening: opening creates the file, and a new cursor must start at `since`.
         saved = _cursors.load(board._layout, cursor) if cursor is not None else None
@@ -179,6 +180,7 @@ class Watcher:
         """Record the last delivered event as handled (done for you by the next `next`)."""
         if self._delivered is not None:
             self._save(self._delivered)
+            self._delivered = None  # saved: a later commit must not move the cursor back to it
 
     def _save(self, seq: int) -> None:
         # Under _io, like close(): a close from another thread must not close the fd mid-write.
@@ -365,11 +367,14 @@ def record_dead_letter(board: Board, prefix: str, event: Event, exc: BaseExcepti
         "traceback": "".join(traceback.format_exception(exc)),
         "event": event.model_dump(mode="json"),
     }
-    fd = os.open(board._layout.deadletter, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
     try:
-        os.write(fd, _codec.dumps(record) + b"\n")
-    finally:
-        os.close(fd)
+        fd = os.open(board._layout.deadletter, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            os.write(fd, _codec.dumps(record) + b"\n")
+        finally:
+            os.close(fd)
+    except OSError as write_error:  # a read-only board: the error still reaches the log, delivery goes on
+        logger.error("%s: cannot record a dead letter: %s", board.path, write_error)
     logger.warning("%s: callback for %r failed on seq %d: %s", board.path, prefix, event.seq, exc)
 
 
@@ -378,4 +383,5 @@ def read_dead_letters(board: Board) -> list[dict[str, Any]]:
         data = board._layout.deadletter.read_bytes()
     except FileNotFoundError:
         return []
-    return [_codec.decode(line) for line in data.splitlines() if line.strip()]
+    # Complete lines only: a subscription may be appending the last one right now.
+    return [_codec.decode(line) for line in data.split(b"\n")[:-1] if line.strip()]
