@@ -21,6 +21,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import ValidationError
+
 from . import _codec, _entries, _layout, _settings
 from ._errors import CorruptLog, InvalidValue, KeyNotFound, ReadOnlyBoard, VersionConflict
 from ._index import DELETE, PUT, Index, Slot
@@ -121,13 +123,28 @@ class Board:
         lock: Literal["flock", "soft"] = "flock",
         max_value_bytes: int = 1 << 20,
         fsync: bool = False,
+        retention_seconds: float = 24 * 3600,
+        compact_at_bytes: int | None = None,
+        compact_at_dead_ratio: float = 0.5,
         **handle: Any,
     ) -> Board:
         """Create a board (idempotent: an existing board keeps its settings) and open it.
 
-        `lock="soft"` is for boards on NFS/SMB; `fsync=True` makes every write survive power loss.
+        `lock="soft"` is for boards on NFS/SMB; `fsync=True` makes every write survive power loss;
+        `compact_at_bytes` lets writers compact once the log passes that size and
+        `compact_at_dead_ratio` of it is superseded; compaction keeps deletes `retention_seconds`.
         """
-        config = BoardConfig(lock=lock, max_value_bytes=max_value_bytes, fsync=fsync)
+        try:
+            config = BoardConfig(
+                lock=lock,
+                max_value_bytes=max_value_bytes,
+                fsync=fsync,
+                retention_seconds=retention_seconds,
+                compact_at_bytes=compact_at_bytes,
+                compact_at_dead_ratio=compact_at_dead_ratio,
+            )
+        except ValidationError as exc:
+            raise InvalidValue("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from None
         _layout.init(Path(path), config)
         return cls(path, **handle)
 

@@ -95,9 +95,9 @@ class LockTimeout(BlackboardError, TimeoutError):
 
     def __init__(self, lock_path: str, timeout: float) -> None:
         super().__init__(
-            f"could not take the writer lock {lock_path} within {timeout:g} s "
-            "(another writer holds it; on a shared filesystem a crashed host may have left it: "
-            "see `blackboard check`)"
+            f"could not take the writer lock {lock_path} within {timeout:g} s (another writer holds it; "
+            f"on a soft-lock board a crashed host may have left its claim in {lock_path}.filelock/: "
+            "remove it only if that host's writer is dead)"
         )
         self.lock_path = lock_path
         self.timeout = timeout

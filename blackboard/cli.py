@@ -160,10 +160,43 @@ def cli(board_dir: Path | None) -> None:
 )
 @click.option("--max-value-bytes", type=click.IntRange(min=1), default=1 << 20, show_default=True)
 @click.option("--fsync", is_flag=True, help="fsync every write: survive power loss, not only crashes.")
-def init(board_dir: Path, lock: str, max_value_bytes: int, fsync: bool) -> None:
-    """Create a board (an existing board is left as it is)."""
-    with Board.init(board_dir, lock=lock, max_value_bytes=max_value_bytes, fsync=fsync) as board:  # type: ignore[arg-type]
-        click.echo(f"board at {board.path} (lock: {board.config.lock}, last seq {board.last_seq})")
+@click.option(
+    "--retention",
+    type=click.FloatRange(min=0),
+    default=24 * 3600,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long compaction keeps deletes.",
+)
+@click.option("--compact-at-bytes", type=click.IntRange(min=1), help="Let writers compact once the log is this big...")
+@click.option(
+    "--compact-at-dead-ratio",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.5,
+    show_default=True,
+    help="...and at least this share of its records is superseded.",
+)
+def init(
+    board_dir: Path,
+    lock: str,
+    max_value_bytes: int,
+    fsync: bool,
+    retention: float,
+    compact_at_bytes: int | None,
+    compact_at_dead_ratio: float,
+) -> None:
+    """Create a board (an existing board is left as it is). Prints its path and last seq as JSON."""
+    with Board.init(
+        board_dir,
+        lock=lock,  # type: ignore[arg-type]  # click.Choice gives a str from the two allowed
+        max_value_bytes=max_value_bytes,
+        fsync=fsync,
+        retention_seconds=retention,
+        compact_at_bytes=compact_at_bytes,
+        compact_at_dead_ratio=compact_at_dead_ratio,
+    ) as board:
+        # Machine-readable, so that a shell agent can start `watch --since SEQ` with no gap.
+        emit_json({"board": str(board.path), "lock": board.config.lock, "last_seq": board.last_seq})
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})  # so that `write k -5` stores -5

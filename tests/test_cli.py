@@ -137,7 +137,7 @@ def entry_file(board: Path, key: str) -> Path:
 def test_init_creates_a_board_and_is_idempotent(runner: CliRunner, tmp_path: Path) -> None:
     path = tmp_path / "new" / "nested" / "board"
     out = ok(invoke(runner, path, "init"))
-    assert out == f"board at {path} (lock: flock, last seq 0)\n"
+    assert json.loads(out) == {"board": str(path), "lock": "flock", "last_seq": 0}
     assert (path / "board.json").is_file()
     assert (path / "log.jsonl").is_file()
     before = snapshot(path)
@@ -147,7 +147,7 @@ def test_init_creates_a_board_and_is_idempotent(runner: CliRunner, tmp_path: Pat
 
     ok(invoke(runner, path, "write", "k", "1"))
     written = snapshot(path)
-    assert ok(invoke(runner, path, "init")) == f"board at {path} (lock: flock, last seq 1)\n"
+    assert json.loads(ok(invoke(runner, path, "init"))) == {"board": str(path), "lock": "flock", "last_seq": 1}
     assert snapshot(path) == written
     assert ok(invoke(runner, path, "read", "k")) == "1\n"
 
@@ -155,12 +155,12 @@ def test_init_creates_a_board_and_is_idempotent(runner: CliRunner, tmp_path: Pat
 def test_init_options_are_kept_by_a_second_init(runner: CliRunner, tmp_path: Path) -> None:
     path = tmp_path / "board"
     out = ok(invoke(runner, path, "init", "--lock", "soft", "--max-value-bytes", "64", "--fsync"))
-    assert "(lock: soft," in out
+    assert json.loads(out)["lock"] == "soft"
     config = json.loads((path / "board.json").read_bytes())
     assert (config["lock"], config["max_value_bytes"], config["fsync"]) == ("soft", 64, True)
     before = snapshot(path)
     # An existing board keeps its settings: the second init's options do not apply.
-    assert "(lock: soft," in ok(invoke(runner, path, "init", "--lock", "flock", "--max-value-bytes", "9"))
+    assert json.loads(ok(invoke(runner, path, "init", "--lock", "flock", "--max-value-bytes", "9")))["lock"] == "soft"
     assert snapshot(path) == before
 
 
@@ -791,7 +791,7 @@ def proc_fails(proc: subprocess.CompletedProcess[str], expected: int) -> str:
 def test_process_every_command(tmp_path: Path) -> None:
     board = tmp_path / "board"
     out = proc_ok(run(board, "init"))
-    assert out == f"board at {board} (lock: flock, last seq 0)\n"
+    assert json.loads(out) == {"board": str(board), "lock": "flock", "last_seq": 0}
     before = snapshot(board)
     assert proc_ok(run(board, "init")) == out
     assert snapshot(board) == before
