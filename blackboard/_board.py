@@ -111,6 +111,7 @@ class Board:
         self._flusher_pid = -1
         self._closed = False
         self.flush_error: BaseException | None = None
+        self._finalizer = weakref.finalize(self, _release_files, self._lock, self._log, self._stop)
         _open_boards.add(self)
 
     # -- opening and closing -----------------------------------------------------------------------
@@ -166,9 +167,8 @@ class Board:
                 flusher.join()
                 self.flush()
         finally:
-            self._lock.close()
             with self._mutex:
-                self._log.close()
+                self._finalizer()  # closes the lock and the log
             _open_boards.discard(self)
 
     def __enter__(self) -> Board:
@@ -375,31 +375,26 @@ class Board:
             with self._mutex:  # two threads' first writes must start one flusher, not two
                 if self._flusher_pid != os.getpid():
                     self._dirty = threading.Event()
-                    self._flusher = threading.Thread(target=self._flush_loop, name="blackboard-flush", daemon=True)
+                    self._flusher = threading.Thread(
+                        target=_flush_loop,
+                        args=(weakref.ref(self), self._dirty, self._stop),
+                        name="blackboard-flush",
+                        daemon=True,
+                    )
                     self._flusher.start()
                     self._flusher_pid = os.getpid()
         self._dirty.set()
 
-    def _flush_loop(self) -> None:
-        # close() sets _closed before waking us, so checking it here (not only after the wait) is
-        # what keeps a close that lands during a batch from leaving this thread waiting forever.
-        while not self._closed:
-            self._dirty.wait()
-            # Let more writes arrive (one file per key per batch), and pace batches so that they take
-            # at most ~1/(1+_PACING) of the time: entry-file replaces must not starve the writer thread.
-            self._stop.wait(max(self.flush_interval, _PACING * self._last_batch))
-            if self._closed:
-                return
-            self._dirty.clear()
-            started = time.monotonic()
-            try:
-                self.flush()
-                self._maybe_compact()
-                self.flush_error = None
-            except Exception as exc:  # keep the thread alive: the next batch retries from the watermark
-                self.flush_error = exc
-                logger.warning("%s: could not update entry files: %s", self.path, exc)
-            self._last_batch = time.monotonic() - started
+    def _flush_once(self) -> None:
+        started = time.monotonic()
+        try:
+            self.flush()
+            self._maybe_compact()
+            self.flush_error = None
+        except Exception as exc:  # keep the thread alive: the next batch retries from the watermark
+            self.flush_error = exc
+            logger.warning("%s: could not update entry files: %s", self.path, exc)
+        self._last_batch = time.monotonic() - started
 
     # -- watching (blackboard._watch) ------------------------------------------------------------------
 
@@ -599,7 +594,51 @@ class Board:
         return report
 
 
+def _flush_loop(ref: weakref.ref[Board], dirty: threading.Event, stop: threading.Event) -> None:
+    """The background flusher. It holds its board only while flushing, so that a handle nobody
+    closed can still be collected (its finalizer releases its files)."""
+    while not stop.is_set():
+        dirty.wait()
+        board = ref()
+        if board is None:
+            return
+        # Let more writes arrive (one file per key per batch), and pace batches so that they take at
+        # most ~1/(1+_PACING) of the time: entry-file replaces must not starve the writing thread.
+        pause = max(board.flush_interval, _PACING * board._last_batch)
+        del board
+        # close() sets stop before waking us: checking it after each wait is what keeps a close that
+        # lands during a batch from leaving this thread waiting forever.
+        if stop.wait(pause):
+            return
+        dirty.clear()
+        board = ref()
+        if board is None:
+            return
+        board._flush_once()
+        del board
+
+
+def _release_files(lock: FlockLock | SoftLock, log: LogFile, stop: threading.Event) -> None:
+    """Finalizer of a Board nobody closed: stop its flusher, close its fds."""
+    stop.set()
+    lock.close()
+    log.close()
+
+
 _open_boards: weakref.WeakSet[Board] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked children
+    """Locks held by another thread of the parent at fork() stay held forever in the child: renew them.
+
+    (fds and threads are renewed lazily: each object checks os.getpid() before using its own.)
+    """
+    for board in list(_open_boards):
+        board._mutex = threading.RLock()
+        board._lock._thread_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @atexit.register

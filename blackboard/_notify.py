@@ -11,6 +11,7 @@ take ~80 ms per change) for ~5% of a core while idle.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -82,14 +83,29 @@ class Hub:
                             logger.warning("%s: a watcher's wake-up failed: %s", self.root, exc)
 
 
-_hubs: dict[Path, Hub] = {}
-_hubs_mutex = threading.Lock()
+class _Registry:
+    """The hubs of this process, one per board directory."""
+
+    def __init__(self) -> None:
+        self.hubs: dict[Path, Hub] = {}
+        self.mutex = threading.Lock()
+
+
+_registry = _Registry()
 
 
 def hub_for(root: Path) -> Hub:
     key = root.resolve()
-    with _hubs_mutex:
-        hub = _hubs.get(key)
+    with _registry.mutex:
+        hub = _registry.hubs.get(key)
         if hub is None:
-            hub = _hubs[key] = Hub(key)
+            hub = _registry.hubs[key] = Hub(key)
         return hub
+
+
+def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked children
+    """The parent's notifier threads do not exist in a child, and their locks may be held: start afresh."""
+    _registry.__init__()  # type: ignore[misc]
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

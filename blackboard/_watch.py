@@ -28,7 +28,7 @@ from ._index import parse_record
 from ._keys import validate_prefix
 from ._log import Header, LogFile
 from ._models import Event
-from ._notify import hub_for
+from ._notify import Hub, hub_for
 
 if TYPE_CHECKING:
     from ._board import Board
@@ -99,7 +99,8 @@ class Watcher:
         hub = None if self.polling else hub_for(board.path)
         if hub is not None and not hub.add(self._waker):
             self.polling = True
-        self._finalizer = weakref.finalize(self, hub.remove, self._waker) if hub is not None else None
+        # Released by close(), or when the watcher is dropped unclosed (`for e in watch(): break`).
+        self._finalizer = weakref.finalize(self, _release, hub, self._waker, self._log, self._cursor)
 
     def _start(self, start: int | None, *, new_cursor: bool) -> None:
         self._log.sync()
@@ -219,18 +220,27 @@ class Watcher:
         """Stop: the iteration ends at its next step. Safe to call from another thread."""
         self._closed = True
         self._wake.set()
-        if self._finalizer is not None:
-            self._finalizer()
         with self._io:
-            self._log.close()
-            if self._cursor is not None:
-                self._cursor.close()
+            if self._finalizer is not None:
+                self._finalizer()
+            else:  # refused in __init__, before the finalizer existed
+                _release(None, None, self._log, self._cursor)
 
     def __enter__(self) -> Watcher:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _release(
+    hub: Hub | None, waker: Callable[[], None] | None, log: LogFile, cursor: _cursors.CursorFile | None
+) -> None:
+    if hub is not None and waker is not None:
+        hub.remove(waker)
+    log.close()
+    if cursor is not None:
+        cursor.close()
 
 
 def awatch(board: Board, prefix: str = "", **options: Any) -> AsyncIterator[Event]:

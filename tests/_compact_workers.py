@@ -1,6 +1,7 @@
 """The code the compaction tests' child processes run, and the judges those tests share.
 
-Spawned children import this module by name, so every function a child runs lives here, at top level.
+Spawned children import this module by name, so every function a child runs lives here, at top level
+(the watchers' own, `watch_and_record`, in `_workers`, shared with the watch tests).
 A child records what it did (a write that returned, an event it received) as one JSON line per fact,
 written with a single `os.write`, so the parent reads whole lines whatever happens to the child. The
 judges read the board's files with the standard library (`json`, `os`), never with the code under test.
@@ -12,7 +13,6 @@ import json
 import os
 import random
 import resource
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -21,13 +21,13 @@ from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 from typing import Any
 
+from _workers import append_doc
+
 import blackboard._compact  # noqa: F401  (imported before the memory baseline is taken)
 from blackboard import Board
 
 #: The fields of an entry file: a put record less `op` (spec/FORMAT.md, section 7).
 ENTRY_FIELDS = ("key", "value", "version", "seq", "author", "ts")
-#: Exit status of a watcher child that went idle before its stop key arrived.
-EXIT_NO_STOP = 3
 #: Old enough for any retention a test uses (RFC 3339 with microseconds, as the spec writes it).
 OLD_TS = "2020-01-02T03:04:05.000006Z"
 
@@ -147,20 +147,6 @@ def compaction_leftovers(board_dir: Path) -> list[str]:
         return []
 
 
-def append_doc(fd: int, doc: Doc) -> None:
-    # One write() of the whole line: the parent never reads half a fact.
-    os.write(fd, json.dumps(doc).encode() + b"\n")
-
-
-def read_docs(path: Path) -> list[Doc]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    assert not data or data.endswith(b"\n"), f"{path} ends in an incomplete line"
-    return [json.loads(line) for line in data.split(b"\n") if line]
-
-
 # -- children's bodies --------------------------------------------------------------------------------------
 
 
@@ -201,40 +187,6 @@ def writer(
             i += 1
             if pause:
                 time.sleep(pause)
-    finally:
-        os.close(fd)
-        board.close()
-
-
-def watcher(path: str, prefix: str, stop_key: str, out: str, ready: MpEvent, poll: bool, slow: float) -> None:
-    """Watch `prefix` from seq 0, recording each event, until the event of `stop_key`.
-
-    `slow` seconds of "work" per event make a consumer that lags behind the writers, so that
-    compactions land between its position and the log's end.
-    """
-    board = Board.open(path, read_only=True)
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-    try:
-        with board.watch(prefix, since=0, timeout=60, poll=poll, poll_interval=0.005) as events:
-            ready.set()
-            for event in events:
-                append_doc(
-                    fd,
-                    {
-                        "seq": event.seq,
-                        "op": event.op,
-                        "key": event.key,
-                        "value": event.value,
-                        "version": event.version,
-                        "compacted": event.compacted,
-                    },
-                )
-                if event.key == stop_key:
-                    return
-                if slow:
-                    time.sleep(slow)
-        print(f"watcher of {prefix!r}: idle for 60 s before its stop key", file=sys.stderr)
-        sys.exit(EXIT_NO_STOP)
     finally:
         os.close(fd)
         board.close()

@@ -1,7 +1,8 @@
 """The code the watch tests' child processes run, and the judges those tests share.
 
-Spawned children import this module by name, so every function a child runs lives here, at top level.
-What a child received is written to a file, one JSON line per event with a single `os.write`, so a
+Spawned children import this module by name, so every function a child runs lives here, at top level
+(the watchers' own, `watch_and_record`, in `_workers`, shared with the compaction tests). What a
+watcher child received is written to a file, one JSON line per event with a single `os.write`, so a
 SIGKILL leaves whole lines behind and the parent can read what a killed consumer got. The judges read
 the board's log with the standard library (`json`), not with the code under test.
 """
@@ -9,9 +10,7 @@ the board's log with the standard library (`json`), not with the code under test
 from __future__ import annotations
 
 import json
-import os
 import random
-import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -21,8 +20,6 @@ from typing import Any
 
 from blackboard import Board
 
-#: Exit status of a watcher child that timed out before its stop key arrived.
-EXIT_NO_STOP = 3
 #: Fields an event shares with its log record.
 RECORD_FIELDS = ("seq", "op", "key", "value", "version", "author")
 
@@ -61,61 +58,7 @@ def assert_events_are_records(events: Sequence[dict[str, Any]], records: Sequenc
         assert event["compacted"] is False
 
 
-def read_docs(path: Path) -> list[dict[str, Any]]:
-    """The JSON lines a child wrote to `path` (none if it wrote nothing yet)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    assert not data or data.endswith(b"\n"), f"{path} ends in an incomplete line"
-    return [json.loads(line) for line in data.split(b"\n") if line]
-
-
-def append_doc(fd: int, doc: dict[str, Any]) -> None:
-    # One write() of the whole line: a SIGKILL before it leaves nothing, after it the whole line.
-    os.write(fd, json.dumps(doc).encode() + b"\n")
-
-
 # -- children's bodies ------------------------------------------------------------------------------------
-
-
-def watcher_main(
-    path: str,
-    prefix: str,
-    out: str,
-    *,
-    since: int | None,
-    cursor: str | None = None,
-    poll: bool = False,
-    ready: MpEvent | None = None,
-    slow: float = 0.0,
-    idle_timeout: float = 30.0,
-) -> None:
-    """Watch `prefix`, appending each event to `out`, until the event of `stop_key(prefix)`.
-
-    `ready` is set once the watch exists (with `since=None` it sees what is written after that);
-    `slow` seconds of "work" per event make a consumer that lags behind busy writers.
-    """
-    board = Board.open(path, read_only=cursor is None)
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-    try:
-        with board.watch(
-            prefix, since=since, cursor=cursor, timeout=idle_timeout, poll=poll, poll_interval=0.005
-        ) as watcher:
-            if ready is not None:
-                ready.set()
-            for event in watcher:
-                append_doc(fd, event.model_dump(mode="json"))
-                if event.key == stop_key(prefix):
-                    watcher.commit()
-                    return
-                if slow:
-                    time.sleep(slow)
-        print(f"watcher of {prefix!r}: no event for {idle_timeout} s before its stop key", file=sys.stderr)
-        sys.exit(EXIT_NO_STOP)
-    finally:
-        os.close(fd)
-        board.close()
 
 
 def writer_main(

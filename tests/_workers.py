@@ -19,6 +19,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnProcess
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier, Event
 from pathlib import Path
@@ -41,6 +42,12 @@ from blackboard._keys import key_to_relpath
 
 ENTRY_FIELDS = ("key", "value", "version", "seq", "author", "ts")
 TESTS_DIR = str(Path(__file__).resolve().parent)
+#: Exit status of a watcher child that went idle before its stop key arrived (`watch_and_record`).
+EXIT_NO_STOP = 3
+#: How the tests start children: spawned, so that a child shares nothing with the parent but its files.
+CTX = multiprocessing.get_context("spawn")
+#: The `spawn` fixture (tests/conftest.py): `spawn(target, *args, **kwargs)` starts a child, returns it.
+Spawn = Callable[..., SpawnProcess]
 
 # -- judging a board from its files ------------------------------------------------------------------
 
@@ -200,6 +207,41 @@ def run_jobs(jobs: Sequence[Job], *, timeout: float) -> list[Any]:
     return [results[i] for i in range(len(procs))]
 
 
+def join_ok(proc: SpawnProcess, timeout: float) -> None:
+    """Wait up to `timeout` s for the child `proc`, which must have exited with status 0."""
+    proc.join(timeout)
+    assert proc.exitcode is not None, f"{proc.name} still running after {timeout} s"
+    assert proc.exitcode != EXIT_NO_STOP, f"{proc.name} went idle before its stop key (see its stderr)"
+    assert proc.exitcode == 0, f"{proc.name} exited with {proc.exitcode} (see its stderr)"
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `condition` until it holds; fail, naming `what` was awaited, after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.005)
+
+
+# -- what children record -------------------------------------------------------------------------------
+
+
+def append_doc(fd: int, doc: dict[str, Any]) -> None:
+    """Append `doc` to `fd` as one JSON line."""
+    # One write() of the whole line: a SIGKILL before it leaves nothing, after it the whole line.
+    os.write(fd, json.dumps(doc).encode() + b"\n")
+
+
+def read_docs(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines a child wrote to `path` (none if it wrote nothing yet)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    assert not data or data.endswith(b"\n"), f"{path} ends in an incomplete line"
+    return [json.loads(line) for line in data.split(b"\n") if line]
+
+
 # -- children's bodies --------------------------------------------------------------------------------
 
 
@@ -281,6 +323,49 @@ def crash_writer(path: str, conn: Connection, go: Event, seed: int) -> None:
             value = {"pid": os.getpid(), "i": i, "pad": "x" * rng.randrange(300)}
             entry = board.write(key, value)
             conn.send(("put", entry.seq, key, value))
+
+
+def watch_and_record(
+    path: str,
+    prefix: str,
+    out: str,
+    *,
+    stop_key: str,
+    since: int | None,
+    cursor: str | None = None,
+    poll: bool = False,
+    ready: Event | None = None,
+    slow: float = 0.0,
+    idle_timeout: float = 30.0,
+) -> None:
+    """Watch `prefix`, appending each event to `out` (its JSON document), until the event of `stop_key`;
+    that event is committed (a no-op without `cursor`). Exits with EXIT_NO_STOP, saying so on stderr,
+    if `idle_timeout` seconds pass without an event before it.
+
+    The board is opened read-only unless a cursor must be saved in it. `ready` is set once the watch
+    exists (with `since=None` it sees what is written after that); `slow` seconds of "work" per event
+    make a consumer that lags behind busy writers (and, while compacting, behind compactions).
+    """
+    board = Board.open(path, read_only=cursor is None)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    try:
+        with board.watch(
+            prefix, since=since, cursor=cursor, timeout=idle_timeout, poll=poll, poll_interval=0.005
+        ) as watcher:
+            if ready is not None:
+                ready.set()
+            for event in watcher:
+                append_doc(fd, event.model_dump(mode="json"))
+                if event.key == stop_key:
+                    watcher.commit()
+                    return
+                if slow:
+                    time.sleep(slow)
+        print(f"watcher of {prefix!r}: no event for {idle_timeout} s before its stop key", file=sys.stderr)
+        sys.exit(EXIT_NO_STOP)
+    finally:
+        os.close(fd)
+        board.close()
 
 
 def lock_holder(path: str, conn: Connection) -> None:

@@ -1,11 +1,15 @@
-"""Fixtures shared by the tests: a fresh board on the real filesystem, closed afterwards."""
+"""Fixtures shared by the tests: a fresh board on the real filesystem, closed afterwards, and child
+processes that never outlive their test."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from multiprocessing.context import SpawnProcess
 from pathlib import Path
+from typing import Any
 
 import pytest
+from _workers import CTX, Spawn
 
 from blackboard import Board
 
@@ -22,6 +26,26 @@ def board(board_path: Path) -> Iterator[Board]:
     handle = Board.init(board_path, author="tester")
     yield handle
     handle.close()
+
+
+@pytest.fixture
+def spawn() -> Iterator[Spawn]:
+    """Start `target(*args, **kwargs)` in a spawned child; every child is killed if need be and reaped."""
+    children: list[SpawnProcess] = []
+
+    def start(target: Callable[..., Any], *args: Any, **kwargs: Any) -> SpawnProcess:
+        proc = CTX.Process(target=target, args=args, kwargs=kwargs, daemon=True)
+        proc.start()
+        children.append(proc)
+        return proc
+
+    yield start
+    for proc in children:
+        if proc.is_alive():
+            proc.kill()
+    for proc in children:
+        proc.join(10)
+        proc.close()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -13,7 +13,6 @@ import contextlib
 import fcntl
 import gzip
 import json
-import multiprocessing
 import os
 import random
 import re
@@ -22,15 +21,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
-from multiprocessing.context import SpawnProcess
 from pathlib import Path
 from typing import Any
 
 import pytest
 from _compact_workers import (
-    EXIT_NO_STOP,
     OLD_TS,
     Doc,
     Log,
@@ -41,19 +37,16 @@ from _compact_workers import (
     header_line,
     latest_by_key,
     now_ts,
-    read_docs,
     record_line,
     replay,
-    watcher,
     write_big_log,
     writer,
 )
+from _workers import CTX, Spawn, join_ok, read_docs, wait_until, watch_and_record
 
 from blackboard import Board, Compacted, Event
 from blackboard._compact import CompactReport
 from blackboard._watch import Watcher
-
-CTX = multiprocessing.get_context("spawn")
 
 #: Keys of every shape the key encoding cares about (spec 4.1), so that entry files of all kinds exist.
 KEYS = ("a/1", "a/2", "a/b/c", "ab", "b", "nul", "ünï/ça va?", ".env", "a.json/b", "x %\\y")
@@ -71,51 +64,7 @@ STATS_KEYS = {
 }
 
 
-# -- fixtures and helpers ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _stress_only_when_asked(request: pytest.FixtureRequest) -> None:
-    """The heavy variants run with `-m stress`; every CI run has the fast one."""
-    if request.node.get_closest_marker("stress") and "stress" not in str(request.config.getoption("markexpr")):
-        pytest.skip("stress variant: run with -m stress")
-
-
-Spawn = Callable[..., SpawnProcess]
-
-
-@pytest.fixture
-def spawn() -> Iterator[Spawn]:
-    """Start `target(*args)` in a spawned child; every child is killed if need be, and reaped."""
-    children: list[SpawnProcess] = []
-
-    def start(target: Callable[..., Any], *args: Any) -> SpawnProcess:
-        proc = CTX.Process(target=target, args=args, daemon=True)
-        proc.start()
-        children.append(proc)
-        return proc
-
-    yield start
-    for proc in children:
-        if proc.is_alive():
-            proc.kill()
-    for proc in children:
-        proc.join(10)
-        proc.close()
-
-
-def join_ok(proc: SpawnProcess, timeout: float) -> None:
-    proc.join(timeout)
-    assert proc.exitcode is not None, f"{proc.name} still running after {timeout} s"
-    assert proc.exitcode != EXIT_NO_STOP, f"{proc.name} went idle before its stop key (see its stderr)"
-    assert proc.exitcode == 0, f"{proc.name} exited with {proc.exitcode} (see its stderr)"
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.005)
+# -- helpers -------------------------------------------------------------------------------------------------
 
 
 def value_for(r: int, i: int) -> Any:
@@ -769,7 +718,18 @@ def run_concurrently(tmp_path: Path, spawn: Spawn, compactions: int, writers: in
     outs = [tmp_path / f"events-{i}" for i in range(len(WATCHED))]
     readies = [CTX.Event() for _ in WATCHED]
     watcher_procs = [
-        spawn(watcher, str(path), prefix, stop_key, str(out), ready, poll, slow)
+        spawn(
+            watch_and_record,
+            str(path),
+            prefix,
+            str(out),
+            stop_key=stop_key,
+            since=0,
+            poll=poll,
+            ready=ready,
+            slow=slow,
+            idle_timeout=60,
+        )
         for (prefix, stop_key, slow, poll), out, ready in zip(WATCHED, outs, readies, strict=True)
     ]
     tail_out = tmp_path / "tail.out"

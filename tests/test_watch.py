@@ -10,28 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing
 import os
 import signal
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator
-from multiprocessing.context import SpawnProcess
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import pytest
 from _watch_workers import (
-    EXIT_NO_STOP,
     assert_events_are_records,
     log_records,
     matching,
-    read_docs,
     stop_key,
     timed_writer,
-    watcher_main,
     writer_main,
 )
+from _workers import CTX, Spawn, join_ok, read_docs, wait_until, watch_and_record
 
 from blackboard import Board, Event
 from blackboard import _watch as watch_module
@@ -40,7 +36,6 @@ pytestmark = pytest.mark.timeout(60)
 #: The stress variants: heavier, and slower still on a loaded 2-core machine.
 STRESS = (pytest.mark.stress, pytest.mark.timeout(300))
 
-CTX = multiprocessing.get_context("spawn")
 WRITER_PREFIXES = ("a/", "b/", "c/")
 #: Stop keys are written longest prefix first: the "" watcher's own ("stop") must come last.
 WATCHED_PREFIXES = ("a/", "b/", "")
@@ -55,43 +50,6 @@ def wboard(tmp_path: Path) -> Iterator[Board]:
     board = Board.init(tmp_path / "board", author="tester")
     yield board
     board.close()
-
-
-Spawn = Callable[..., SpawnProcess]
-
-
-@pytest.fixture
-def spawn() -> Iterator[Spawn]:
-    """Start `target(*args, **kwargs)` in a spawned child; every child is killed if need be and reaped."""
-    children: list[SpawnProcess] = []
-
-    def start(target: Callable[..., Any], *args: Any, **kwargs: Any) -> SpawnProcess:
-        proc = CTX.Process(target=target, args=args, kwargs=kwargs, daemon=True)
-        proc.start()
-        children.append(proc)
-        return proc
-
-    yield start
-    for proc in children:
-        if proc.is_alive():
-            proc.kill()
-    for proc in children:
-        proc.join(10)
-        proc.close()
-
-
-def join_ok(proc: SpawnProcess, timeout: float) -> None:
-    proc.join(timeout)
-    assert proc.exitcode is not None, f"{proc.name} still running after {timeout} s"
-    assert proc.exitcode != EXIT_NO_STOP, f"{proc.name} timed out waiting for events (see its stderr)"
-    assert proc.exitcode == 0, f"{proc.name} exited with {proc.exitcode}"
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.01)
 
 
 def new_threads(before: set[threading.Thread]) -> list[threading.Thread]:
@@ -120,7 +78,18 @@ def test_watchers_on_prefixes_get_exactly_their_events(
         outs[prefix] = tmp_path / f"watcher{n}.jsonl"
         ready = CTX.Event() if start == "ready" else None
         since = None if start == "ready" else 0
-        watchers.append(spawn(watcher_main, path, prefix, str(outs[prefix]), since=since, poll=poll, ready=ready))
+        watchers.append(
+            spawn(
+                watch_and_record,
+                path,
+                prefix,
+                str(outs[prefix]),
+                stop_key=stop_key(prefix),
+                since=since,
+                poll=poll,
+                ready=ready,
+            )
+        )
         if ready is not None:
             readies.append(ready)
     writers = [spawn(writer_main, path, wid, per_writer, WRITER_PREFIXES, go) for wid in range(4)]
@@ -176,7 +145,9 @@ def test_cursor_consumer_killed_mid_stream_resumes(wboard: Board, spawn: Spawn, 
     for run in range(kills + 1):
         outs.append(tmp_path / f"run{run}.jsonl")
         out = outs[-1]
-        consumer = spawn(watcher_main, path, "a/", str(out), since=0, cursor="c", slow=0.003)
+        consumer = spawn(
+            watch_and_record, path, "a/", str(out), stop_key=stop_key("a/"), since=0, cursor="c", slow=0.003
+        )
         if run == kills:
             break
 
