@@ -1,0 +1,195 @@
+"""Benchmark blackboard against sqlite3 (WAL) and diskcache, side by side in one run.
+
+    python bench/run.py                    # everything, ~3 minutes; writes bench/RESULTS.md
+    python bench/run.py --quick            # ~30 s smoke run (prints; writes a file only with --out)
+    python bench/run.py --only writes,reads --reps 5
+    python bench/run.py --list             # the sections
+
+Each figure is the median of --reps runs, measured on the machine's disk (a temp dir under /tmp
+by default) and on tmpfs (/dev/shm). The machine is shared and noisy: compare figures from one run
+only, and treat differences under ~1.5x as noise (../shared/MEASURED.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import sqlite3
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+from _bench import Bench, Sizes
+from _report import Row, console_table, markdown_table, summary
+from _sections import SECTIONS
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_OUT = HERE / "RESULTS.md"
+PACKAGES = ("blackboard", "diskcache", "orjson", "pydantic", "filelock")
+
+WHAT = """\
+- **blackboard**: `board.write(key, value)`: one JSON line appended to the log under flock; the
+  entry files follow in a background thread, and `close()` brings them up to date (timed apart, in
+  the note column). Reads: `board.read(key)`; listing: `board.read_prefix(prefix)`.
+- **sqlite3** (WAL): one transaction per write, `BEGIN IMMEDIATE; INSERT` a log row; `UPSERT` the key's
+  row (version + 1); `COMMIT`. Values as orjson. Reads: `SELECT value FROM kv WHERE key = ?`;
+  listing: `WHERE key >= ? AND key < ?`.
+- **diskcache** (`Cache`): `cache.set(key, value)` (no log row: diskcache has none). Reads:
+  `cache.get(key)`; listing: `iterkeys()` from the start of the prefix's range to its end, `get` each.
+- Default durability: blackboard as is (the write is in the page cache: it survives SIGKILL, not power
+  loss), sqlite `synchronous=NORMAL`, diskcache as shipped (NORMAL). Durable: blackboard
+  `Board.init(path, fsync=True)`, sqlite `synchronous=FULL`, diskcache `sqlite_synchronous=2`.
+- Writers: separate processes (spawn), one handle each, released together by a Barrier; each writes
+  values like `{"i": i, "payload": "x" * 100}` round its own keys `bench/{proc}/{i % keys_per_proc}`.
+  writes/s = all writes / (last writer's end - first writer's start); every write call is timed alone
+  (`time.perf_counter`) for p50/p99. Each run uses a fresh store, checked afterwards (record and key
+  counts; for blackboard also `board.check()`).
+- Ratios are ours / peer. "better" says which way is good for the figure and for its ratios.
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="~30 s smoke run: shorter runs, one repetition")
+    p.add_argument("--only", default="", help="comma-separated sections to run (default: all; see --list)")
+    p.add_argument("--list", action="store_true", help="list the sections and exit")
+    p.add_argument("--fs", default="disk,tmpfs", help="filesystems: disk, tmpfs or both (default: both)")
+    p.add_argument("--disk-dir", type=Path, default=Path(tempfile.gettempdir()), help="where 'disk' runs")
+    p.add_argument("--tmpfs-dir", type=Path, default=Path("/dev/shm"), help="where 'tmpfs' runs")
+    p.add_argument("--out", type=Path, help=f"markdown report (default: {DEFAULT_OUT} on a full run)")
+    sizes = p.add_argument_group("sizes (defaults: full run; --quick lowers some)")
+    for f in dataclasses.fields(Sizes):
+        flag = "--" + f.name.replace("_", "-")
+        shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+        sizes.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=f"default {shown}")
+    return p.parse_args(argv)
+
+
+def resolve_sizes(args: argparse.Namespace) -> Sizes:
+    sizes = Sizes.quick() if args.quick else Sizes()
+    changes: dict[str, object] = {}
+    for f in dataclasses.fields(Sizes):
+        text = getattr(args, f.name)
+        if text is None:
+            continue
+        current = getattr(sizes, f.name)
+        if isinstance(current, tuple):
+            changes[f.name] = tuple(int(x) for x in text.split(",") if x.strip())
+        else:
+            changes[f.name] = type(current)(text)
+    return dataclasses.replace(sizes, **changes)  # type: ignore[arg-type]
+
+
+def machine_line(bench: Bench) -> str:
+    versions = []
+    for name in PACKAGES:
+        try:
+            versions.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name} (not installed)")
+    cpus = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
+    fss = ", ".join(f"{fs.name} = {fs.fstype} at {fs.root.parent}" for fs in bench.filesystems)
+    return (
+        f"nproc {usable} (cpu_count {cpus}), Python {platform.python_version()}, {platform.platform()},"
+        f" SQLite {sqlite3.sqlite_version}; {', '.join(versions)}; filesystems: {fss}"
+    )
+
+
+def render_markdown(
+    bench: Bench, rows: list[Row], argv: list[str], started: datetime, elapsed: float, load: str
+) -> str:
+    s = bench.sizes
+    settings = (
+        f"{s.reps} repetition(s) per figure (median shown); write runs of {s.duration:g} s, processes"
+        f" {', '.join(map(str, s.procs))}, {s.keys_per_proc} keys per process; reads of {s.read_duration:g} s"
+        f" over {s.read_keys} keys; listing {s.list_keys:,} keys under the prefix + {s.other_keys:,} others,"
+        f" {s.list_repeats} listings per repetition"
+    )
+    parts = [
+        "# Benchmark results",
+        "",
+        f"Generated by `python bench/run.py{' ' if argv else ''}{' '.join(argv)}` on"
+        f" {started.strftime('%Y-%m-%d %H:%M UTC')}, in {elapsed:.0f} s.",
+        "",
+        f"**Machine:** {machine_line(bench)}.",
+        "",
+        f"**Settings:** {settings}.",
+        "",
+        f"**Load average** (1 min; other work on this shared machine): {load}.",
+        "",
+        "## What is compared",
+        "",
+        WHAT,
+        "## Results",
+        "",
+        markdown_table(rows),
+        "",
+        summary(rows),
+        "",
+    ]
+    if bench.problems:
+        parts += ["## Problems found verifying the stores after a run", ""]
+        parts += [f"- {p}" for p in bench.problems] + [""]
+    parts += ["## Every run", "", "```", *bench.runs, "```", ""]
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    raw = sys.argv[1:] if argv is None else argv
+    args = parse_args(raw)
+    if args.list:
+        for sec in SECTIONS.values():
+            print(f"{sec.name:10} {sec.help}")
+        return 0
+    chosen = [n.strip() for n in args.only.split(",") if n.strip()] or list(SECTIONS)
+    unknown = [n for n in chosen if n not in SECTIONS]
+    if unknown:
+        print(f"unknown section(s): {', '.join(unknown)}; choose from {', '.join(SECTIONS)}", file=sys.stderr)
+        return 2
+    bases = {"disk": args.disk_dir, "tmpfs": args.tmpfs_dir}
+    names = [n.strip() for n in args.fs.split(",") if n.strip()]
+    if not names or any(n not in bases for n in names):
+        print(f"--fs takes disk, tmpfs or both, not {args.fs!r}", file=sys.stderr)
+        return 2
+    missing = [n for n in names if not bases[n].is_dir()]
+    for n in missing:
+        print(f"skipping {n}: {bases[n]} is not a directory", file=sys.stderr)
+    names = [n for n in names if n not in missing]
+    out = args.out if args.out is not None else (None if args.quick or args.only else DEFAULT_OUT)
+
+    started = datetime.now(UTC)
+    load_before = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    bench = Bench.create(resolve_sizes(args), {n: bases[n] for n in names})
+    rows: list[Row] = []
+    try:
+        print(f"machine: {machine_line(bench)}", file=sys.stderr)
+        for name in chosen:
+            print(f"[{name}] {SECTIONS[name].help}", file=sys.stderr, flush=True)
+            rows += SECTIONS[name].run(bench)
+    finally:
+        bench.close()
+    elapsed = time.perf_counter() - t0
+    load = f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+
+    print()
+    print(console_table(rows))
+    print()
+    print(summary(rows))
+    for problem in bench.problems:
+        print(f"PROBLEM: {problem}")
+    print(f"({elapsed:.0f} s; load average {load})")
+    if out is not None:
+        out.write_text(render_markdown(bench, rows, raw, started, elapsed, load), encoding="utf-8")
+        print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
