@@ -258,7 +258,7 @@ class Board:
                 line = _codec.encode_record(seq, op, key, value_json, version, who, ts)
                 offset = self._log.append(line)
                 rec = {"seq": seq, "op": op, "key": key, "version": version, "author": who, "ts": ts}
-                index.add(self._log.path, offset, rec, line[:-1])
+                index.add(self._log.path, offset, rec, line[:-1], value_json)
                 # A duplicate: another thread may reopen the log (and close its fd) once we let go.
                 durable_fd = os.dup(self._log.fd) if self.config.fsync else -1
                 if self._log.reopen:
@@ -286,7 +286,7 @@ class Board:
     def read(self, key: str, default: Any = None) -> Any:
         """The key's latest value (a fresh copy), or `default`."""
         slot = self._live_slot(key)
-        return default if slot is None else _codec.decode(slot.line)["value"]
+        return default if slot is None else _codec.decode(slot.value)
 
     def _live_slot(self, key: str) -> Slot | None:
         with self._mutex:
@@ -302,25 +302,24 @@ class Board:
         with self._mutex:
             return self._refresh().keys(prefix)
 
-    def _live_lines(self, prefix: str) -> list[bytes]:
+    def _live_slots(self, prefix: str) -> tuple[list[str], list[Slot]]:
         validate_prefix(prefix)
         with self._mutex:
             index = self._refresh()
+            keys = index.keys(prefix)
             slots = index.slots
-            return [slots[k].line for k in index.keys(prefix)]
+            return keys, [slots[k] for k in keys]
 
     def read_prefix(self, prefix: str) -> dict[str, Any]:
         """Every live key starting with `prefix`, with its value, in key order."""
-        decode = _codec.decode
-        out: dict[str, Any] = {}
-        for line in self._live_lines(prefix):
-            rec = decode(line)
-            out[rec["key"]] = rec["value"]
-        return out
+        keys, slots = self._live_slots(prefix)
+        # One decode for all the values (~0.4 us a key), not one per key.
+        values = _codec.decode(b"[" + b",".join([slot.value for slot in slots]) + b"]")
+        return dict(zip(keys, values, strict=True))
 
     def entries(self, prefix: str = "") -> Iterator[Entry]:
         """Entries of the live keys starting with `prefix`, in key order (a snapshot taken at the call)."""
-        return (entry_from_line(line) for line in self._live_lines(prefix))
+        return (entry_from_line(slot.line) for slot in self._live_slots(prefix)[1])
 
     def history(self, key: str, *, all: bool = False) -> list[Event]:
         """Every retained event of `key`, oldest first, deletes included.

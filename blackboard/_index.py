@@ -26,6 +26,8 @@ class Slot(NamedTuple):
     version: int
     op: str
     line: bytes
+    #: the value's JSON alone: reads decode only it, and a listing decodes all of them in one call
+    value: bytes
 
 
 def parse_record(path: Path, offset: int, line: bytes) -> dict[str, Any]:
@@ -72,10 +74,10 @@ class Index:
 
     def apply(self, path: Path, offset: int, line: bytes) -> dict[str, Any]:
         rec = parse_record(path, offset, line)
-        self.add(path, offset, rec, line)
+        self.add(path, offset, rec, line, _codec.dumps(rec["value"]))
         return rec
 
-    def add(self, path: Path, offset: int, rec: dict[str, Any], line: bytes) -> None:
+    def add(self, path: Path, offset: int, rec: dict[str, Any], line: bytes, value: bytes) -> None:
         seq: int = rec["seq"]
         # Seqs are strictly increasing, and gapless after the compacted prefix.
         last = self.last_record_seq
@@ -88,7 +90,7 @@ class Index:
         key: str = rec["key"]
         old = self.slots.pop(key, None)
         op = rec["op"]
-        self.slots[key] = Slot(seq, rec["version"], op, line)
+        self.slots[key] = Slot(seq, rec["version"], op, line, value)
         was_live = old is not None and old.op == PUT
         if op == PUT and not was_live:
             insort(self.live, key)
