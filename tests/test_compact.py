@@ -990,3 +990,25 @@ def test_compaction_killed_at_random_moments(tmp_path: Path, spawn: Spawn) -> No
 @pytest.mark.timeout(900)
 def test_compaction_killed_at_random_moments_stress(tmp_path: Path, spawn: Spawn) -> None:
     crash_many(tmp_path, spawn, kills=200, seed=12)
+
+
+def test_writers_compact_opportunistically_when_the_board_says_so(tmp_path: Path) -> None:
+    """Board.init(compact_at_bytes=...): a writer's background batch compacts once the log is past
+    that size and mostly superseded, and nothing is lost."""
+    path = tmp_path / "auto"
+    with Board.init(path, compact_at_bytes=20_000, compact_at_dead_ratio=0.5, flush_interval=0.01) as board:
+        for i in range(2000):
+            board.write(f"k/{i % 10}", {"i": i})
+        expected = board.read_prefix("")
+        deadline = time.monotonic() + 10
+        while board.stats()["compacted_through"] == 0 and time.monotonic() < deadline:
+            board.write("k/0", {"i": 1999 + 10})  # keep the flusher busy until it compacts
+            expected["k/0"] = {"i": 1999 + 10}
+            time.sleep(0.02)
+        stats = board.stats()
+        assert stats["compacted_through"] > 0, stats
+        assert stats["events"] < 2000
+        assert board.read_prefix("") == expected
+    with Board.open(path) as board:
+        assert board.read_prefix("") == expected
+        assert board.check().ok
