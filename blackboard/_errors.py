@@ -135,3 +135,18 @@ class Compacted(BlackboardError):
         )
         self.requested = requested
         self.purged_through = purged_through
+
+
+def open_or_read_only(path: str, flags: int, what: str) -> int:
+    """`os.open`, with "no write permission" and "read-only filesystem" as `ReadOnlyBoard`."""
+    import errno
+    import os
+
+    try:
+        return os.open(path, flags | os.O_CLOEXEC, 0o666)
+    except PermissionError:
+        raise ReadOnlyBoard(os.path.dirname(path), f"cannot open {what}") from None
+    except OSError as exc:
+        if exc.errno == errno.EROFS:
+            raise ReadOnlyBoard(os.path.dirname(path), "read-only filesystem") from None
+        raise

@@ -16,7 +16,6 @@ taken first; after a fork the child opens its own description (the parent's woul
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import threading
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from ._errors import LockTimeout, ReadOnlyBoard
+from ._errors import LockTimeout, ReadOnlyBoard, open_or_read_only
 
 #: Waiting polls: start fast (holds are ~10 us), back off to this, so a waiter burns no core.
 _MAX_POLL = 0.001
@@ -49,14 +48,7 @@ class FlockLock:
 
     def _open(self) -> int:
         if self._pid != os.getpid():  # first use, or we are a forked child: never share the parent's fd
-            try:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-            except PermissionError:
-                raise ReadOnlyBoard(str(self.path.parent), "cannot open the writer lock for writing") from None
-            except OSError as exc:
-                if exc.errno == errno.EROFS:
-                    raise ReadOnlyBoard(str(self.path.parent), "read-only filesystem") from None
-                raise
+            self._fd = open_or_read_only(str(self.path), os.O_RDWR | os.O_CREAT, "the writer lock for writing")
             self._pid = os.getpid()
         return self._fd
 

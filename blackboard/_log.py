@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _codec
-from ._errors import CorruptLog, ReadOnlyBoard
+from ._errors import CorruptLog, open_or_read_only
 from ._layout import LOG_HEADER_KEY, log_header
 
 _CHUNK = 1 << 22
@@ -53,14 +53,7 @@ class LogFile:
     def _open(self, writable: bool) -> None:
         self.release_fd()
         flags = (os.O_RDWR | os.O_APPEND) if writable else os.O_RDONLY
-        try:
-            self.fd = os.open(self.path, flags | os.O_CLOEXEC)
-        except PermissionError:
-            raise ReadOnlyBoard(str(self.path.parent), "cannot open the log for writing") from None
-        except OSError as exc:
-            if exc.errno == errno.EROFS:
-                raise ReadOnlyBoard(str(self.path.parent), "read-only filesystem") from None
-            raise
+        self.fd = open_or_read_only(str(self.path), flags, "the log for writing")
         self._writable = writable
         self._pid = os.getpid()
         self.ino = os.fstat(self.fd).st_ino
