@@ -89,7 +89,7 @@ def demo(board_dir: Path | None, requests: int, interval: float) -> None:
 
     started = time.monotonic()
     latencies: list[float] = []
-    done = 0
+    done = seen = 0
 
     def post() -> None:
         for i in range(requests):
@@ -101,8 +101,10 @@ def demo(board_dir: Path | None, requests: int, interval: float) -> None:
         with board.watch("", since=board.last_seq, timeout=10) as watcher:
             poster.start()
             for event in watcher:
-                latencies.append(time.time() - event.ts.timestamp())
-                click.echo(event_line(event, colour=colour))
+                seen += 1
+                if event.author != "requester":  # written by another process: a cross-process latency
+                    latencies.append(time.time() - event.ts.timestamp())
+                click.echo(event_line(event, colour=colour, key_width=22, author_width=10, date=False))
                 done += event.key.startswith("analysis/")
                 if done == requests:
                     break
@@ -115,10 +117,12 @@ def demo(board_dir: Path | None, requests: int, interval: float) -> None:
                 proc.kill()
                 proc.wait()
         board.close()
-    _summary(board, requests, done, time.monotonic() - started, latencies, root)
+    _summary(board, requests, done, seen, time.monotonic() - started, latencies, root)
 
 
-def _summary(board: Board, requests: int, done: int, seconds: float, latencies: list[float], root: Path) -> None:
+def _summary(
+    board: Board, requests: int, done: int, seen: int, seconds: float, latencies: list[float], root: Path
+) -> None:
     results = len(board.keys("research_results/"))
     ms = sorted(x * 1000 for x in latencies)
     click.echo("")
@@ -129,11 +133,19 @@ def _summary(board: Board, requests: int, done: int, seconds: float, latencies: 
     )
     if ms:
         click.echo(
-            f"event latency (write in one process -> seen in another): "
+            f"event latency (an agent's write -> seen here, in another process): "
             f"p50 {statistics.median(ms):.1f} ms, max {ms[-1]:.1f} ms"
         )
-    prog = "blackboard" if shutil.which("blackboard") else f"{sys.executable} -m blackboard"
-    click.echo(f"look around:  {prog} --board {root} ls   |   {prog} --board {root} tail -f   |   ls {root}/entries")
+    script = Path(sys.executable).parent / "blackboard"  # the venv's, even when it is not on PATH
+    prog = "blackboard" if shutil.which("blackboard") else str(script) if script.exists() else "python -m blackboard"
+    click.echo("look around:")
+    for command in (
+        f"{prog} --board {root} ls",
+        f"{prog} --board {root} history analysis/q1",
+        f"ls {root}/entries",
+        f"tail -F {root}/log.jsonl",
+    ):
+        click.echo(f"  {command}")
     if done != requests:
         raise SystemExit(1)
 
