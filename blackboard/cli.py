@@ -5,12 +5,8 @@ Errors are translated once, here at the boundary, to one line on stderr and a do
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -20,7 +16,6 @@ from . import _codec, _settings
 from ._board import Board
 from ._errors import BlackboardError, KeyNotFound
 from ._format import entry_line, event_line
-from ._models import Event
 
 EXIT_CODES = """\b
 Exit codes:
@@ -95,43 +90,6 @@ def author_option(f: F) -> F:
     return click.option(
         "--author", envvar=_settings.ENV_AUTHOR, show_envvar=True, help="Who writes (default: user@host)."
     )(f)
-
-
-def poll_options(f: F) -> F:
-    f = click.option(
-        "--poll-interval",
-        type=click.FloatRange(min=0.0005),
-        envvar=_settings.ENV_POLL_INTERVAL,
-        show_envvar=True,
-        help="Seconds between polls [default: 0.01].",
-    )(f)
-    return click.option(
-        "--poll/--notify",
-        default=None,
-        envvar=_settings.ENV_POLL,
-        show_envvar=True,
-        help="Poll the log instead of waiting for change notifications (NFS, SMB).",
-    )(f)
-
-
-class _Terminated(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def stop_on_sigterm() -> Iterator[None]:
-    """SIGTERM ends a watch as cleanly as Ctrl-C: no traceback, exit 0 (a stop that was asked for)."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise _Terminated
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    except _Terminated:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def emit_json(obj: Any) -> None:
@@ -289,165 +247,10 @@ def history(board_dir: Path, key: str, include_archive: bool, as_json: bool) -> 
             click.echo(event_line(event))
 
 
-@cli.command()
-@board_option
-@click.option("-n", "count", type=click.IntRange(min=0), default=10, show_default=True, help="How many events.")
-@click.option("-f", "--follow", is_flag=True, help="Then follow the log: print each new event as it happens.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON event per line.")
-@poll_options
-def tail(
-    board_dir: Path, count: int, follow: bool, as_json: bool, poll: bool | None, poll_interval: float | None
-) -> None:
-    """The last events of the log, one readable line each (colour on a terminal)."""
-    colour = sys.stdout.isatty() and not as_json
+# The live and maintenance commands live in their own modules; importing them registers them on `cli`.
+from . import _cli_admin, _cli_live  # noqa: E402
 
-    def show(event: Event) -> None:
-        click.echo(
-            _codec.dumps(event.model_dump(mode="json")).decode() if as_json else event_line(event, colour=colour)
-        )
-
-    with open_board(board_dir, read_only=True) as board:
-        events = board.tail(count)
-        for event in events:
-            show(event)
-        if not follow:
-            return
-        since = events[-1].seq if events else board.last_seq
-        with stop_on_sigterm(), board.watch(since=since, poll=poll, poll_interval=poll_interval) as watcher:
-            for event in watcher:
-                show(event)
-                sys.stdout.flush()
-
-
-@cli.command()
-@board_option
-@click.argument("prefix", default="")
-@click.option(
-    "--since",
-    default="now",
-    show_default=True,
-    metavar="SEQ|now|start",
-    help="Replay the events after seq SEQ first ('start': all of them), then go on live.",
-)
-@click.option("--cursor", help="Resume after the last event the consumer of this name finished with.")
-@click.option(
-    "--exec",
-    "command",
-    metavar="CMD",
-    help="Run CMD (with sh) for each event: the event JSON on stdin, its fields in BLACKBOARD_SEQ, "
-    "_OP, _KEY, _VALUE, _VERSION, _TS, _EVENT_AUTHOR. A failing CMD is reported and delivery goes on.",
-)
-@click.option("--count", type=click.IntRange(min=1), help="Stop after N events.")
-@click.option("--timeout", type=click.FloatRange(min=0), help="Stop after S seconds without an event.")
-@poll_options
-def watch(
-    board_dir: Path,
-    prefix: str,
-    since: str,
-    cursor: str | None,
-    command: str | None,
-    count: int | None,
-    timeout: float | None,
-    poll: bool | None,
-    poll_interval: float | None,
-) -> None:
-    """Print every event whose key starts with PREFIX, one JSON line each, as it happens."""
-    start = parse_since(since)
-    delivered = 0
-    with (
-        open_board(board_dir, read_only=cursor is None) as board,
-        stop_on_sigterm(),
-        board.watch(
-            prefix, since=start, cursor=cursor, timeout=timeout, poll=poll, poll_interval=poll_interval
-        ) as watcher,
-    ):
-        for event in watcher:
-            line = _codec.dumps(event.model_dump(mode="json")).decode()
-            if command is None:
-                click.echo(line)
-                sys.stdout.flush()  # so that `| jq` works live
-            else:
-                run_for_event(command, event, line)
-            delivered += 1
-            if count is not None and delivered >= count:
-                watcher.commit()
-                break
-
-
-def parse_since(text: str) -> int | None:
-    if text == "now":
-        return None
-    if text == "start":
-        return 0
-    try:
-        seq = int(text)
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a seq, 'now' or 'start'", param_hint="--since") from None
-    if seq < 0:
-        raise click.BadParameter("a seq is >= 0", param_hint="--since")
-    return seq
-
-
-def run_for_event(command: str, event: Event, line: str) -> None:
-    env = dict(os.environ)
-    env.update(
-        BLACKBOARD_SEQ=str(event.seq),
-        BLACKBOARD_OP=event.op,
-        BLACKBOARD_KEY=event.key,
-        BLACKBOARD_VALUE=_codec.dumps(event.value).decode(),
-        BLACKBOARD_VERSION=str(event.version),
-        BLACKBOARD_TS=event.model_dump(mode="json")["ts"],
-        # Not BLACKBOARD_AUTHOR: that one names who *this* process writes as.
-        BLACKBOARD_EVENT_AUTHOR=event.author,
-    )
-    sys.stdout.flush()
-    result = subprocess.run(command, shell=True, input=line + "\n", text=True, env=env, check=False)
-    if result.returncode != 0:
-        click.echo(f"blackboard: --exec failed on seq {event.seq} ({event.key}): exit {result.returncode}", err=True)
-
-
-@cli.command()
-@board_option
-@click.option("--reset", "name", help="Move the cursor NAME (to --to SEQ), or delete it.")
-@click.option("--to", "seq", type=click.IntRange(min=0), help="With --reset: the seq to move it to.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def cursors(board_dir: Path, name: str | None, seq: int | None, as_json: bool) -> None:
-    """List the named consumers (watch --cursor) with their position and lag, or reset one."""
-    with open_board(board_dir, read_only=name is None) as board:
-        if name is not None:
-            board.reset_cursor(name, seq)
-            click.echo(f"cursor {name} " + ("deleted" if seq is None else f"moved to seq {seq}"))
-            return
-        last = board.last_seq
-        for cursor, position in board.cursors().items():
-            if as_json:
-                emit_json({"name": cursor, "seq": position, "lag": last - position})
-            else:
-                click.echo(f"{cursor:<24} seq {position:<8} lag {last - position}")
-
-
-@cli.command()
-@click.option(
-    "--board",
-    "board_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Board directory [default: a fresh temporary directory].",
-)
-@click.option("--requests", type=click.IntRange(1, 50), default=5, show_default=True)
-@click.option(
-    "--interval", type=click.FloatRange(0, 2), default=0.3, show_default=True, help="Seconds between requests."
-)
-def demo(board_dir: Path | None, requests: int, interval: float) -> None:
-    """Agents coordinating through a board, live: a research -> analysis pipeline of processes."""
-    from ._demo import demo as run_demo
-
-    run_demo(board_dir, requests, interval)
-
-
-# The maintenance commands live in their own module; importing it registers them on `cli`.
-from . import _cli_admin  # noqa: E402
-
-__all__ = ["_cli_admin", "cli", "main"]
+__all__ = ["_cli_admin", "_cli_live", "cli", "main"]
 
 
 def main() -> None:
