@@ -10,7 +10,6 @@ process. Entry files follow in the background (see `_entries`).
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import os
 import threading
@@ -497,28 +496,10 @@ class Board:
         return compact(self, retention=retention, archive=archive, wait=wait, progress=progress)
 
     def stats(self) -> dict[str, Any]:
-        """Keys, events and bytes of the log, its dead-record ratio, seqs, archive size."""
-        with self._mutex:
-            index = self._refresh()
-            log_bytes = self._log.offset
-            live = len(index.live)
-            records = index.records
-            first = min((slot.seq for slot in index.slots.values()), default=0)
-        archive = 0
-        with contextlib.suppress(FileNotFoundError):
-            archive = sum(e.stat().st_size for e in os.scandir(self._layout.archive) if e.is_file())
-        return {
-            "keys": live,
-            "events": records,
-            "log_bytes": log_bytes,
-            "dead_ratio": round(1 - live / records, 4) if records else 0.0,
-            "last_seq": index.last_seq,
-            "oldest_seq": first,
-            "compacted_through": index.compacted_through,
-            "entries_at_seq": _entries.read_watermark(self._layout),
-            "archive_bytes": archive,
-            "cursors": len(self.cursors()),
-        }
+        """Keys, events and bytes of the log, its dead-record ratio, seqs, archive size, cursors."""
+        from ._maintain import stats
+
+        return stats(self)
 
     def _maybe_compact(self) -> None:
         """Writers compact opportunistically when the board says so (compact_at_bytes)."""
@@ -529,68 +510,24 @@ class Board:
         if needs_compaction(self):
             compact(self, wait=False)
 
-    # -- consistency ---------------------------------------------------------------------------------
+    # -- consistency (blackboard._maintain) ------------------------------------------------------------
 
     def check(self) -> _entries.Report:
         """Compare entry files with the log; report a torn log tail. Changes nothing.
 
         Keys changed after the watermark are pending for a background flush, not inconsistent.
         """
-        report = _entries.Report()
-        # Lock order everywhere: writer lock, then materialize lock, then _mutex. The torn-tail look
-        # takes the writer lock, so it comes first, with nothing else held.
-        report.torn_tail_bytes = self._torn_tail_under_lock()
-        with _entries.materialize_lock(self._layout), self._mutex:
-            index = self._refresh()
-            report.last_seq, report.keys = index.last_seq, len(index.live)
-            report.watermark = _entries.read_watermark(self._layout)
-            _entries.compare(self._layout, index, report)
-            mark = report.watermark
-            pending = {k for k, _ in index.changed_since(mark)}
-            report.missing = [k for k in report.missing if k not in pending]
-            report.stale = [k for k in report.stale if k not in pending]
-        return report
+        from ._maintain import check
 
-    def _torn_tail_under_lock(self) -> int:
-        # Only under the writer lock is an incomplete last line known to be torn, not in progress.
-        # A read-only handle cannot take it: report a tail that stays incomplete for a moment.
-        if self.read_only:
-            with self._mutex:
-                self._refresh()
-                torn = os.fstat(self._log.fd).st_size - self._log.offset
-            if torn > 0:
-                time.sleep(0.1)
-                with self._mutex:
-                    self._refresh()
-                    torn = os.fstat(self._log.fd).st_size - self._log.offset
-            return max(0, torn)
-        self._lock.acquire(self.lock_timeout)
-        try:
-            self._refresh(writable=True)
-            return max(0, os.fstat(self._log.fd).st_size - self._log.offset)
-        finally:
-            self._lock.release()
+        return check(self)
 
     def repair(self) -> _entries.Report:
         """Cut a torn log tail and rebuild every entry file that differs from the log."""
+        from ._maintain import repair
+
         if self.read_only:
             raise ReadOnlyBoard(str(self.path), "opened with read_only=True")
-        report = _entries.Report()
-        self._lock.acquire(self.lock_timeout)
-        try:
-            with self._mutex:
-                self._refresh(writable=True)
-                report.torn_tail_bytes = self._log.truncate_torn_tail()
-        finally:
-            self._lock.release()
-        with _entries.materialize_lock(self._layout), self._mutex:
-            index = self._refresh()
-            report.last_seq, report.keys = index.last_seq, len(index.live)
-            _entries.compare(self._layout, index, report)
-            _entries.rebuild(self._layout, index, report)
-            report.watermark = index.last_seq
-        report.repaired = True
-        return report
+        return repair(self)
 
 
 def _flush_loop(ref: weakref.ref[Board], dirty: threading.Event, stop: threading.Event) -> None:

@@ -63,6 +63,7 @@ class Index:
         self.slots: dict[str, Slot] = {}
         self.live: list[str] = []
         self.last_record_seq = 0
+        self.first_seq = 0  # the oldest record in this log file
         self.records = 0
         self.compacted_through = compacted_through
 
@@ -97,6 +98,7 @@ class Index:
         elif op == DELETE and was_live:
             del self.live[bisect_left(self.live, key)]
         self.last_record_seq = seq
+        self.first_seq = self.first_seq or seq
         self.records += 1
 
     def live_slot(self, key: str) -> Slot | None:
