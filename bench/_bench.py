@@ -7,6 +7,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from _peers import SYSTEMS
 from _procs import WriterPool
@@ -14,7 +15,7 @@ from _procs import WriterPool
 
 @dataclass(frozen=True)
 class Sizes:
-    """Everything that sets how long the benchmark takes. `quick()` is the ~30 s smoke version."""
+    """Everything that sets how long the benchmark takes. `quick()` is the ~1 min smoke version."""
 
     duration: float = 1.0  # seconds of writing per write run
     reps: int = 3  # runs per figure; the median is reported
@@ -25,10 +26,22 @@ class Sizes:
     list_keys: int = 10_000  # keys under the listed prefix
     other_keys: int = 10_000  # keys outside it, half sorting before and half after
     list_repeats: int = 10  # listings per system per repetition
+    latency_events: int = 500  # measured change notifications per system and filesystem (all repetitions)
+    idle_seconds: float = 2.0  # of watching with no writes, per system and filesystem, for its CPU share
+    events: int = 1_000_000  # events in the log that catchup replays and compaction compacts
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(duration=0.25, reps=1, read_duration=0.2, other_keys=2000, list_repeats=5)
+        return cls(
+            duration=0.25,
+            reps=1,
+            read_duration=0.2,
+            other_keys=2000,
+            list_repeats=5,
+            latency_events=200,
+            idle_seconds=0.5,
+            events=100_000,
+        )
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,7 @@ class Bench:
     systems: tuple[str, ...] = SYSTEMS
     runs: list[str] = field(default_factory=list)  # one line per measured run, for RESULTS.md
     problems: list[str] = field(default_factory=list)  # what verifying the stores after a run found
+    cache: dict[str, Any] = field(default_factory=dict)  # set-ups sections share (the big log), under a root
     _pools: dict[int, WriterPool] = field(default_factory=dict)
     _counter: int = 0
 
@@ -88,6 +102,10 @@ class Bench:
         path = fs.root / f"{self._counter:04d}-{name}"
         path.mkdir()
         return path
+
+    def big_fs(self) -> Filesystem:
+        """Where the large logs go: the disk (not RAM), unless only tmpfs is under test."""
+        return next((fs for fs in self.filesystems if fs.name == "disk"), self.filesystems[0])
 
     def log(self, line: str) -> None:
         self.runs.append(line)

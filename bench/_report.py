@@ -1,8 +1,13 @@
-"""Result rows, targets, and the two renderings of the table: the console and bench/RESULTS.md."""
+"""Result rows, targets, and the two renderings of the table: the console and bench/RESULTS.md.
+
+Each section gets its own table, with a column per peer its rows were measured against (writes:
+sqlite3 and diskcache; latency: redis, etcd, a sqlite polling loop; ...).
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from _peers import OURS, PEERS
@@ -19,7 +24,8 @@ class Target:
         op = ">=" if higher_is_better else "<"
         if self.peer is not None:
             return f"{op} {self.bound:g}x {self.peer}"
-        return f"{op} {self.bound:g} {unit}"
+        bound = f"{self.bound:,.0f}" if self.bound >= 10_000 else f"{self.bound:g}"
+        return f"{op} {bound} {unit}"
 
     def passes(self, row: Row) -> bool | None:
         value = row.ours if self.peer is None else row.ratio(self.peer)
@@ -40,10 +46,15 @@ class Row:
     target: Target | None = None
     note: str = ""
     show_ratios: bool = True  # False where ours / peer means nothing (a ratio of ratios near 0)
+    skipped: dict[str, str] = field(default_factory=dict)  # peer -> why it has no figure ("not installed")
 
     def ratio(self, peer: str) -> float | None:
+        """ours / theirs; None where that means nothing: a missing figure, or one <= 0 (a change that
+        reached a peer's listener before the peer's write call returned has a negative latency)."""
         theirs = self.peers.get(peer)
-        if not self.show_ratios or theirs is None or theirs == 0 or math.isnan(theirs) or math.isnan(self.ours):
+        if not self.show_ratios or theirs is None or math.isnan(theirs) or math.isnan(self.ours):
+            return None
+        if theirs <= 0 or (self.ours < 0 and self.unit == "ms"):
             return None
         return self.ours / theirs
 
@@ -68,8 +79,11 @@ def fmt_value(value: float | None, unit: str) -> str:
         return "-"
     if unit == "min/max":
         return f"{value:.2f}"
-    if unit == "ms":
-        return f"{value:.3f}" if value < 1 else f"{value:.2f}" if value < 100 else f"{value:,.0f}"
+    if unit in ("ms", "s"):
+        size = abs(value)
+        return f"{value:.3f}" if size < 1 else f"{value:.2f}" if size < 100 else f"{value:,.0f}"
+    if unit in ("%", "MB"):
+        return f"{value:.1f}" if abs(value) < 100 else f"{value:,.0f}"
     return f"{value:,.0f}"
 
 
@@ -77,34 +91,59 @@ def fmt_ratio(ratio: float | None) -> str:
     return "-" if ratio is None else f"{ratio:.2f}x"
 
 
-HEADER = ["section", "metric", "fs", "better", OURS, *PEERS, *(f"ours/{p}" for p in PEERS), "target", "result"]
+def peer_columns(rows: Iterable[Row]) -> list[str]:
+    """The peers these rows were compared with, in the order they first appear (the usual two first)."""
+    seen: dict[str, None] = {}
+    for row in rows:
+        for peer in (*row.peers, *row.skipped):
+            seen.setdefault(peer, None)
+    return sorted(seen, key=lambda p: PEERS.index(p) if p in PEERS else len(PEERS))
 
 
-def cells(row: Row) -> list[str]:
+def header(peers: list[str]) -> list[str]:
+    return ["section", "metric", "fs", "better", OURS, *peers, *(f"ours/{p}" for p in peers), "target", "result"]
+
+
+def cells(row: Row, peers: list[str]) -> list[str]:
+    def peer_cell(p: str) -> str:
+        if p in row.skipped:
+            return f"skipped: {row.skipped[p]}"
+        return fmt_value(row.peers.get(p), row.unit)
+
     return [
         row.section,
         f"{row.metric} ({row.unit})",
         row.fs,
         row.better,
         fmt_value(row.ours, row.unit),
-        *(fmt_value(row.peers.get(p), row.unit) for p in PEERS),
-        *(fmt_ratio(row.ratio(p)) for p in PEERS),
+        *(peer_cell(p) for p in peers),
+        *(fmt_ratio(row.ratio(p)) for p in peers),
         row.target_text,
         row.result,
     ]
 
 
-def console_table(rows: list[Row]) -> str:
-    body = [HEADER, *(cells(r) for r in rows)]
-    widths = [max(len(line[i]) for line in body) for i in range(len(HEADER))]
-    numeric = set(range(4, 4 + 1 + 2 * len(PEERS)))
+def by_section(rows: list[Row]) -> list[list[Row]]:
+    """Rows grouped by section, sections in the order they first appear."""
+    groups: dict[str, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(row.section, []).append(row)
+    return list(groups.values())
+
+
+def _console_group(rows: list[Row]) -> str:
+    peers = peer_columns(rows)
+    head = header(peers)
+    body = [head, *(cells(r, peers) for r in rows)]
+    widths = [max(len(line[i]) for line in body) for i in range(len(head))]
+    numeric = set(range(4, 4 + 1 + 2 * len(peers)))
 
     def line(values: list[str]) -> str:
         pairs = enumerate(zip(values, widths, strict=True))
         padded = (v.rjust(w) if i in numeric else v.ljust(w) for i, (v, w) in pairs)
         return "  ".join(padded)
 
-    out = [line(HEADER), "  ".join("-" * w for w in widths)]
+    out = [line(head), "  ".join("-" * w for w in widths)]
     for row, values in zip(rows, body[1:], strict=True):
         out.append(line(values))
         if row.note:
@@ -112,13 +151,23 @@ def console_table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-def markdown_table(rows: list[Row]) -> str:
-    header = [*HEADER, "note"]
-    align = ["---", "---", "---", "---", *["---:"] * (1 + 2 * len(PEERS)), "---", "---", "---"]
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+def console_table(rows: list[Row]) -> str:
+    return "\n\n".join(_console_group(group) for group in by_section(rows))
+
+
+def _markdown_group(rows: list[Row]) -> str:
+    peers = peer_columns(rows)
+    head = [*header(peers), "note"]
+    align = ["---", "---", "---", "---", *["---:"] * (1 + 2 * len(peers)), "---", "---", "---"]
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     for row in rows:
-        out.append("| " + " | ".join([*cells(row), row.note]).replace("\n", " ") + " |")
+        out.append("| " + " | ".join([*cells(row, peers), row.note]).replace("\n", " ") + " |")
     return "\n".join(out)
+
+
+def markdown_table(rows: list[Row]) -> str:
+    """One table per section, under a `###` heading of its name."""
+    return "\n\n".join(f"### {group[0].section}\n\n{_markdown_group(group)}" for group in by_section(rows))
 
 
 def summary(rows: list[Row]) -> str:

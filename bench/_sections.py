@@ -9,16 +9,36 @@ rotating order, repetition after repetition, so that the machine's noise falls o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import random
 import shutil
 import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from _bench import Bench, Filesystem
+from _biglog import KEYS, NARROW, BigLog, build, compact_copy, replay
+from _live import (
+    LIVE_PEERS,
+    STARTERS,
+    WARMUP,
+    BoardWriter,
+    EtcdWriter,
+    Job,
+    LatencyRun,
+    Listener,
+    RedisWriter,
+    Server,
+    SqliteWriter,
+    Unavailable,
+    Writer,
+)
 from _peers import OURS, Store, make_value, open_store
-from _procs import WriteJob, WriteRun
+from _procs import WriteJob, WriteRun, percentile
 from _report import Row, Target
 
 
@@ -232,3 +252,263 @@ def listing(bench: Bench) -> list[Row]:
         metric = f"list {n} keys, first call on a fresh handle"
         rows.append(Row("listing", metric, fs.label, "ms", False, cold_ours, cold))
     return rows
+
+
+# -- change-notification latency ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of learning about changes: a blackboard watch mode, or a peer."""
+
+    label: str
+    system: str
+    poll: bool = False
+    interval: float | None = None
+
+
+MODES = (
+    Variant("watchfiles", OURS),
+    Variant("poll 1 ms", OURS, poll=True, interval=0.001),
+    Variant("poll 10 ms", OURS, poll=True, interval=0.01),
+)
+
+
+def _writer(variant: Variant, path: Path, servers: dict[str, Server]) -> tuple[str, Writer, Server | None]:
+    """(what the listener watches, the writer, the server) of one run, on a fresh store under `path`."""
+    if variant.system == OURS:
+        from blackboard import Board
+
+        Board.init(path / "board").close()
+        return str(path / "board"), BoardWriter(path / "board"), None
+    if variant.system in servers:
+        server = servers[variant.system]
+        writer: Writer = RedisWriter(server.address) if server.name == "redis" else EtcdWriter(server.address)
+        return server.address, writer, server
+    writer = SqliteWriter(path / "db.sqlite")  # created before the listener opens it
+    return str(path / "db.sqlite"), writer, None
+
+
+def _latency_run(
+    bench: Bench, fs: Filesystem, listener: Listener, variant: Variant, servers: dict[str, Server], rng: random.Random
+) -> LatencyRun:
+    sizes = bench.sizes
+    count = -(-sizes.latency_events // sizes.reps)  # this repetition's share of the measured changes
+    path = bench.fresh_dir(fs, variant.label.replace(" ", "-"))
+    try:
+        target, writer, server = _writer(variant, path, servers)
+        try:
+            job = Job(variant.system, target, 1, WARMUP + count, sizes.idle_seconds / sizes.reps)
+            job = dataclasses.replace(job, poll=variant.poll, poll_interval=variant.interval)
+            return listener.run(job, writer, server, rng)
+        finally:
+            writer.close()
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass
+class Pooled:
+    """Every repetition of one variant, pooled: percentiles over all its changes, CPU over all its idle time."""
+
+    runs: list[LatencyRun]
+
+    def after(self, q: float) -> float:
+        return percentile(sorted(x for r in self.runs for x in r.after_ms), q)
+
+    def before(self, q: float) -> float:
+        return percentile(sorted(x for r in self.runs for x in r.before_ms), q)
+
+    @property
+    def cpu_pct(self) -> float:
+        idle = sum(r.idle_s for r in self.runs)
+        return 100 * sum(r.cpu_s for r in self.runs) / idle if idle else float("nan")
+
+    @property
+    def measured(self) -> int:
+        return sum(len(r.after_ms) for r in self.runs)
+
+    @property
+    def lost(self) -> int:
+        return sum(r.lost for r in self.runs)
+
+
+def _log_latency(bench: Bench, fs: Filesystem, label: str, run: LatencyRun) -> None:
+    one = Pooled([run])
+    bench.log(
+        f"latency {fs.label:5} {label:11} after return p50 {one.after(0.5):7.3f} p99 {one.after(0.99):7.3f} ms;"
+        f" from call start p50 {one.before(0.5):7.3f} p99 {one.before(0.99):7.3f} ms;"
+        f" idle CPU {one.cpu_pct:5.1f}% over {run.idle_s:.1f} s; {len(run.after_ms)} changes, {run.lost} lost"
+    )
+
+
+def _latency_rows(bench: Bench, fs: Filesystem, listener: Listener) -> list[Row]:
+    servers: dict[str, Server] = {}
+    skipped: dict[str, str] = {}
+    pooled: dict[str, Pooled] = {}
+    try:
+        for name, start in STARTERS.items():
+            try:
+                servers[name] = start(bench.fresh_dir(fs, name))
+            except Unavailable as exc:
+                skipped[name] = str(exc)
+                bench.log(f"latency {fs.label:5} {name:11} skipped: {exc}")
+        variants = {v.label: v for v in (*MODES, *(Variant(p, p) for p in LIVE_PEERS if p not in skipped))}
+        rng = random.Random(11)
+        for rep in range(bench.sizes.reps):
+            for label in rotated(tuple(variants), rep):
+                try:
+                    run = _latency_run(bench, fs, listener, variants[label], servers, rng)
+                except Exception as exc:
+                    bench.problems.append(f"latency, {fs.label}, {label}: {exc}")
+                    bench.log(f"latency {fs.label:5} {label:11} FAILED: {exc}")
+                    continue
+                pooled.setdefault(label, Pooled([])).runs.append(run)
+                _log_latency(bench, fs, label, run)
+    finally:
+        for server in servers.values():
+            server.stop()
+    for label, pool in pooled.items():
+        if pool.lost:
+            bench.problems.append(f"latency, {fs.label}, {label}: {pool.lost} changes never reached the listener")
+
+    def peers(figure: Callable[[Pooled], float]) -> dict[str, float]:
+        # Every peer, in one order (a skipped or failed one as NaN), so that the columns keep their order.
+        return {p: figure(pooled[p]) if p in pooled else float("nan") for p in LIVE_PEERS}
+
+    def row(metric: str, unit: str, ours: Pooled | None, figure: Callable[[Pooled], float]) -> Row:
+        value = figure(ours) if ours is not None else float("nan")
+        return Row("latency", metric, fs.label, unit, False, value, peers(figure), skipped=skipped)
+
+    rows = []
+    for mode in MODES:
+        ours = pooled.get(mode.label)
+        after50 = row(f"p50, write returned -> event, {mode.label}", "ms", ours, lambda p: p.after(0.5))
+        after99 = row(f"p99, write returned -> event, {mode.label}", "ms", ours, lambda p: p.after(0.99))
+        if mode.interval is None:
+            after50.target, after99.target = Target(2.0), Target(5.0)
+        else:
+            after50.target = Target(mode.interval * 1e3)  # within one polling interval
+        if ours is not None:
+            after50.note = f"{ours.measured} changes, 2-4 ms apart, {bench.sizes.reps} run(s); {ours.lost} lost"
+        rows += [after50, after99]
+        if mode.interval is None:
+            for q in (0.5, 0.99):
+                metric = f"p{q * 100:.0f}, write call started -> event, {mode.label}"
+                end_to_end = row(metric, "ms", ours, functools.partial(Pooled.before, q=q))
+                end_to_end.target = Target(1.0, "etcd")
+                rows.append(end_to_end)
+        cpu = row(f"watcher's CPU while idle, {mode.label}", "%", ours, lambda p: p.cpu_pct)
+        cpu.note = "% of one core; redis, etcd: subscriber + server process; sqlite: its 1 ms polling loop"
+        rows.append(cpu)
+    return rows
+
+
+@section("latency", "change notification: write returns in one process -> event in another; idle CPU of watching")
+def latency(bench: Bench) -> list[Row]:
+    listener = Listener()
+    try:
+        return [row for fs in bench.filesystems for row in _latency_rows(bench, fs, listener)]
+    finally:
+        listener.close()
+
+
+# -- the big log: catch-up replay and compaction -------------------------------------------------------
+
+
+def big_log(bench: Bench) -> BigLog:
+    """The log of `sizes.events` events over 10,000 keys, built once per run on the disk."""
+    name = f"biglog-{bench.sizes.events}"
+    if name not in bench.cache:
+        fs = bench.big_fs()
+        log = build(bench.fresh_dir(fs, "biglog") / "board", bench.sizes.events)
+        bench.log(
+            f"built   {fs.label:5} a log of {log.events:,} events over {KEYS:,} keys, {log.bytes / 1e6:,.0f} MB,"
+            f" in {log.build_s:.1f} s"
+        )
+        bench.cache[name] = log
+    cached: BigLog = bench.cache[name]
+    return cached
+
+
+@section("catchup", "events/s a new watcher replays from seq 0 of a 1,000,000-event log; and with a 1% prefix")
+def catchup(bench: Bench) -> list[Row]:
+    log = big_log(bench)
+    fs = bench.big_fs()
+    expect = {"all": ("", log.events, log.events), "narrow": (NARROW, log.narrow_last, log.narrow_events)}
+    results: dict[str, list[dict[str, Any]]] = {k: [] for k in expect}
+    for rep in range(bench.sizes.reps):
+        for which in rotated(tuple(expect), rep):
+            prefix, last, count = expect[which]
+            result = replay(log, prefix, last)
+            if (result["count"], result["last"]) != (count, last):
+                bench.problems.append(
+                    f"catchup {prefix!r}: {result['count']} events up to seq {result['last']},"
+                    f" expected {count} up to seq {last}"
+                )
+            results[which].append(result)
+            bench.log(
+                f"catchup {fs.label:5} prefix {prefix or '(all)':11} {result['count']:9,} events in"
+                f" {result['seconds']:6.2f} s: {log.events / result['seconds']:9,.0f} log events/s,"
+                f" peak RSS {result['peak_rss_mb']:.0f} MB"
+            )
+    n = f"{log.events:,}"
+    seconds = {k: median([r["seconds"] for r in v]) for k, v in results.items()}
+    rss = median([r["peak_rss_mb"] for r in results["all"]])
+    full = Row("catchup", f"replay {n} events from seq 0", fs.label, "events/s", True, log.events / seconds["all"])
+    full.target = Target(300_000)
+    full.note = f"{seconds['all']:.2f} s; a fresh process (peak RSS {rss:.0f} MB), the log in the page cache"
+    metric = f"replay {n} events from seq 0, prefix {NARROW} (1% of keys)"
+    narrow = Row("catchup", metric, fs.label, "log events/s", True, log.events / seconds["narrow"])
+    narrow.note = f"{seconds['narrow']:.2f} s to deliver its {log.narrow_events:,} events (every log event is read)"
+    return [full, narrow]
+
+
+@section("compaction", "compact a 1,000,000-event log over 10,000 keys (--events N): seconds, peak RSS")
+def compaction(bench: Bench) -> list[Row]:
+    log = big_log(bench)
+    fs = bench.big_fs()
+    results: list[dict[str, Any]] = []
+    for _ in range(bench.sizes.reps):
+        copy = bench.fresh_dir(fs, "compact")
+        try:
+            shutil.copytree(log.path, copy / "board")  # compaction replaces the log: work on a copy
+            result = compact_copy(copy / "board")
+        finally:
+            shutil.rmtree(copy, ignore_errors=True)
+        report = result["report"]
+        if report["skipped"] or report["events_after"] != min(KEYS, log.events):
+            bench.problems.append(f"compaction: {report['events_after']} events kept, skipped: {report['skipped']}")
+        results.append(result)
+        bench.log(
+            f"compact {fs.label:5} {report['events_before']:,} -> {report['events_after']:,} events,"
+            f" {report['bytes_before'] / 1e6:,.0f} -> {report['bytes_after'] / 1e6:,.1f} MB"
+            f" in {report['seconds']:.2f} s"
+            f" (index {result['before_plan_s']:.2f} s, plan {result['plan_s']:.2f} s,"
+            f" write+switch {result['write_switch_s']:.2f} s); RSS {result['baseline_mb']:.0f} MB before,"
+            f" peak {result['peak_mb']:.0f} MB (ru_maxrss {result['ru_maxrss_before_mb']:.0f} ->"
+            f" {result['ru_maxrss_after_mb']:.0f} MB, inherited from the bench process)"
+        )
+
+    def figure(name: str) -> float:
+        return median([float(r[name]) for r in results])
+
+    n = f"{log.events:,}"
+    seconds = median([float(r["report"]["seconds"]) for r in results])
+    baseline, peak = figure("baseline_mb"), figure("peak_mb")
+    after_mb = median([r["report"]["bytes_after"] / 1e6 for r in results])
+    time_row = Row("compaction", f"compact {n} events over {KEYS:,} keys", fs.label, "s", False, seconds)
+    time_row.target = Target(5.0)
+    time_row.note = (
+        f"board.compact() in a fresh process: ~{figure('before_plan_s'):.1f} s bringing its index up to the log"
+        f" (the flush before planning), ~{figure('plan_s'):.1f} s planning pass, ~{figure('write_switch_s'):.1f} s"
+        f" writing the new log and switching; {log.bytes / 1e6:,.0f} MB -> {after_mb:,.1f} MB"
+    )
+    peak_row = Row("compaction", "peak RSS of the compacting process", fs.label, "MB", False, peak, target=Target(200))
+    peak_row.note = (
+        f"the process's peak RSS (VmHWM) after compact(); {baseline:.0f} MB before it (Python, blackboard, an"
+        " open board). Not ru_maxrss: Linux hands a child its parent's through fork and exec (in the run log)"
+    )
+    growth = median([r["peak_mb"] - r["baseline_mb"] for r in results])
+    delta = Row("compaction", "peak RSS above the baseline", fs.label, "MB", False, growth)
+    return [time_row, peak_row, delta]

@@ -1,7 +1,8 @@
 """Benchmark blackboard against sqlite3 (WAL) and diskcache, side by side in one run.
 
-    python bench/run.py                    # everything, ~3 minutes; writes bench/RESULTS.md
-    python bench/run.py --quick            # ~30 s smoke run (prints; writes a file only with --out)
+    python bench/run.py                    # everything, ~4-5 minutes; writes bench/RESULTS.md
+    python bench/run.py --quick            # ~1 min smoke run (prints; writes a file only with --out)
+    python bench/run.py --only compaction --events 10000000   # the 10M-event compaction
     python bench/run.py --only writes,reads --reps 5
     python bench/run.py --list             # the sections
 
@@ -49,13 +50,41 @@ WHAT = """\
   writes/s = all writes / (last writer's end - first writer's start); every write call is timed alone
   (`time.perf_counter`) for p50/p99. Each run uses a fresh store, checked afterwards (record and key
   counts; for blackboard also `board.check()`).
+- **latency** (change notification, one table per filesystem): a writer in the bench process makes
+  one change every 2-4 ms (never a burst); a listener in another process notes when each arrives.
+  Both read `time.monotonic()` (CLOCK_MONOTONIC, one clock for the whole host) and changes are
+  matched by seq. "write returned -> event" counts from just after the write call returns (the
+  brief's figure); "write call started -> event" from just before it is made, end to end. Ours:
+  `board.watch(prefix, poll=False)` (watchfiles) and `poll=True` with `poll_interval` 0.001 and the
+  default 0.01; the writer `board.write`. **redis**: `SET` then `PUBLISH` of the value, a pub/sub
+  subscriber (redis-py). **etcd**: `POST /v3/kv/put` on the HTTP/JSON gateway, a streaming `POST
+  /v3/watch` on the prefix. **sqlite poll**: an `INSERT` per change (WAL, synchronous=NORMAL), a
+  reader running `SELECT max(seq)` every 1 ms. redis-server and etcd are started for the run on
+  127.0.0.1 (free port, temp data dir on the filesystem under test; redis without persistence) and
+  stopped after; a cell says "skipped" if one is not installed. Servers deliver a change to their
+  watchers as they acknowledge it, so their "write returned" figures are ~0 or negative (no ratio
+  is shown for those); the end-to-end rows compare like with like, and carry the target against
+  etcd. The first 20 changes of each run are not counted. Idle CPU: the listening process's own
+  CPU time (getrusage, all threads) over ~2 s of watching with nothing written, as % of one core;
+  for redis and etcd the server process's CPU over the same window is added (from /proc).
+- **catchup**: a log of `--events` puts (default 1,000,000) over 10,000 keys, written straight in the
+  spec's format on the disk, ~255 bytes a line; a fresh process opens the board and counts
+  `board.watch(prefix, since=0)` events up to the last seq (it is in the page cache: just written).
+  The prefix row watches `bench/g07/`, 1% of the keys and of the events; its figure is log events
+  read per second.
+- **compaction**: `board.compact()` on a copy of that log, in a fresh process: the report's seconds,
+  and the process's peak RSS after it, with the peak before it (imports and an open board) as the
+  baseline. Peak RSS is VmHWM from /proc/self/status: `ru_maxrss` would do, but Linux carries it
+  from parent to child through fork and exec, so a child of the bench starts at the bench's RSS.
+  `--events 10000000` runs the 10,000,000-event version. The watermark is set to the last seq, as
+  a writer's background flush leaves it, so compaction's flush has no entry file to write.
 - Ratios are ours / peer. "better" says which way is good for the figure and for its ratios.
 """
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="~30 s smoke run: shorter runs, one repetition")
+    p.add_argument("--quick", action="store_true", help="~1 min smoke run: shorter runs, one repetition")
     p.add_argument("--only", default="", help="comma-separated sections to run (default: all; see --list)")
     p.add_argument("--list", action="store_true", help="list the sections and exit")
     p.add_argument("--fs", default="disk,tmpfs", help="filesystems: disk, tmpfs or both (default: both)")
@@ -109,7 +138,9 @@ def render_markdown(
         f"{s.reps} repetition(s) per figure (median shown); write runs of {s.duration:g} s, processes"
         f" {', '.join(map(str, s.procs))}, {s.keys_per_proc} keys per process; reads of {s.read_duration:g} s"
         f" over {s.read_keys} keys; listing {s.list_keys:,} keys under the prefix + {s.other_keys:,} others,"
-        f" {s.list_repeats} listings per repetition"
+        f" {s.list_repeats} listings per repetition; latency: {s.latency_events} changes per system and"
+        f" filesystem over all repetitions, {s.idle_seconds:g} s idle; catchup and compaction: a log of"
+        f" {s.events:,} events on {bench.big_fs().label}"
     )
     parts = [
         "# Benchmark results",
