@@ -81,6 +81,42 @@ def encode_record(seq: int, op: str, key: str, value_json: bytes, version: int, 
     )
 
 
+def value_slice(line: bytes, rec: dict[str, Any]) -> bytes:
+    """The value's JSON out of a record line: an exact-size copy (orjson's own output keeps a ~4 KiB
+    buffer per object, which an index holding one per key cannot afford).
+
+    Taken from the line when the line is exactly what `encode_record` writes for `rec` (its head
+    before the value and its tail after it match byte for byte, so what lies between is the value);
+    re-encoded otherwise (another writer's field order or spacing).
+    """
+    head = b'{"seq":%d,"op":"%s","key":' % (rec["seq"], rec["op"].encode()) + orjson.dumps(rec["key"]) + b',"value":'
+    author, ts = rec.get("author"), rec.get("ts")
+    if line.startswith(head) and isinstance(author, str) and isinstance(ts, str):
+        tail = b',"version":%d,"author":' % rec["version"] + orjson.dumps(author) + b',"ts":"' + ts.encode() + b'"}'
+        if line.endswith(tail) and len(head) + len(tail) < len(line):
+            return line[len(head) : len(line) - len(tail)]
+    return exact(orjson.dumps(rec.get("value")))
+
+
+def exact(data: bytes) -> bytes:
+    """A copy of exactly `len(data)` bytes, for keeping: orjson's output holds ~4 KiB however small."""
+    return bytes(memoryview(data))
+
+
+def key_starts_with(line: bytes, seq: int, prefix: bytes) -> bool | None:
+    """Whether the record line's key starts with `prefix` (a prefix's UTF-8, with no '"' or '\\'),
+    without parsing the line; None when the line is not laid out as `encode_record` writes it.
+
+    orjson escapes only '"', '\\' and control characters (which keys cannot hold), so the encoded key
+    starts with those bytes exactly when the key starts with the prefix.
+    """
+    for op in (b"put", b"delete"):
+        head = b'{"seq":%d,"op":"%s","key":"' % (seq, op)
+        if line.startswith(head):
+            return line.startswith(prefix, len(head))
+    return None
+
+
 def decode(data: bytes | str) -> Any:
     """Parse JSON written by this library (log lines, entry files, board.json)."""
     return orjson.loads(data)

@@ -74,6 +74,8 @@ class Watcher:
         waker: Callable[[], None] | None = None,
     ) -> None:
         self.prefix = validate_prefix(prefix)
+        # For passing over other prefixes' lines unparsed (see _codec.key_starts_with).
+        self._prefix_bytes = prefix.encode() if prefix and '"' not in prefix and "\\" not in prefix else b""
         self.timeout = timeout
         # Notifications do not cross NFS clients: a board made for network filesystems polls by default.
         self.polling = _settings.poll(poll if poll is not None or board.config.lock == "flock" else True)
@@ -138,32 +140,43 @@ class Watcher:
             compacted_through = (log.header or Header()).compacted_through
             prefix = self.prefix
             for offset, line in log.read_lines():
+                position = self.seq
                 try:
                     seq, rec = self._check(offset, line, compacted_through)
-                except CorruptLog:
-                    log.offset = offset  # stay at the bad record: report it again, never skip it
-                    raise
-                if rec is None:
-                    continue  # replayed part we already had, or before `since`
-                self.seq = seq
-                if rec["key"].startswith(prefix):
-                    self._pending.append(Event.from_record(rec, compacted=seq <= self._flag_through))
+                    if rec is None:
+                        continue  # replayed part we already had, before `since`, or not our prefix
+                    event = Event.from_record(rec, compacted=seq <= self._flag_through)
+                except (CorruptLog, ValueError) as exc:
+                    log.offset, self.seq = offset, position  # stay at the bad record: report it again
+                    if self._pending:
+                        return  # deliver the good events before it first
+                    if isinstance(exc, CorruptLog):
+                        raise
+                    raise CorruptLog(str(log.path), offset, str(exc)) from None
+                if event.key.startswith(prefix):
+                    self._pending.append(event)
                     if len(self._pending) >= _BATCH:
                         return
 
     def _check(self, offset: int, line: bytes, compacted_through: int) -> tuple[int, dict[str, Any] | None]:
-        """(seq, record) of a line, or (seq, None) for one at or before our position."""
+        """(seq, record) of the next line; (seq, None) for one to pass over: at or before our position,
+        or, found without parsing it, of another prefix. Moves our position past the line."""
         path = self._log.path
         seq = _fast_seq(line)
         rec = None
         if seq is None:
-            rec = parse_record(path, offset, line)
+            rec = parse_record(path, offset, line, check_ts=False)
             seq = rec["seq"]
         if seq <= self.seq:
             return seq, None
         if seq != self.seq + 1 and (self.seq >= compacted_through or seq > compacted_through + 1):
             raise CorruptLog(str(path), offset, f"seq {seq} after seq {self.seq} (a gap)")
-        return seq, rec if rec is not None else parse_record(path, offset, line)
+        if rec is None and self._prefix_bytes and _codec.key_starts_with(line, seq, self._prefix_bytes) is False:
+            self.seq = seq
+            return seq, None
+        self.seq = seq
+        # The ts is checked where the event is built (Event.from_record parses it anyway).
+        return seq, rec if rec is not None else parse_record(path, offset, line, check_ts=False)
 
     def next_nowait(self) -> Event | None:
         """The next event if one is already in the log, else None. Marks the previous one finished."""

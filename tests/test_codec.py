@@ -11,12 +11,13 @@ import math
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from _workers import entry_files, log_lines
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from blackboard import Board
+from blackboard import Board, _codec
 from blackboard._keys import key_to_relpath
 
 INT64_MIN = -(2**63)
@@ -208,3 +209,23 @@ def test_entry_file_is_pretty_json(board_path: Path) -> None:
         "author": "me",
         "ts": json.loads(log_lines(board_path)[-1])["ts"],
     }
+
+
+@given(
+    key=st.text(min_size=1, max_size=20).filter(lambda k: all(c >= " " for c in k)),
+    value=json_values,
+    author=st.text(min_size=1, max_size=10),
+    prefix=st.text(max_size=5),
+)
+def test_value_slice_and_key_prefix_read_the_line_as_written(key: str, value: Any, author: str, prefix: str) -> None:
+    """The index keeps a value's JSON cut from its line, and watchers pass over other prefixes'
+    lines unparsed: both must agree with a full parse, for any key, value and author."""
+    value_json = _codec.encode_value(value, 1 << 20)
+    line = _codec.encode_record(7, "put", key, value_json, 3, author, "2026-11-21T09:00:00.000001Z")[:-1]
+    rec = orjson.loads(line)
+    assert _codec.value_slice(line, rec) == value_json
+    if '"' not in prefix and "\\" not in prefix:
+        assert _codec.key_starts_with(line, 7, prefix.encode()) is key.startswith(prefix)
+    foreign = orjson.dumps({"key": key, **rec})  # another writer's field order: re-encoded, not cut
+    assert orjson.loads(_codec.value_slice(foreign, orjson.loads(foreign))) == orjson.loads(value_json)
+    assert _codec.key_starts_with(foreign, 7, b"") is None

@@ -516,3 +516,18 @@ def test_notification_latency_across_processes(wboard: Board, spawn: Spawn, monk
     join_ok(writer, 10)
     assert len(latencies) == len(keys)
     assert max(latencies) < 1.0, latencies
+
+
+def test_a_bad_record_stops_a_watcher_every_time_never_skipped(tmp_path: Path) -> None:
+    """A record whose ts is not a time: the watcher reports it at its offset, and again on retry."""
+    from blackboard import CorruptLog
+
+    with Board.init(tmp_path / "b") as board:
+        board.write("a/1", 1)
+    with (tmp_path / "b" / "log.jsonl").open("ab") as log:
+        log.write(b'{"seq":2,"op":"put","key":"a/2","value":2,"version":1,"author":"x","ts":"yesterday"}\n')
+    with Board.open(tmp_path / "b", read_only=True) as board, board.watch("a/", since=0, timeout=0.2) as watcher:
+        assert next(watcher).seq == 1
+        for _ in range(2):
+            with pytest.raises(CorruptLog, match="byte"):
+                next(watcher)
