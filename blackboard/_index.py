@@ -9,13 +9,14 @@ from bisect import bisect_left, insort
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from . import _codec
 from ._errors import CorruptLog
 
 PUT = "put"
 DELETE = "delete"
+_OPS = frozenset((PUT, DELETE))
 
 
 class Slot(NamedTuple):
@@ -36,16 +37,19 @@ def parse_record(path: Path, offset: int, line: bytes, *, check_ts: bool = True)
         rec = _codec.decode(line)
     except _codec.DecodeError as exc:
         raise CorruptLog(str(path), offset, f"not JSON ({exc})") from None
-    if (
-        not isinstance(rec, dict)
-        or type(rec.get("seq")) is not int
-        or rec.get("op") not in (PUT, DELETE)
-        or not isinstance(rec.get("key"), str)
-        or type(rec.get("version")) is not int
-        or "value" not in rec
-        or not isinstance(rec.get("author"), str)
-        or not isinstance(rec.get("ts"), str)
-    ):
+    try:
+        ok = (
+            type(rec["seq"]) is int
+            and rec["op"] in _OPS
+            and type(rec["key"]) is str
+            and type(rec["version"]) is int
+            and "value" in rec
+            and type(rec["author"]) is str
+            and type(rec["ts"]) is str
+        )
+    except (KeyError, TypeError):  # a field missing, or not an object at all
+        ok = False
+    if not ok:
         raise CorruptLog(
             str(path), offset, "not a record (seq, op, key, value, version, author or ts missing or mistyped)"
         )
@@ -54,7 +58,7 @@ def parse_record(path: Path, offset: int, line: bytes, *, check_ts: bool = True)
             datetime.fromisoformat(rec["ts"])
         except ValueError:
             raise CorruptLog(str(path), offset, f"ts {rec['ts']!r} is not an RFC 3339 time") from None
-    return rec
+    return cast("dict[str, Any]", rec)
 
 
 class Index:

@@ -35,11 +35,20 @@ def _trusted(cls: type[_M], fields: dict[str, Any]) -> _M:
     in a catch-up, and a tenth of a write.
     """
     obj = object.__new__(cls)
-    object.__setattr__(obj, "__dict__", fields)
-    object.__setattr__(obj, "__pydantic_fields_set__", set(fields))
-    object.__setattr__(obj, "__pydantic_extra__", None)
-    object.__setattr__(obj, "__pydantic_private__", None)
+    _set_dict(obj, "__dict__", fields)
+    # One set shared by every trusted instance of a class: frozen models never change it.
+    _set_fields(obj, _ALL_FIELDS.get(cls) or _ALL_FIELDS.setdefault(cls, set(cls.model_fields)))
+    _set_extra(obj, None)
+    _set_private(obj, None)
     return obj
+
+
+# The slot setters pydantic's BaseModel declares, fetched once (cheaper than object.__setattr__).
+_set_dict = object.__setattr__
+_set_fields = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
+_ALL_FIELDS: dict[type[BaseModel], set[str]] = {}
 
 
 def entry(key: str, value: Any, version: int, seq: int, author: str, ts: str) -> Entry:
