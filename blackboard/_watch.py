@@ -162,7 +162,8 @@ class Watcher:
         """(seq, record) of the next line; (seq, None) for one to pass over: at or before our position,
         or, found without parsing it, of another prefix. Moves our position past the line."""
         path = self._log.path
-        seq = _fast_seq(line)
+        # Peek at the seq without parsing only where that can save the parse: a prefix to filter on.
+        seq = _fast_seq(line) if self._prefix_bytes else None
         rec = None
         if seq is None:
             rec = parse_record(path, offset, line, check_ts=False)
@@ -210,6 +211,10 @@ class Watcher:
         return self
 
     def __next__(self) -> Event:
+        if self._pending and self._cursor is None:  # the common case, kept short: a catch-up is here
+            event = self._pending.popleft()
+            self._delivered = event.seq
+            return event
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         while not self._closed:
             event = self.next_nowait()
