@@ -217,9 +217,9 @@ class Watcher:
             return event
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         while not self._closed:
-            event = self.next_nowait()
-            if event is not None:
-                return event
+            found = self.next_nowait()
+            if found is not None:
+                return found
             wait = self.wait_interval()
             if deadline is not None:
                 remaining = deadline - time.monotonic()
