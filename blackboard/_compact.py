@@ -9,7 +9,6 @@ appended during the build are copied over; watchers notice the new inode and rea
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gzip
 import os
 import time
@@ -22,6 +21,7 @@ from . import _codec
 from ._entries import read_watermark
 from ._index import DELETE, parse_record
 from ._layout import Layout, log_header
+from ._lock import side_lock
 from ._log import LogFile, parse_header
 
 if TYPE_CHECKING:
@@ -90,20 +90,6 @@ def _complete_end(fd: int) -> int:
         span *= 4
 
 
-@contextlib.contextmanager
-def _exclusive(path: os.PathLike[str] | str, wait: bool) -> Iterator[bool]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
-
-
 def _remove_leftovers(layout: Layout) -> None:
     # Under compact.lock no other compaction is running: any compaction temp file is a crashed one's.
     with contextlib.suppress(FileNotFoundError):
@@ -127,7 +113,7 @@ def compact(
     report = CompactReport()
     started = time.monotonic()
     layout.tmp.mkdir(exist_ok=True)
-    with _exclusive(layout.root / "compact.lock", wait) as mine:
+    with side_lock(layout.root / "compact.lock", wait=wait) as mine:
         if not mine:
             report.skipped = "another compaction is running"
             return report

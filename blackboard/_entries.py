@@ -13,7 +13,6 @@ after a power loss `check` finds what was lost and `check --repair` rebuilds it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from . import _codec
 from ._index import PUT, Index, Slot
 from ._keys import ENTRY_SUFFIX, key_to_relpath, relpath_to_key
 from ._layout import Layout, format_watermark, parse_watermark
+from ._lock import side_lock
 
 ENTRY_FIELDS = ("key", "value", "version", "seq", "author", "ts")
 
@@ -37,16 +37,8 @@ def entry_document(line: bytes) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def materialize_lock(layout: Layout) -> Iterator[None]:
-    try:
-        fd = os.open(layout.materialize_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-    except PermissionError:  # a reader without write permission (check): flock needs no write access
-        fd = os.open(layout.materialize_lock, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        # Blocking is right here: only background flushes and repairs wait on it, never a writer.
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with side_lock(layout.materialize_lock):
         yield
-    finally:
-        os.close(fd)  # closing drops the flock
 
 
 def remove_stale_tmp(layout: Layout) -> None:

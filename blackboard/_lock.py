@@ -16,10 +16,12 @@ taken first; after a fork the child opens its own description (the parent's woul
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -128,3 +130,26 @@ class SoftLock:
     def close(self) -> None:
         with self._thread_lock:  # as FlockLock.close: never drop a claim a writer still relies on
             self._lock, self._pid = None, -1
+
+
+@contextlib.contextmanager
+def side_lock(path: Path, *, wait: bool = True) -> Iterator[bool]:
+    """An exclusive flock on one of the board's side locks (materialize.lock, compact.lock).
+
+    Yields whether it was taken (always, when `wait`). Blocking is right for these: only background
+    batches, repairs and compactions wait on them, never a writer. A process that may not write the
+    board can still take one (flock needs no write access), so that `check` works for it.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except PermissionError:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # closing drops the flock
