@@ -257,7 +257,13 @@ class Board:
                 line = _codec.encode_record(seq, op, key, value_json, version, who, ts)
                 offset = self._log.append(line)
                 rec = {"seq": seq, "op": op, "key": key, "version": version, "author": who, "ts": ts}
-                index.add(self._log.path, offset, rec, line[:-1], _codec.exact(value_json))
+                try:
+                    index.add(self._log.path, offset, rec, line[:-1], _codec.exact(value_json))
+                except BaseException:
+                    # The record is in the log but maybe not in the index (a Ctrl-C between the two):
+                    # forget this view, so that the next look rereads the log rather than reuse the seq.
+                    self._log.close()
+                    raise
                 # A duplicate: another thread may reopen the log (and close its fd) once we let go.
                 durable_fd = os.dup(self._log.fd) if self.config.fsync else -1
                 if self._log.reopen:

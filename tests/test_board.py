@@ -564,3 +564,26 @@ def test_check_while_another_thread_writes(board_path: Path) -> None:
             thread.join(60)
         assert not errors, errors  # a LockTimeout here: the two calls took their locks in opposite orders
         assert board.check().ok
+
+
+def test_an_interrupt_between_append_and_index_never_reuses_a_seq(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C right after the record reached the log (injected here): the next write takes the next seq."""
+    from blackboard._index import Index
+
+    board = Board.init(tmp_path / "b")
+    board.write("k", 1)
+    real_add = Index.add
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        monkeypatch.setattr(Index, "add", real_add)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Index, "add", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        board.write("k", 2)
+    assert board.write("k", 3).seq == 3
+    assert [e.seq for e in board.history("k")] == [1, 2, 3]
+    assert board.read("k") == 3
+    board.close()
