@@ -127,7 +127,7 @@ def _summary(
     ms = sorted(x * 1000 for x in latencies)
     click.echo("")
     click.secho(
-        f"{requests} requests -> {results} results -> {done} analyses in {seconds:.1f} s, {len(ms)} events seen live",
+        f"{requests} requests -> {results} results -> {done} analyses in {seconds:.1f} s, {seen} events seen live",
         bold=True,
         fg="green" if done == requests else "red",
     )
