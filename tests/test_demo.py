@@ -21,6 +21,7 @@ def test_demo_runs_the_pipeline_and_summarizes(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "3 requests -> 3 results -> 3 analyses" in result.stdout
+    assert "9 events seen live" in result.stdout  # 3 requests, 3 results, 3 analyses
     assert "event latency" in result.stdout
     assert "Traceback" not in result.stderr
     # The agents coordinated only through the board: it holds their work, and the agents exited.
