@@ -166,8 +166,11 @@ class Board:
                 flusher.join()
                 self.flush()
         finally:
+            # The writer lock first, with no other lock held: it waits for a write in flight in another
+            # thread, which takes the writer lock before _mutex (the lock order everywhere).
+            self._lock.close()
             with self._mutex:
-                self._finalizer()  # closes the lock and the log
+                self._finalizer()  # closes the log (and the lock again: a no-op)
             _open_boards.discard(self)
 
     def __enter__(self) -> Board:

@@ -91,7 +91,9 @@ def value_slice(line: bytes, rec: dict[str, Any]) -> bytes:
     """
     head = b'{"seq":%d,"op":"%s","key":' % (rec["seq"], rec["op"].encode()) + orjson.dumps(rec["key"]) + b',"value":'
     author, ts = rec.get("author"), rec.get("ts")
-    if line.startswith(head) and isinstance(author, str) and isinstance(ts, str):
+    # Exactly the seven fields: with an unknown one (readers must accept them) the framing could match
+    # around more than the value.
+    if len(rec) == 7 and line.startswith(head) and isinstance(author, str) and isinstance(ts, str):
         tail = b',"version":%d,"author":' % rec["version"] + orjson.dumps(author) + b',"ts":"' + ts.encode() + b'"}'
         if line.endswith(tail) and len(head) + len(tail) < len(line):
             return line[len(head) : len(line) - len(tail)]
@@ -113,7 +115,14 @@ def key_starts_with(line: bytes, seq: int, prefix: bytes) -> bool | None:
     for op in (b"put", b"delete"):
         head = b'{"seq":%d,"op":"%s","key":"' % (seq, op)
         if line.startswith(head):
-            return line.startswith(prefix, len(head))
+            start = len(head)
+            if line.startswith(prefix, start):
+                return True
+            # Another writer may escape what orjson does not (\u00e9, \/): then only a parse can tell.
+            # (The key's JSON ends at the first '","value":': the key holds no unescaped quote.)
+            end = line.find(b'","value":', start)
+            window = line[start : min(start + 6 * len(prefix), end if end >= 0 else len(line))]
+            return None if b"\\" in window else False
     return None
 
 

@@ -17,6 +17,7 @@ taken first; after a fork the child opens its own description (the parent's woul
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import threading
@@ -142,7 +143,9 @@ def side_lock(path: Path, *, wait: bool = True) -> Iterator[bool]:
     """
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-    except PermissionError:
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         try:

@@ -104,7 +104,13 @@ def hub_for(root: Path) -> Hub:
 
 
 def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked children
-    """The parent's notifier threads do not exist in a child, and their locks may be held: start afresh."""
+    """The parent's notifier threads do not exist in a child, and their locks may be held: start afresh.
+
+    Hubs that inherited watchers still point to get fresh locks too (their finalizers run at exit).
+    """
+    for hub in _registry.hubs.values():
+        hub._mutex = threading.Lock()
+        hub._wakers.clear()
     _registry.__init__()  # type: ignore[misc]
 
 

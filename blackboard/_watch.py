@@ -211,7 +211,7 @@ class Watcher:
         return self
 
     def __next__(self) -> Event:
-        if self._pending and self._cursor is None:  # the common case, kept short: a catch-up is here
+        if self._pending and self._cursor is None and not self._closed:  # the common case, kept short
             event = self._pending.popleft()
             self._delivered = event.seq
             return event

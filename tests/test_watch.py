@@ -531,3 +531,14 @@ def test_a_bad_record_stops_a_watcher_every_time_never_skipped(tmp_path: Path) -
         for _ in range(2):
             with pytest.raises(CorruptLog, match="byte"):
                 next(watcher)
+
+
+def test_close_ends_an_iteration_that_has_events_pending(tmp_path: Path) -> None:
+    """Found in review: close() must end the iteration at its next step even mid-batch."""
+    with Board.init(tmp_path / "b") as board:
+        for i in range(50):
+            board.write(f"k/{i}", i)
+        watcher = board.watch(since=0)
+        assert next(watcher).seq == 1  # the other 49 are pending now
+        watcher.close()
+        assert list(watcher) == []
