@@ -154,16 +154,22 @@ class Arrivals:
             self.done = True
 
 
+def _ready(job: Job, conn: Connection) -> tuple[Arrivals, IdleMeter]:
+    """Start counting arrivals and idle CPU, and tell the driver this listener is listening."""
+    arrivals = Arrivals(job)
+    meter = IdleMeter(job.idle)
+    meter.start()
+    conn.send(READY)
+    return arrivals, meter
+
+
 def _listen_board(job: Job, conn: Connection, heard: Heard) -> None:
     from blackboard import Board
 
     board = Board.open(job.target, read_only=True)
     try:
-        arrivals = Arrivals(job)
         with board.watch(PREFIX, poll=job.poll, poll_interval=job.poll_interval, timeout=job.patience) as watcher:
-            meter = IdleMeter(job.idle)
-            meter.start()
-            conn.send(READY)
+            arrivals, meter = _ready(job, conn)
             for event in watcher:
                 arrivals.note(event.seq, clock())
                 if arrivals.done:
@@ -194,10 +200,7 @@ def _listen_redis(job: Job, conn: Connection, heard: Heard) -> None:
                 break
         else:
             raise TimeoutError("redis: no subscribe confirmation")
-        arrivals = Arrivals(job)
-        meter = IdleMeter(job.idle)
-        meter.start()
-        conn.send(READY)
+        arrivals, meter = _ready(job, conn)
         deadline = clock() + job.patience
         while not arrivals.done and clock() < deadline:
             message = pubsub.get_message(timeout=1.0)
@@ -227,10 +230,7 @@ def _listen_etcd(job: Job, conn: Connection, heard: Heard) -> None:
         created = json.loads(stream.readline())
         if not created.get("result", {}).get("created"):
             raise RuntimeError(f"etcd watch not created: {created}")
-        arrivals = Arrivals(job)
-        meter = IdleMeter(job.idle)
-        meter.start()
-        conn.send(READY)
+        arrivals, meter = _ready(job, conn)
         while not arrivals.done:
             line = stream.readline()  # one JSON message per line, flushed as each event happens
             t = clock()
@@ -249,10 +249,7 @@ def _listen_sqlite(job: Job, conn: Connection, heard: Heard) -> None:
     try:
         query = "SELECT max(seq) FROM log"
         seen = con.execute(query).fetchone()[0] or 0
-        arrivals = Arrivals(job)
-        meter = IdleMeter(job.idle)
-        meter.start()
-        conn.send(READY)
+        arrivals, meter = _ready(job, conn)
         deadline = clock() + job.patience
         while not arrivals.done and clock() < deadline:
             top = con.execute(query).fetchone()[0]
