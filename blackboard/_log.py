@@ -169,9 +169,10 @@ class LogFile:
             self.offset = start + end + 1
             return data[begin:end]
 
-    def has_torn_tail(self) -> bool:
-        """Bytes after the last complete line (only meaningful once read_lines() was exhausted)."""
-        return os.fstat(self.fd).st_size > self.offset
+    def torn_bytes(self) -> int:
+        """Bytes after the last complete line (meaningful once read_lines() was exhausted): a write in
+        progress, or, seen under the writer lock, a torn tail."""
+        return max(0, os.fstat(self.fd).st_size - self.offset)
 
     # -- writing (lock held) -----------------------------------------------------------------------
 

@@ -68,17 +68,18 @@ def _torn_tail_under_lock(board: Board) -> int:
     if board.read_only:
         with board._mutex:
             board._refresh()
-            torn = os.fstat(board._log.fd).st_size - board._log.offset
-        if torn > 0:
+            torn = board._log.torn_bytes()
+        if torn:
             time.sleep(0.1)
             with board._mutex:
                 board._refresh()
-                torn = os.fstat(board._log.fd).st_size - board._log.offset
-        return max(0, torn)
+                torn = board._log.torn_bytes()
+        return torn
     board._lock.acquire(board.lock_timeout)
     try:
-        board._refresh(writable=True)
-        return max(0, os.fstat(board._log.fd).st_size - board._log.offset)
+        with board._mutex:
+            board._refresh(writable=True)
+            return board._log.torn_bytes()
     finally:
         board._lock.release()
 

@@ -231,9 +231,6 @@ class Watcher:
         self.close()
         raise StopIteration
 
-    def wake(self) -> None:
-        self._wake.set()
-
     def close(self) -> None:
         """Stop: the iteration ends at its next step. Safe to call from another thread."""
         self._closed = True
