@@ -61,6 +61,12 @@ def parse_record(path: Path, offset: int, line: bytes, *, check_ts: bool = True)
     return cast("dict[str, Any]", rec)
 
 
+def is_gap(last: int, seq: int, compacted_through: int) -> bool:
+    """Whether `seq` right after `last` breaks spec 5.2: seqs are gapless after the compacted prefix
+    (up to `compacted_through` records may be missing; after it, none)."""
+    return seq != last + 1 and (last >= compacted_through or seq > compacted_through + 1)
+
+
 class Index:
     """Latest slot per key (dict order = order of last change), plus the sorted list of live keys."""
 
@@ -87,11 +93,7 @@ class Index:
         seq: int = rec["seq"]
         # Seqs are strictly increasing, and gapless after the compacted prefix.
         last = self.last_record_seq
-        if (
-            seq <= last
-            or (last >= self.compacted_through and seq != last + 1)
-            or (last < self.compacted_through < seq and seq != self.compacted_through + 1)
-        ):
+        if seq <= last or is_gap(last, seq, self.compacted_through):
             raise CorruptLog(str(path), offset, f"seq {seq} after seq {last} (gap or reorder)")
         key: str = rec["key"]
         old = self.slots.pop(key, None)

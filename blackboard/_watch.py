@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _codec, _cursors, _settings
 from ._errors import Compacted, CorruptLog, InvalidValue
-from ._index import parse_record
+from ._index import is_gap, parse_record
 from ._keys import validate_prefix
 from ._log import Header, LogFile
 from ._models import Event
@@ -170,7 +170,7 @@ class Watcher:
             seq = rec["seq"]
         if seq <= self.seq:
             return seq, None
-        if seq != self.seq + 1 and (self.seq >= compacted_through or seq > compacted_through + 1):
+        if is_gap(self.seq, seq, compacted_through):
             raise CorruptLog(str(path), offset, f"seq {seq} after seq {self.seq} (a gap)")
         if rec is None and self._prefix_bytes and _codec.key_starts_with(line, seq, self._prefix_bytes) is False:
             self.seq = seq
