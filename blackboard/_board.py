@@ -184,6 +184,10 @@ class Board:
     def __repr__(self) -> str:
         return f"Board({str(self.path)!r})"
 
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise ReadOnlyBoard(str(self.path), "opened with read_only=True")
+
     # -- the log view ------------------------------------------------------------------------------
 
     def _refresh(self, writable: bool = False) -> Index:
@@ -232,8 +236,7 @@ class Board:
     def _commit(
         self, key: str, op: str, value_json: bytes, expect_version: int | None, author: str | None
     ) -> dict[str, Any]:
-        if self.read_only:
-            raise ReadOnlyBoard(str(self.path), "opened with read_only=True")
+        self._check_writable()
         if self._closed:
             raise ReadOnlyBoard(str(self.path), "this handle is closed")
         if expect_version is not None and (type(expect_version) is not int or expect_version < 0):
@@ -373,8 +376,7 @@ class Board:
 
     def flush(self) -> int:
         """Bring entry files up to the log now (writers do it in the background). Returns files changed."""
-        if self.read_only:
-            raise ReadOnlyBoard(str(self.path), "opened with read_only=True")
+        self._check_writable()
         return _entries.materialize(self._layout, self._snapshot)
 
     def _schedule_flush(self) -> None:
@@ -474,8 +476,7 @@ class Board:
         """Move cursor `name` to `seq`, or delete it (None) so that its consumer starts afresh."""
         from . import _cursors
 
-        if self.read_only:
-            raise ReadOnlyBoard(str(self.path), "opened with read_only=True")
+        self._check_writable()
         _cursors.reset(self._layout, name, seq)
 
     def dead_letters(self) -> list[dict[str, Any]]:
@@ -500,8 +501,7 @@ class Board:
         """
         from ._compact import compact
 
-        if self.read_only:
-            raise ReadOnlyBoard(str(self.path), "opened with read_only=True")
+        self._check_writable()
         return compact(self, retention=retention, archive=archive, wait=wait, progress=progress)
 
     def stats(self) -> dict[str, Any]:
@@ -534,8 +534,7 @@ class Board:
         """Cut a torn log tail and rebuild every entry file that differs from the log."""
         from ._maintain import repair
 
-        if self.read_only:
-            raise ReadOnlyBoard(str(self.path), "opened with read_only=True")
+        self._check_writable()
         return repair(self)
 
 
