@@ -4,9 +4,9 @@ A board is a directory. Every change is one JSON line appended to `log.jsonl` (t
 the latest value of every live key also sits in `entries/<key>.json`. See spec/FORMAT.md.
 """
 
-from ._board import Board
-from ._entries import Report
-from ._errors import (
+from .board import Board
+from .core.entries import Report
+from .errors import (
     BlackboardError,
     Compacted,
     CorruptLog,
@@ -18,7 +18,7 @@ from ._errors import (
     ReadOnlyBoard,
     VersionConflict,
 )
-from ._models import Entry, Event
+from .models import Entry, Event
 
 __version__ = "0.1.0"
 

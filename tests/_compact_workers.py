@@ -23,7 +23,7 @@ from typing import Any
 
 from _workers import append_doc
 
-import blackboard._compact  # noqa: F401  (imported before the memory baseline is taken)
+import blackboard.core.compact  # noqa: F401  (imported before the memory baseline is taken)
 from blackboard import Board
 
 #: The fields of an entry file: a put record less `op` (spec/FORMAT.md, section 7).

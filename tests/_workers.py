@@ -38,7 +38,7 @@ from blackboard import (
     ReadOnlyBoard,
     VersionConflict,
 )
-from blackboard._keys import key_to_relpath
+from blackboard.core.keys import key_to_relpath
 
 ENTRY_FIELDS = ("key", "value", "version", "seq", "author", "ts")
 TESTS_DIR = str(Path(__file__).resolve().parent)

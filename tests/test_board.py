@@ -28,7 +28,7 @@ from blackboard import (
     Report,
     VersionConflict,
 )
-from blackboard._keys import key_to_relpath
+from blackboard.core.keys import key_to_relpath
 
 # -- init and open -----------------------------------------------------------------------------------
 
@@ -570,7 +570,7 @@ def test_an_interrupt_between_append_and_index_never_reuses_a_seq(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A Ctrl-C right after the record reached the log (injected here): the next write takes the next seq."""
-    from blackboard._index import Index
+    from blackboard.core.index import Index
 
     board = Board.init(tmp_path / "b")
     board.write("k", 1)

@@ -17,8 +17,9 @@ from _workers import entry_files, log_lines
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from blackboard import Board, _codec
-from blackboard._keys import key_to_relpath
+from blackboard import Board
+from blackboard.core import codec as _codec
+from blackboard.core.keys import key_to_relpath
 
 INT64_MIN = -(2**63)
 UINT64_MAX = 2**64 - 1

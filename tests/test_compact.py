@@ -45,8 +45,8 @@ from _compact_workers import (
 from _workers import CTX, Spawn, join_ok, read_docs, wait_until, watch_and_record
 
 from blackboard import Board, Compacted, Event
-from blackboard._compact import CompactReport
-from blackboard._watch import Watcher
+from blackboard.core.compact import CompactReport
+from blackboard.core.watch import Watcher
 
 #: Keys of every shape the key encoding cares about (spec 4.1), so that entry files of all kinds exist.
 KEYS = ("a/1", "a/2", "a/b/c", "ab", "b", "nul", "ünï/ça va?", ".env", "a.json/b", "x %\\y")

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from blackboard import Board, InvalidKey
-from blackboard._keys import key_to_relpath, relpath_to_key, validate_key
+from blackboard.core.keys import key_to_relpath, relpath_to_key, validate_key
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 #: Pieces that have broken path encodings elsewhere: traversal, separators, escapes, suffixes, hidden

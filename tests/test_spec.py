@@ -17,7 +17,7 @@ import pytest
 
 import blackboard
 from blackboard import BlackboardError, Board, Compacted, NotABoard
-from blackboard._keys import key_to_relpath, relpath_to_key
+from blackboard.core.keys import key_to_relpath, relpath_to_key
 
 ROOT = Path(__file__).parents[1]
 SPEC = (ROOT / "spec" / "FORMAT.md").read_text()

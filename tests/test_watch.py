@@ -30,7 +30,7 @@ from _watch_workers import (
 from _workers import CTX, Spawn, join_ok, read_docs, wait_until, watch_and_record
 
 from blackboard import Board, Event
-from blackboard import _watch as watch_module
+from blackboard.core import watch as watch_module
 
 pytestmark = pytest.mark.timeout(60)
 #: The stress variants: heavier, and slower still on a loaded 2-core machine.

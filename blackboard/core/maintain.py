@@ -10,10 +10,10 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from ._entries import Report, compare, materialize_lock, read_watermark, rebuild
+from .entries import Report, compare, materialize_lock, read_watermark, rebuild
 
 if TYPE_CHECKING:
-    from ._board import Board
+    from ..board import Board
 
 
 def stats(board: Board) -> dict[str, Any]:

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import _codec
-from ._index import PUT, Index, Slot
-from ._keys import ENTRY_SUFFIX, key_to_relpath, relpath_to_key
-from ._layout import Layout, format_watermark, parse_watermark
-from ._lock import side_lock
+from . import codec as _codec
+from .index import PUT, Index, Slot
+from .keys import ENTRY_SUFFIX, key_to_relpath, relpath_to_key
+from .layout import Layout, format_watermark, parse_watermark
+from .lock import side_lock
 
 ENTRY_FIELDS = ("key", "value", "version", "seq", "author", "ts")
 

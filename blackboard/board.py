@@ -22,19 +22,22 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
-from . import _codec, _entries, _layout, _settings
-from ._errors import CorruptLog, InvalidValue, KeyNotFound, ReadOnlyBoard, VersionConflict
-from ._index import DELETE, PUT, Index, Slot
-from ._keys import validate_key, validate_prefix
-from ._lock import FlockLock, SoftLock
-from ._log import LogFile
-from ._models import BoardConfig, Entry, Event, entry
+from .core import codec as _codec
+from .core import entries as _entries
+from .core import layout as _layout
+from .core import settings as _settings
+from .core.index import DELETE, PUT, Index, Slot
+from .core.keys import validate_key, validate_prefix
+from .core.lock import FlockLock, SoftLock
+from .core.log import LogFile
+from .errors import CorruptLog, InvalidValue, KeyNotFound, ReadOnlyBoard, VersionConflict
+from .models import BoardConfig, Entry, Event, entry
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-    from ._compact import CompactReport
-    from ._watch import Subscription, Watcher
+    from .core.compact import CompactReport
+    from .core.watch import Subscription, Watcher
 
 logger = logging.getLogger("blackboard")
 
@@ -341,7 +344,7 @@ class Board:
         validate_key(key)
         records: dict[int, dict[str, Any]] = {}
         if all:
-            from ._compact import archived_records
+            from .core.compact import archived_records
 
             records = {rec["seq"]: rec for rec in archived_records(self._layout) if rec["key"] == key}
         records.update((rec["seq"], rec) for rec in self._scan_log() if rec["key"] == key)
@@ -355,7 +358,7 @@ class Board:
 
     def _scan_log(self, after: int = 0) -> Iterator[dict[str, Any]]:
         """Every record of the current log file with seq > `after`, read through a private fd."""
-        from ._index import parse_record
+        from .core.index import parse_record
 
         log = LogFile(self._layout.log, reopen=False)
         try:
@@ -405,7 +408,7 @@ class Board:
             logger.warning("%s: could not update entry files: %s", self.path, exc)
         self._last_batch = time.monotonic() - started
 
-    # -- watching (blackboard._watch) ------------------------------------------------------------------
+    # -- watching (blackboard.core.watch) ------------------------------------------------------------------
 
     def watch(
         self,
@@ -427,7 +430,7 @@ class Board:
         >>> for event in board.watch("research_request/", cursor="researcher"):
         ...     board.write(f"research_results/{event.key.split('/')[-1]}", work(event.value))
         """
-        from ._watch import Watcher
+        from .core.watch import Watcher
 
         return Watcher(
             self, prefix, since=since, cursor=cursor, timeout=timeout, poll=poll, poll_interval=poll_interval
@@ -444,7 +447,7 @@ class Board:
         poll_interval: float | None = None,
     ) -> AsyncIterator[Event]:
         """`watch` for asyncio: `async for event in board.awatch("tasks/"): ...`"""
-        from ._watch import awatch
+        from .core.watch import awatch
 
         return awatch(self, prefix, since=since, cursor=cursor, timeout=timeout, poll=poll, poll_interval=poll_interval)
 
@@ -462,30 +465,30 @@ class Board:
 
         A callback that raises does not end the subscription: see `dead_letters()`.
         """
-        from ._watch import Subscription
+        from .core.watch import Subscription
 
         return Subscription(self, prefix, callback, since=since, cursor=cursor, poll=poll, poll_interval=poll_interval)
 
     def cursors(self) -> dict[str, int]:
         """Every named consumer position: name -> the last seq it finished with."""
-        from . import _cursors
+        from .core import cursors as _cursors
 
         return _cursors.list_all(self._layout)
 
     def reset_cursor(self, name: str, seq: int | None = None) -> None:
         """Move cursor `name` to `seq`, or delete it (None) so that its consumer starts afresh."""
-        from . import _cursors
+        from .core import cursors as _cursors
 
         self._check_writable()
         _cursors.reset(self._layout, name, seq)
 
     def dead_letters(self) -> list[dict[str, Any]]:
         """Events whose subscription callback raised, with the error (from deadletter.jsonl)."""
-        from ._watch import read_dead_letters
+        from .core.watch import read_dead_letters
 
         return read_dead_letters(self)
 
-    # -- compaction (blackboard._compact) ------------------------------------------------------------
+    # -- compaction (blackboard.core.compact) ------------------------------------------------------------
 
     def compact(
         self,
@@ -499,14 +502,14 @@ class Board:
         `retention` seconds (default: the board's `retention_seconds`), seqs unchanged. Safe while
         others write and watch. `archive=True` keeps the removed history in archive/.
         """
-        from ._compact import compact
+        from .core.compact import compact
 
         self._check_writable()
         return compact(self, retention=retention, archive=archive, wait=wait, progress=progress)
 
     def stats(self) -> dict[str, Any]:
         """Keys, events and bytes of the log, its dead-record ratio, seqs, archive size, cursors."""
-        from ._maintain import stats
+        from .core.maintain import stats
 
         return stats(self)
 
@@ -514,25 +517,25 @@ class Board:
         """Writers compact opportunistically when the board says so (compact_at_bytes)."""
         if self.config.compact_at_bytes is None or self._log.offset < self.config.compact_at_bytes:
             return
-        from ._compact import compact, needs_compaction
+        from .core.compact import compact, needs_compaction
 
         if needs_compaction(self):
             compact(self, wait=False)
 
-    # -- consistency (blackboard._maintain) ------------------------------------------------------------
+    # -- consistency (blackboard.core.maintain) ------------------------------------------------------------
 
     def check(self) -> _entries.Report:
         """Compare entry files with the log; report a torn log tail. Changes nothing.
 
         Keys changed after the watermark are pending for a background flush, not inconsistent.
         """
-        from ._maintain import check
+        from .core.maintain import check
 
         return check(self)
 
     def repair(self) -> _entries.Report:
         """Cut a torn log tail and rebuild every entry file that differs from the log."""
-        from ._maintain import repair
+        from .core.maintain import repair
 
         self._check_writable()
         return repair(self)

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from . import _codec
-from ._errors import CorruptLog, open_or_read_only
-from ._layout import LOG_HEADER_KEY, log_header
+from ..errors import CorruptLog, open_or_read_only
+from . import codec as _codec
+from .layout import LOG_HEADER_KEY, log_header
 
 _CHUNK = 1 << 22
 

@@ -11,8 +11,8 @@ import contextlib
 import os
 import re
 
-from ._errors import CorruptLog, InvalidKey
-from ._layout import Layout, format_watermark
+from ..errors import CorruptLog, InvalidKey
+from .layout import Layout, format_watermark
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 

@@ -11,8 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
-from . import _codec
-from ._errors import CorruptLog
+from ..errors import CorruptLog
+from . import codec as _codec
 
 PUT = "put"
 DELETE = "delete"

@@ -8,8 +8,8 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-from . import _codec
-from ._models import Entry, Event
+from ..core import codec as _codec
+from ..models import Entry, Event
 
 _OP_COLOUR = {"put": "green", "delete": "red"}
 

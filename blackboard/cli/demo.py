@@ -2,7 +2,7 @@
 
 The demo process posts research requests; a researcher process reacts to each and writes its
 findings; an analyst process reacts to those and writes an analysis. The agents share nothing but
-the board directory. Run an agent alone with `python -m blackboard._demo researcher BOARD`.
+the board directory. Run an agent alone with `python -m blackboard.cli.demo researcher BOARD`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import click
 
-from ._board import Board
-from ._format import event_line
+from ..board import Board
+from .render import event_line
 
 QUESTIONS = [
     "Which eviction policy suits an agent's long-term memory?",
@@ -81,7 +81,7 @@ def demo(board_dir: Path | None, requests: int, interval: float) -> None:
     board = Board.init(root, author="requester")
     click.secho("blackboard demo: agents coordinating through one board directory", bold=True)
     click.echo(f"  board      {root}  (the log: {root / 'log.jsonl'})")
-    agents = {role: subprocess.Popen([sys.executable, "-m", "blackboard._demo", role, str(root)]) for role in ROLES}
+    agents = {role: subprocess.Popen([sys.executable, "-m", "blackboard.cli.demo", role, str(root)]) for role in ROLES}
     for role, proc in agents.items():
         inbox, outbox = ROLES[role]
         click.echo(f"  {role:<10} pid {proc.pid:<7} reacts to {inbox:<18} writes {outbox}")

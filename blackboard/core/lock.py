@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from ._errors import LockTimeout, ReadOnlyBoard, open_or_read_only
+from ..errors import LockTimeout, ReadOnlyBoard, open_or_read_only
 
 #: Waiting polls: start fast (holds are ~10 us), back off to this, so a waiter burns no core.
 _MAX_POLL = 0.001

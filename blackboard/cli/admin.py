@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .cli import EXIT_CHECK_FAILED, board_option, cli, emit_json, open_board
+from .base import EXIT_CHECK_FAILED, board_option, cli, emit_json, open_board
 
 
 @cli.command()
@@ -58,7 +58,7 @@ def compact(
     as_json: bool,
 ) -> None:
     """Rewrite the log to the latest state of every key, safely while others write and watch."""
-    from ._compact import CompactReport, needs_compaction
+    from ..core.compact import CompactReport, needs_compaction
 
     with open_board(board_dir) as board:
         if if_needed and not needs_compaction(board, min_bytes, min_dead_ratio):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from ._errors import InvalidKey
+from ..errors import InvalidKey
 
 MAX_KEY_BYTES = 1024
 #: An encoded segment plus ".json" must fit in a file name (255 bytes on every common filesystem).

@@ -17,15 +17,15 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from . import _codec
-from ._entries import read_watermark
-from ._index import DELETE, parse_record
-from ._layout import Layout, log_header
-from ._lock import side_lock
-from ._log import LogFile, parse_header
+from . import codec as _codec
+from .entries import read_watermark
+from .index import DELETE, parse_record
+from .layout import Layout, log_header
+from .lock import side_lock
+from .log import LogFile, parse_header
 
 if TYPE_CHECKING:
-    from ._board import Board
+    from ..board import Board
 
 _CHUNK = 1 << 22
 #: Without a board setting, `compact --if-needed` acts once the log passes this size.

@@ -63,7 +63,7 @@ def poll_interval(explicit: float | None = None) -> float:
     except ValueError:
         value = -1.0
     if not value > 0:
-        from ._errors import InvalidValue
+        from ..errors import InvalidValue
 
         raise InvalidValue(f"{ENV_POLL_INTERVAL}={env!r} is not a number of seconds > 0")
     return value

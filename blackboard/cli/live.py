@@ -13,10 +13,11 @@ from typing import Any, TypeVar
 
 import click
 
-from . import _codec, _settings
-from ._format import event_line
-from ._models import Event
-from .cli import board_option, cli, emit_json, open_board
+from ..core import codec as _codec
+from ..core import settings as _settings
+from ..models import Event
+from .base import board_option, cli, emit_json, open_board
+from .render import event_line
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -208,6 +209,6 @@ def cursors(board_dir: Path, name: str | None, seq: int | None, as_json: bool) -
 )
 def demo(board_dir: Path | None, requests: int, interval: float) -> None:
     """Agents coordinating through a board, live: a research -> analysis pipeline of processes."""
-    from ._demo import demo as run_demo
+    from .demo import demo as run_demo
 
     run_demo(board_dir, requests, interval)

@@ -22,16 +22,18 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-from . import _codec, _cursors, _settings
-from ._errors import Compacted, CorruptLog, InvalidValue
-from ._index import is_gap, parse_record
-from ._keys import validate_prefix
-from ._log import Header, LogFile
-from ._models import Event
-from ._notify import Hub, hub_for
+from ..errors import Compacted, CorruptLog, InvalidValue
+from ..models import Event
+from . import codec as _codec
+from . import cursors as _cursors
+from . import settings as _settings
+from .index import is_gap, parse_record
+from .keys import validate_prefix
+from .log import Header, LogFile
+from .notify import Hub, hub_for
 
 if TYPE_CHECKING:
-    from ._board import Board
+    from ..board import Board
 
 logger = logging.getLogger("blackboard")
 

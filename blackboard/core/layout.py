@@ -24,9 +24,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from . import _codec
-from ._errors import NotABoard, ReadOnlyBoard
-from ._models import FORMAT_NAME, FORMAT_VERSION, BoardConfig
+from ..errors import NotABoard, ReadOnlyBoard
+from ..models import FORMAT_NAME, FORMAT_VERSION, BoardConfig
+from . import codec as _codec
 
 LOG_HEADER_KEY = "blackboard_log"
 

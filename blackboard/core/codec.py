@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from ._errors import InvalidValue
+from ..errors import InvalidValue
 
 #: Largest and smallest integers a record may carry: orjson and most other languages' readers
 #: hold integers in 64 bits.
