@@ -28,7 +28,10 @@ class Sizes:
     list_repeats: int = 10  # listings per system per repetition
     latency_events: int = 500  # measured change notifications per system and filesystem (all repetitions)
     idle_seconds: float = 2.0  # of watching with no writes, per system and filesystem, for its CPU share
-    events: int = 1_000_000  # events in the log that catchup replays and compaction compacts
+    events: int = 1_000_000  # events in the log that catchup replays and compaction compacts, and on coldstart's board
+    coldstart_runs: int = 15  # new processes timed per command in coldstart (after one untimed warm-up each)
+    stall_keys: int = 20_000  # live keys on compaction_stall's board
+    stall_writes: int = 100_000  # writes the writer makes, with and without a compactor
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -41,6 +44,8 @@ class Sizes:
             latency_events=200,
             idle_seconds=0.5,
             events=100_000,
+            coldstart_runs=5,
+            stall_writes=30_000,
         )
 
 

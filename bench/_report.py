@@ -79,7 +79,9 @@ def fmt_value(value: float | None, unit: str) -> str:
         return "-"
     if unit == "min/max":
         return f"{value:.2f}"
-    if unit in ("ms", "s"):
+    if unit == "x":
+        return f"{value:.2f}"
+    if unit in ("ms", "s", "us"):
         size = abs(value)
         return f"{value:.3f}" if size < 1 else f"{value:.2f}" if size < 100 else f"{value:,.0f}"
     if unit in ("%", "MB"):

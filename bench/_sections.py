@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from _bench import Bench, Filesystem
 from _biglog import KEYS, NARROW, BigLog, build, compact_copy, replay
@@ -50,6 +50,7 @@ class Section:
 
 
 SECTIONS: dict[str, Section] = {}
+T = TypeVar("T")
 
 
 def section(name: str, help: str) -> Callable[[Callable[[Bench], list[Row]]], Callable[[Bench], list[Row]]]:
@@ -60,7 +61,7 @@ def section(name: str, help: str) -> Callable[[Callable[[Bench], list[Row]]], Ca
     return register
 
 
-def rotated(systems: tuple[str, ...], rep: int) -> list[str]:
+def rotated(systems: tuple[T, ...], rep: int) -> list[T]:
     k = rep % len(systems)
     return [*systems[k:], *systems[:k]]
 

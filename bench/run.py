@@ -4,6 +4,8 @@
     python bench/run.py --quick            # ~1 min smoke run (prints; writes a file only with --out)
     python bench/run.py --only compaction --events 10000000   # the 10M-event compaction
     python bench/run.py --only writes,reads --reps 5
+    python bench/run.py --only coldstart --events 100000 --coldstart-runs 5   # a smaller written board
+    python bench/run.py --only compaction_stall,txn --fs disk
     python bench/run.py --list             # the sections
 
 Each figure is the median of --reps runs, measured on the machine's disk (a temp dir under /tmp
@@ -25,6 +27,9 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+import _coldstart  # noqa: F401  (each registers its section, after those of _sections)
+import _stall  # noqa: F401
+import _txn  # noqa: F401
 from _bench import Bench, Sizes
 from _report import Row, console_table, markdown_table, summary
 from _sections import SECTIONS
@@ -78,6 +83,27 @@ WHAT = """\
   from parent to child through fork and exec, so a child of the bench starts at the bench's RSS.
   `--events 10000000` runs the 10,000,000-event version. The watermark is set to the last seq, as
   a writer's background flush leaves it, so compaction's flush has no entry file to write.
+- **coldstart**: what a new process pays to open a board and read one key, as a shell agent pays it:
+  the wall time of one `subprocess.run` (fork/exec to exit, output captured) of `python -m blackboard
+  --board DIR read KEY`, and of the console script `blackboard` beside the interpreter with the same
+  arguments; `--coldstart-runs` runs each (default 15) after one untimed warm-up, all commands in
+  turns in a rotating order; median and p90; every run's exit status and printed value checked. On a
+  tiny board (10 keys) and on a board of `--events` writes (default 1,000,000) over 10,000 keys,
+  WRITTEN through the library by a helper process (`Board.init`, `board.write` round-robin over the
+  keys, `board.close()`: whatever a writer leaves, the index checkpoint included, whose size is in
+  the note), built once per run on the disk. Floors in the same run: `python -c pass` and
+  `python -c "import blackboard.cli"`. Peer: a new python process doing `sqlite3.connect(db).execute(
+  "select value from kv where key=?")` and printing the value, on a db of as many keys.
+- **compaction_stall**: a fresh board of 20,000 live keys (`--stall-keys`); a writer process makes
+  100,000 writes (`--stall-writes`) round-robin over them while a second process runs
+  `board.compact()` back to back until the writer is done; against the same writes on a fresh board
+  with no compactor. Figures: the writer's seconds from its first write call to its last return,
+  writes/s, each call's wait (p50/p99/max), and the compactions done. Afterwards the board must hold
+  every seq, every key's last value, and pass `board.check()`.
+- **txn**: in one process on a fresh store, for `--duration` seconds each: one `board.write` vs one
+  `with board.transaction() as tx:` of 10 `tx.write(f"t/{j}", value)`; sqlite3: one transaction of
+  one INSERT (log row) + UPSERT vs one of 10 pairs. The mean time per call (seconds / calls), and
+  transaction / single write for each system on its own. Skipped if this build has no transactions.
 - Ratios are ours / peer. "better" says which way is good for the figure and for its ratios.
 """
 
@@ -140,7 +166,8 @@ def render_markdown(
         f" over {s.read_keys} keys; listing {s.list_keys:,} keys under the prefix + {s.other_keys:,} others,"
         f" {s.list_repeats} listings per repetition; latency: {s.latency_events} changes per system and"
         f" filesystem over all repetitions, {s.idle_seconds:g} s idle; catchup and compaction: a log of"
-        f" {s.events:,} events on {bench.big_fs().label}"
+        f" {s.events:,} events on {bench.big_fs().label}; coldstart: {s.coldstart_runs} runs per command, a"
+        f" board of {s.events:,} writes; compaction_stall: {s.stall_writes:,} writes over {s.stall_keys:,} keys"
     )
     parts = [
         "# Benchmark results",
@@ -176,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(raw)
     if args.list:
         for sec in SECTIONS.values():
-            print(f"{sec.name:10} {sec.help}")
+            print(f"{sec.name:16} {sec.help}")
         return 0
     chosen = [n.strip() for n in args.only.split(",") if n.strip()] or list(SECTIONS)
     unknown = [n for n in chosen if n not in SECTIONS]
