@@ -158,8 +158,10 @@ def _time_all(bench: Bench, fs: Filesystem, commands: list[Command], cwd: Path) 
     times: dict[str, list[float]] = {c.label: [] for c in commands}
     failed: set[str] = set()
     by_label = {c.label: c for c in commands}
+    warmup: dict[str, float] = {}
     for command in commands:  # warm-up: the page cache, .pyc files
-        _, problem = _run_once(command, cwd)
+        seconds, problem = _run_once(command, cwd)
+        warmup[command.label] = seconds * 1e3
         if problem:
             failed.add(command.label)
             bench.problems.append(f"coldstart, {command.label}: {problem}")
@@ -177,7 +179,7 @@ def _time_all(bench: Bench, fs: Filesystem, commands: list[Command], cwd: Path) 
             ordered = sorted(ms)
             bench.log(
                 f"cold    {fs.label:5} {label:{width}} median {median(ms):7.1f} p90 {percentile(ordered, 0.9):7.1f}"
-                f" min {ordered[0]:7.1f} max {ordered[-1]:7.1f} ms over {len(ms)} runs"
+                f" min {ordered[0]:7.1f} max {ordered[-1]:7.1f} ms over {len(ms)} runs (warm-up {warmup[label]:.1f} ms)"
             )
     return times
 
