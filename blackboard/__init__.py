@@ -2,7 +2,12 @@
 
 A board is a directory. Every change is one JSON line appended to `log.jsonl` (the source of truth);
 the latest value of every live key also sits in `entries/<key>.json`. See spec/FORMAT.md.
+
+The layers above the core (agents, work queues, trust, the CLI, MCP and web adapters) use only the
+names exported here.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from .board import Board
 from .core.entries import Report
@@ -18,13 +23,20 @@ from .errors import (
     ReadOnlyBoard,
     VersionConflict,
 )
-from .models import Entry, Event
+from .models import BoardConfig, Entry, Event
+from .transaction import Transaction
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    from .core.compact import CompactReport
+    from .core.watch import Subscription, Watcher
+
+__version__ = "0.2.0"
 
 __all__ = [
     "BlackboardError",
     "Board",
+    "BoardConfig",
+    "CompactReport",
     "Compacted",
     "CorruptLog",
     "Entry",
@@ -36,6 +48,20 @@ __all__ = [
     "NotABoard",
     "ReadOnlyBoard",
     "Report",
+    "Subscription",
+    "Transaction",
     "VersionConflict",
+    "Watcher",
     "__version__",
 ]
+
+_LAZY = {"CompactReport": "compact", "Subscription": "watch", "Watcher": "watch"}
+
+
+def __getattr__(name: str) -> Any:
+    """The types of watching and compaction, imported on first use (watchfiles is not light)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".core.{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

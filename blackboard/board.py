@@ -1,10 +1,8 @@
-"""`Board`: the policy. The write protocol, reads from the log, and when entry files are brought up to date.
+"""`Board`: the public face of a board directory, over the engine (`blackboard.core.engine`).
 
-Write protocol (spec/FORMAT.md, "Write protocol"): take the writer lock; bring this process's view
-of the log up to date from its end (and repair a torn tail: we hold the lock, so nobody is writing
-it); check the expected version; assign seq = last seq + 1; append the whole record with one
-write(); release. The write has then happened: it is in the log, which survives SIGKILL of any
-process. Entry files follow in the background (see `_entries`).
+It validates what callers give it, turns records into `Entry`/`Event` objects, and decides when the
+entry files, the checkpoint and compaction follow the log (`core.flusher`). The write protocol itself
+is the engine's. Layers above (agents, work, trust, the adapters) use this class's public names.
 """
 
 from __future__ import annotations
@@ -12,7 +10,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import threading
 import time
 import weakref
 from collections.abc import Iterator
@@ -20,47 +17,41 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import ValidationError
-
+from .core import checkpoint as _checkpoint
 from .core import codec as _codec
 from .core import entries as _entries
+from .core import history as _history
 from .core import layout as _layout
 from .core import settings as _settings
-from .core.index import DELETE, PUT, Index, Slot
+from .core.engine import Committed, Engine, Op
+from .core.flusher import Flusher
+from .core.index import DELETE, PUT, Slot
 from .core.keys import validate_key, validate_prefix
-from .core.lock import FlockLock, SoftLock
-from .core.log import LogFile
-from .errors import CorruptLog, InvalidValue, KeyNotFound, ReadOnlyBoard, VersionConflict
-from .models import BoardConfig, Entry, Event, entry
+from .errors import InvalidValue, ReadOnlyBoard
+from .models import (
+    DEFAULT_COMPACT_AT_BYTES,
+    DEFAULT_COMPACT_AT_DEAD_RATIO,
+    DEFAULT_RETENTION_SECONDS,
+    BoardConfig,
+    Entry,
+    Event,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
     from .core.compact import CompactReport
     from .core.watch import Subscription, Watcher
+    from .transaction import Transaction
 
 logger = logging.getLogger("blackboard")
 
 _MAX_AUTHOR = 256
+_MAX_IDEM = 256
 _SCALARS = (str, int, float, bool, type(None))
-#: A background batch of entry files is followed by a pause this many times its duration.
-_PACING = 10.0
-
-
-class _Clock:
-    """UTC timestamps with microseconds, formatting the date part once per second (~0.3 us a call)."""
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
-
-    def now(self) -> str:
-        ns = time.time_ns()
-        second = ns // 1_000_000_000
-        if second != self._second:
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = second
-        return f"{self._prefix}.{(ns // 1000) % 1_000_000:06d}Z"
+#: Records replayed beyond the checkpoint before a writer's batch writes a new one: at least this,
+#: and at least a quarter of the keys (writing one costs ~0.5 us a key).
+CHECKPOINT_EVERY = 2000
 
 
 def _check_author(author: str) -> str:
@@ -69,9 +60,14 @@ def _check_author(author: str) -> str:
     return author
 
 
-def entry_from_line(line: bytes) -> Entry:
-    rec = _codec.decode(line)
-    return entry(rec["key"], rec["value"], rec["version"], rec["seq"], rec.get("author", ""), rec["ts"])
+def _check_idem(idem: str | None) -> str | None:
+    if idem is not None and (not isinstance(idem, str) or not idem or len(idem) > _MAX_IDEM or not idem.isprintable()):
+        raise InvalidValue(f"idempotency key {idem!r} must be 1-{_MAX_IDEM} printable characters")
+    return idem
+
+
+def _entry(key: str, slot: Slot) -> Entry:
+    return Entry(key, _codec.decode(slot.value), slot.version, slot.seq, slot.author, slot.ts)
 
 
 class Board:
@@ -94,27 +90,36 @@ class Board:
         flush_interval: float = _settings.DEFAULT_FLUSH_INTERVAL,
     ) -> None:
         self.path = Path(path)
-        self.config: BoardConfig = _layout.read_config(self.path)
+        config = _layout.read_config(self.path)
         self.author = _check_author(_settings.author(author))
         self.read_only = read_only
-        self.lock_timeout = lock_timeout
-        self.flush_interval = flush_interval
-        self._layout = _layout.Layout(self.path)
-        soft = self.config.lock == "soft"
-        self._lock = SoftLock(self._layout.soft_lock) if soft else FlockLock(self._layout.lock)
-        self._log = LogFile(self._layout.log, reopen=soft)
-        self._index = Index()
-        self._mutex = threading.RLock()
-        self._clock = _Clock()
-        self._dirty = threading.Event()
-        self._stop = threading.Event()
-        self._last_batch = 0.0
-        self._flusher: threading.Thread | None = None
-        self._flusher_pid = -1
+        #: the core's interface, for the layers built on a board (compaction, watching, maintenance)
+        self.engine = Engine(self.path, config, lock_timeout=lock_timeout)
+        self._flusher = Flusher(self._flush_once, flush_interval)
         self._closed = False
+        #: what the last background batch failed with, if it failed (the next batch retries)
         self.flush_error: BaseException | None = None
-        self._finalizer = weakref.finalize(self, _release_files, self._lock, self._log, self._stop)
+        #: size and seconds of the last checkpoint this handle wrote
+        self.checkpoint_bytes = 0
+        self.checkpoint_seconds = 0.0
+        self._finalizer = weakref.finalize(self, _release, self.engine, self._flusher)
         _open_boards.add(self)
+
+    @property
+    def config(self) -> BoardConfig:
+        return self.engine.config
+
+    @property
+    def lock_timeout(self) -> float:
+        return self.engine.lock_timeout
+
+    @lock_timeout.setter
+    def lock_timeout(self, seconds: float) -> None:
+        self.engine.lock_timeout = seconds
+
+    @property
+    def flush_interval(self) -> float:
+        return self._flusher.interval
 
     # -- opening and closing -----------------------------------------------------------------------
 
@@ -126,16 +131,17 @@ class Board:
         lock: Literal["flock", "soft"] = "flock",
         max_value_bytes: int = 1 << 20,
         fsync: bool = False,
-        retention_seconds: float = 24 * 3600,
-        compact_at_bytes: int | None = None,
-        compact_at_dead_ratio: float = 0.5,
+        retention_seconds: float = DEFAULT_RETENTION_SECONDS,
+        compact_at_bytes: int | None = DEFAULT_COMPACT_AT_BYTES,
+        compact_at_dead_ratio: float = DEFAULT_COMPACT_AT_DEAD_RATIO,
         **handle: Any,
     ) -> Board:
         """Create a board (idempotent: an existing board keeps its settings) and open it.
 
-        `lock="soft"` is for boards on NFS/SMB; `fsync=True` makes every write survive power loss;
-        `compact_at_bytes` lets writers compact once the log passes that size and
-        `compact_at_dead_ratio` of it is superseded; compaction keeps deletes `retention_seconds`.
+        `lock="soft"` is for boards on NFS/SMB; `fsync=True` makes every write survive power loss.
+        Writers compact in the background once the log passes `compact_at_bytes` (default 64 MiB;
+        None: never) and `compact_at_dead_ratio` of it is superseded; compaction keeps deletes and
+        idempotency keys `retention_seconds`.
         """
         try:
             config = BoardConfig(
@@ -146,8 +152,8 @@ class Board:
                 compact_at_bytes=compact_at_bytes,
                 compact_at_dead_ratio=compact_at_dead_ratio,
             )
-        except ValidationError as exc:
-            raise InvalidValue("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from None
+        except (ValueError, TypeError) as exc:
+            raise InvalidValue(str(exc)) from None
         _layout.init(Path(path), config)
         return cls(path, **handle)
 
@@ -157,23 +163,17 @@ class Board:
         return cls(path, **handle)
 
     def close(self) -> None:
-        """Bring entry files up to date and release this handle's files. Idempotent."""
+        """Bring entry files (and the checkpoint) up to date and release this handle's files. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        self._stop.set()
-        self._dirty.set()
         try:
-            flusher = self._flusher
-            if flusher is not None and self._flusher_pid == os.getpid():
-                flusher.join()
+            if self._flusher.running:
+                self._flusher.stop()
                 self.flush()
+            self._save_checkpoint()
         finally:
-            # The writer lock first, with no other lock held: it waits for a write in flight in another
-            # thread, which takes the writer lock before _mutex (the lock order everywhere).
-            self._lock.close()
-            with self._mutex:
-                self._finalizer()  # closes the log (and the lock again: a no-op)
+            self._finalizer()
             _open_boards.discard(self)
 
     def __enter__(self) -> Board:
@@ -191,120 +191,119 @@ class Board:
         if self.read_only:
             raise ReadOnlyBoard(str(self.path), "opened with read_only=True")
 
-    # -- the log view ------------------------------------------------------------------------------
-
-    def _refresh(self, writable: bool = False) -> Index:
-        """Bring the index up to the log's end. Cheap when nothing changed: one fstat and one stat."""
-        with self._mutex:
-            log = self._log
-            if log.sync(writable):
-                # A new file (first look, or compaction replaced it): its header says where seqs stand.
-                self._index = Index(log.read_header().compacted_through)
-            index = self._index
-            for offset, line in log.read_lines():
-                try:
-                    index.apply(log.path, offset, line)
-                except CorruptLog:
-                    log.offset = offset  # stay at the bad record: report it again, never skip it
-                    raise
-            return index
-
     @property
     def last_seq(self) -> int:
         """The seq of the newest record in the log (0 for an empty board)."""
-        return self._refresh().last_seq
+        return self.engine.last_seq
 
     # -- writing -----------------------------------------------------------------------------------
 
-    def write(self, key: str, value: Any, *, author: str | None = None, expect_version: int | None = None) -> Entry:
+    def write(
+        self,
+        key: str,
+        value: Any,
+        *,
+        author: str | None = None,
+        expect_version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Entry:
         """Set `key` to `value` (any JSON value). `expect_version` makes it a compare-and-set:
         `0` means "only if absent"; on a mismatch `VersionConflict` is raised and nothing is written.
+
+        `idempotency_key`: a retry of a write that already landed with this key (within the board's
+        retention) appends nothing and returns the original entry.
         """
         validate_key(key)
         value_json = _codec.encode_value(value, self.config.max_value_bytes)
-        rec = self._commit(key, PUT, value_json, expect_version, author)
+        done = self._commit([Op(PUT, key, value_json)], key, expect_version, author, idempotency_key)
+        change = done.changes[0]
+        if done.duplicate:
+            return Entry(key, _codec.decode(change.value), change.version, done.seq, done.author, done.ts)
         # The caller keeps its object; the Entry holds a copy (scalars are immutable: no copy needed).
         stored = value if type(value) in _SCALARS else _codec.decode(value_json)
-        return entry(key, stored, rec["version"], rec["seq"], rec["author"], rec["ts"])
+        return Entry(key, stored, change.version, done.seq, done.author, done.ts)
 
-    def delete(self, key: str, *, author: str | None = None, expect_version: int | None = None) -> Entry:
+    def delete(
+        self,
+        key: str,
+        *,
+        author: str | None = None,
+        expect_version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Entry:
         """Delete `key` (`KeyNotFound` if it has no live value). Its next put starts again at version 1.
 
         Returns the delete as an Entry: value None, version 0, the delete's seq.
         """
         validate_key(key)
-        rec = self._commit(key, DELETE, b"null", expect_version, author)
-        return entry(key, None, 0, rec["seq"], rec["author"], rec["ts"])
+        done = self._commit([Op(DELETE, key)], key, expect_version, author, idempotency_key)
+        return Entry(key, None, 0, done.seq, done.author, done.ts)
 
     def _commit(
-        self, key: str, op: str, value_json: bytes, expect_version: int | None, author: str | None
-    ) -> dict[str, Any]:
+        self, ops: list[Op], key: str, expect_version: int | None, author: str | None, idem: str | None
+    ) -> Committed:
+        if expect_version is not None and (type(expect_version) is not int or expect_version < 0):
+            raise InvalidValue(f"expect_version must be an int >= 0, not {expect_version!r}")
+        return self.commit(
+            ops, expect={} if expect_version is None else {key: expect_version}, author=author, idem=idem
+        )
+
+    def commit(
+        self, ops: list[Op], *, expect: dict[str, int], author: str | None = None, idem: str | None = None
+    ) -> Committed:
+        """Append one record of `ops` (checked by the caller) if every key of `expect` is at its version.
+
+        The seam `transaction()` and the layers above build on; most callers want `write`.
+        """
         self._check_writable()
         if self._closed:
             raise ReadOnlyBoard(str(self.path), "this handle is closed")
-        if expect_version is not None and (type(expect_version) is not int or expect_version < 0):
-            raise InvalidValue(f"expect_version must be an int >= 0, not {expect_version!r}")
         who = self.author if author is None else _check_author(author)
-        self._lock.acquire(self.lock_timeout)
-        try:
-            if self._closed:  # closed by another thread while we waited for the lock
-                raise ReadOnlyBoard(str(self.path), "this handle is closed")
-            with self._mutex:
-                index = self._refresh(writable=True)
-                # We hold the lock, so bytes after the last complete line are no write in progress:
-                # they are a writer killed mid-append. Cut them before appending after them.
-                if self._log.truncate_torn_tail():
-                    logger.warning("%s: repaired a torn record at the end of the log", self._log.path)
-                current = index.version(key)
-                if expect_version is not None and expect_version != current:
-                    raise VersionConflict(key, expect_version, current)
-                if op == DELETE and current == 0:
-                    raise KeyNotFound(key)
-                seq = index.last_seq + 1
-                version = current + 1 if op == PUT else 0
-                ts = self._clock.now()
-                line = _codec.encode_record(seq, op, key, value_json, version, who, ts)
-                offset = self._log.append(line)
-                rec = {"seq": seq, "op": op, "key": key, "version": version, "author": who, "ts": ts}
-                try:
-                    index.add(self._log.path, offset, rec, line[:-1], _codec.exact(value_json))
-                except BaseException:
-                    # The record is in the log but maybe not in the index (a Ctrl-C between the two):
-                    # forget this view, so that the next look rereads the log rather than reuse the seq.
-                    self._log.close()
-                    raise
-                # A duplicate: another thread may reopen the log (and close its fd) once we let go.
-                durable_fd = os.dup(self._log.fd) if self.config.fsync else -1
-                if self._log.reopen:
-                    self._log.release_fd()  # NFS: close before the lock goes (spec section 9)
-        finally:
-            self._lock.release()
-        if durable_fd >= 0:
-            # Outside the lock: fdatasync flushes every byte of the file written so far, ours
-            # included, so concurrent writers' flushes overlap (group commit) instead of queueing
-            # behind the lock. The write is acknowledged only once it is on the device.
-            try:
-                os.fdatasync(durable_fd)
-            finally:
-                os.close(durable_fd)
-        self._schedule_flush()
-        return rec
+        done = self.engine.commit(ops, expect, who, _check_idem(idem))
+        if not done.duplicate:
+            self._flusher.poke()
+        return done
+
+    def transaction(self, *, author: str | None = None, idempotency_key: str | None = None) -> Transaction:
+        """Several puts and deletes as ONE record with one seq: all of them or none.
+
+        >>> with board.transaction() as tx:
+        ...     balance = tx.read("accounts/a", 0)   # the commit requires it unchanged since
+        ...     tx.write("accounts/a", balance - 5)
+        ...     tx.write("accounts/b", tx.read("accounts/b", 0) + 5)
+        ...     tx.expect("accounts/lock", 0)        # ...and this key absent
+
+        Committed when the block ends without an exception (`VersionConflict` naming the key if a
+        condition fails: nothing is written); `tx.entries` then holds the entries it made.
+        """
+        from .transaction import Transaction
+
+        return Transaction(self, author=author, idempotency_key=idempotency_key)
 
     # -- reading (never takes the writer lock) -------------------------------------------------------
 
-    def get(self, key: str) -> Entry | None:
-        """The key's latest entry, or None if it has no live value."""
+    def get(self, key: str, *, at: int | None = None) -> Entry | None:
+        """The key's latest entry (or, with `at`, its entry just after that seq), or None."""
+        if at is not None:
+            validate_key(key)
+            event = _history.value_at(self.engine, key, at)
+            return None if event is None else event.to_entry()
         slot = self._live_slot(key)
-        return None if slot is None else entry_from_line(slot.line)
+        return None if slot is None else _entry(key, slot)
 
-    def read(self, key: str, default: Any = None) -> Any:
-        """The key's latest value (a fresh copy), or `default`."""
+    def read(self, key: str, default: Any = None, *, at: int | None = None) -> Any:
+        """The key's latest value (a fresh copy), or `default`. With `at=SEQ`: its value just after
+        that seq, from the retained history and the archive (`Compacted` where that history is gone)."""
+        if at is not None:
+            found = self.get(key, at=at)
+            return default if found is None else found.value
         slot = self._live_slot(key)
         return default if slot is None else _codec.decode(slot.value)
 
     def _live_slot(self, key: str) -> Slot | None:
-        with self._mutex:
-            slot = self._refresh().slots.get(key)
+        engine = self.engine
+        with engine.mutex:
+            slot = engine.refresh().slots.get(key) if type(key) is str else None
         if slot is None:
             validate_key(key)  # a miss may be a typo'd or invalid key: say so rather than return None
             return None
@@ -313,13 +312,13 @@ class Board:
     def keys(self, prefix: str = "") -> list[str]:
         """Live keys starting with `prefix` (a plain string prefix), in key order."""
         validate_prefix(prefix)
-        with self._mutex:
-            return self._refresh().keys(prefix)
+        with self.engine.mutex:
+            return self.engine.refresh().keys(prefix)
 
     def _live_slots(self, prefix: str) -> tuple[list[str], list[Slot]]:
         validate_prefix(prefix)
-        with self._mutex:
-            index = self._refresh()
+        with self.engine.mutex:
+            index = self.engine.refresh()
             keys = index.keys(prefix)
             slots = index.slots
             return keys, [slots[k] for k in keys]
@@ -333,7 +332,30 @@ class Board:
 
     def entries(self, prefix: str = "") -> Iterator[Entry]:
         """Entries of the live keys starting with `prefix`, in key order (a snapshot taken at the call)."""
-        return (entry_from_line(slot.line) for slot in self._live_slots(prefix)[1])
+        keys, slots = self._live_slots(prefix)
+        return (_entry(key, slot) for key, slot in zip(keys, slots, strict=True))
+
+    def blame(self, prefix: str = "") -> list[Event]:
+        """Who last changed each key starting with `prefix`, when, at which seq: the latest event of
+        every key the log still knows, deletes included (a deleted key's event is its delete), in
+        key order."""
+        validate_prefix(prefix)
+        with self.engine.mutex:
+            slots = self.engine.refresh().slots
+            found = sorted((k, s) for k, s in slots.items() if k.startswith(prefix))
+        return [
+            Event(
+                s.seq,
+                "put" if s.op == PUT else "delete",
+                k,
+                _codec.decode(s.value),
+                s.version,
+                s.author,
+                s.ts,
+                txn=s.txn,
+            )
+            for k, s in found
+        ]
 
     def history(self, key: str, *, all: bool = False) -> list[Event]:
         """Every retained event of `key`, oldest first, deletes included.
@@ -342,73 +364,48 @@ class Board:
         `compact(archive=True)` moved to archive/ is included.
         """
         validate_key(key)
-        records: dict[int, dict[str, Any]] = {}
-        if all:
-            from .core.compact import archived_records
-
-            records = {rec["seq"]: rec for rec in archived_records(self._layout) if rec["key"] == key}
-        records.update((rec["seq"], rec) for rec in self._scan_log() if rec["key"] == key)
-        return [Event.from_record(records[seq]) for seq in sorted(records)]
+        return _history.history(self.engine, key, include_archive=all)
 
     def tail(self, count: int = 10) -> list[Event]:
         """The last `count` events of the log, oldest first."""
-        from collections import deque
+        return _history.tail(self.engine, count)
 
-        return [Event.from_record(rec) for rec in deque(self._scan_log(), maxlen=count)] if count else []
-
-    def _scan_log(self, after: int = 0) -> Iterator[dict[str, Any]]:
-        """Every record of the current log file with seq > `after`, read through a private fd."""
-        from .core.index import parse_record
-
-        log = LogFile(self._layout.log, reopen=False)
-        try:
-            log.sync()
-            for offset, line in log.read_lines():
-                rec = parse_record(log.path, offset, line)
-                if rec["seq"] > after:
-                    yield rec
-        finally:
-            log.close()
-
-    # -- entry files --------------------------------------------------------------------------------
-
-    def _snapshot(self, mark: int) -> tuple[int, list[tuple[str, Slot]]]:
-        with self._mutex:
-            index = self._refresh()
-            return index.last_seq, list(index.changed_since(mark))
+    # -- entry files and the checkpoint --------------------------------------------------------------
 
     def flush(self) -> int:
         """Bring entry files up to the log now (writers do it in the background). Returns files changed."""
         self._check_writable()
-        return _entries.materialize(self._layout, self._snapshot)
-
-    def _schedule_flush(self) -> None:
-        if self._flusher_pid != os.getpid():  # first write, or a forked child: threads do not survive fork
-            with self._mutex:  # two threads' first writes must start one flusher, not two
-                if self._flusher_pid != os.getpid():
-                    self._dirty = threading.Event()
-                    self._flusher = threading.Thread(
-                        target=_flush_loop,
-                        args=(weakref.ref(self), self._dirty, self._stop),
-                        name="blackboard-flush",
-                        daemon=True,
-                    )
-                    self._flusher.start()
-                    self._flusher_pid = os.getpid()
-        self._dirty.set()
+        return _entries.materialize(self.engine.layout, self.engine.snapshot)
 
     def _flush_once(self) -> None:
-        started = time.monotonic()
         try:
             self.flush()
+            self._save_checkpoint()
             self._maybe_compact()
             self.flush_error = None
         except Exception as exc:  # keep the thread alive: the next batch retries from the watermark
             self.flush_error = exc
             logger.warning("%s: could not update entry files: %s", self.path, exc)
-        self._last_batch = time.monotonic() - started
 
-    # -- watching (blackboard.core.watch) ------------------------------------------------------------------
+    def _save_checkpoint(self) -> None:
+        """Write a checkpoint once enough changes came after the last one (writers' batches, and any
+        handle's close: a reader that replayed a long log saves the next process that work)."""
+        engine = self.engine
+        with engine.mutex:
+            header = engine.log.header
+            if engine.log.fd < 0 or header is None:
+                return
+            index = engine.index
+            if engine.since_checkpoint < max(CHECKPOINT_EVERY, len(index.slots) // 4):
+                return
+            started = time.perf_counter()
+            data = _checkpoint.encode(index, header.line, engine.log.offset)
+            engine.since_checkpoint = 0
+        size = _checkpoint.save(engine.layout, data)
+        if size:
+            self.checkpoint_bytes, self.checkpoint_seconds = size, time.perf_counter() - started
+
+    # -- watching (blackboard.core.watch) ------------------------------------------------------------
 
     def watch(
         self,
@@ -433,7 +430,7 @@ class Board:
         from .core.watch import Watcher
 
         return Watcher(
-            self, prefix, since=since, cursor=cursor, timeout=timeout, poll=poll, poll_interval=poll_interval
+            self.engine, prefix, since=since, cursor=cursor, timeout=timeout, poll=poll, poll_interval=poll_interval
         )
 
     def awatch(
@@ -449,7 +446,9 @@ class Board:
         """`watch` for asyncio: `async for event in board.awatch("tasks/"): ...`"""
         from .core.watch import awatch
 
-        return awatch(self, prefix, since=since, cursor=cursor, timeout=timeout, poll=poll, poll_interval=poll_interval)
+        return awatch(
+            self.engine, prefix, since=since, cursor=cursor, timeout=timeout, poll=poll, poll_interval=poll_interval
+        )
 
     def subscribe(
         self,
@@ -467,28 +466,30 @@ class Board:
         """
         from .core.watch import Subscription
 
-        return Subscription(self, prefix, callback, since=since, cursor=cursor, poll=poll, poll_interval=poll_interval)
+        return Subscription(
+            self.engine, prefix, callback, since=since, cursor=cursor, poll=poll, poll_interval=poll_interval
+        )
 
     def cursors(self) -> dict[str, int]:
         """Every named consumer position: name -> the last seq it finished with."""
         from .core import cursors as _cursors
 
-        return _cursors.list_all(self._layout)
+        return _cursors.list_all(self.engine.layout)
 
     def reset_cursor(self, name: str, seq: int | None = None) -> None:
         """Move cursor `name` to `seq`, or delete it (None) so that its consumer starts afresh."""
         from .core import cursors as _cursors
 
         self._check_writable()
-        _cursors.reset(self._layout, name, seq)
+        _cursors.reset(self.engine.layout, name, seq)
 
     def dead_letters(self) -> list[dict[str, Any]]:
         """Events whose subscription callback raised, with the error (from deadletter.jsonl)."""
         from .core.watch import read_dead_letters
 
-        return read_dead_letters(self)
+        return read_dead_letters(self.engine.layout)
 
-    # -- compaction (blackboard.core.compact) ------------------------------------------------------------
+    # -- compaction and maintenance ------------------------------------------------------------------
 
     def compact(
         self,
@@ -505,24 +506,22 @@ class Board:
         from .core.compact import compact
 
         self._check_writable()
-        return compact(self, retention=retention, archive=archive, wait=wait, progress=progress)
+        return compact(self.engine, retention=retention, archive=archive, wait=wait, progress=progress)
 
     def stats(self) -> dict[str, Any]:
-        """Keys, events and bytes of the log, its dead-record ratio, seqs, archive size, cursors."""
+        """Keys, events and bytes of the log, its dead-record ratio, seqs, archive, checkpoint, cursors."""
         from .core.maintain import stats
 
-        return stats(self)
+        return {**stats(self.engine), "cursors": len(self.cursors())}
 
     def _maybe_compact(self) -> None:
         """Writers compact opportunistically when the board says so (compact_at_bytes)."""
-        if self.config.compact_at_bytes is None or self._log.offset < self.config.compact_at_bytes:
+        if self.config.compact_at_bytes is None or self.engine.log.offset < self.config.compact_at_bytes:
             return
         from .core.compact import compact, needs_compaction
 
-        if needs_compaction(self):
-            compact(self, wait=False)
-
-    # -- consistency (blackboard.core.maintain) ------------------------------------------------------------
+        if needs_compaction(self.engine):
+            compact(self.engine, wait=False)
 
     def check(self) -> _entries.Report:
         """Compare entry files with the log; report a torn log tail. Changes nothing.
@@ -531,45 +530,21 @@ class Board:
         """
         from .core.maintain import check
 
-        return check(self)
+        return check(self.engine, read_only=self.read_only)
 
     def repair(self) -> _entries.Report:
         """Cut a torn log tail and rebuild every entry file that differs from the log."""
         from .core.maintain import repair
 
         self._check_writable()
-        return repair(self)
+        return repair(self.engine)
 
 
-def _flush_loop(ref: weakref.ref[Board], dirty: threading.Event, stop: threading.Event) -> None:
-    """The background flusher. It holds its board only while flushing, so that a handle nobody
-    closed can still be collected (its finalizer releases its files)."""
-    while not stop.is_set():
-        dirty.wait()
-        board = ref()
-        if board is None:
-            return
-        # Let more writes arrive (one file per key per batch), and pace batches so that they take at
-        # most ~1/(1+_PACING) of the time: entry-file replaces must not starve the writing thread.
-        pause = max(board.flush_interval, _PACING * board._last_batch)
-        del board
-        # close() sets stop before waking us: checking it after each wait is what keeps a close that
-        # lands during a batch from leaving this thread waiting forever.
-        if stop.wait(pause):
-            return
-        dirty.clear()
-        board = ref()
-        if board is None:
-            return
-        board._flush_once()
-        del board
-
-
-def _release_files(lock: FlockLock | SoftLock, log: LogFile, stop: threading.Event) -> None:
-    """Finalizer of a Board nobody closed: stop its flusher, close its fds."""
-    stop.set()
-    lock.close()
-    log.close()
+def _release(engine: Engine, flusher: Flusher) -> None:
+    """Close a board's files (close(), or the finalizer of a Board nobody closed): stop its flusher,
+    then the engine's fds."""
+    flusher.stop()
+    engine.close()
 
 
 _open_boards: weakref.WeakSet[Board] = weakref.WeakSet()
@@ -580,9 +555,12 @@ def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked childre
 
     (fds and threads are renewed lazily: each object checks os.getpid() before using its own.)
     """
+    import threading
+
     for board in list(_open_boards):
-        board._mutex = threading.RLock()
-        board._lock._thread_lock = threading.Lock()
+        board.engine.mutex = threading.RLock()
+        board.engine.lock._thread_lock = threading.Lock()
+        board._flusher.after_fork()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -128,9 +128,11 @@ class CorruptLog(BlackboardError):
 class Compacted(BlackboardError):
     """A watch or cursor started before history that compaction has removed, deletes included."""
 
-    def __init__(self, requested: int, purged_through: int) -> None:
+    def __init__(self, requested: int, purged_through: int, *, reason: str | None = None) -> None:
         super().__init__(
-            f"events after seq {requested} were compacted away (deletes up to seq {purged_through} are "
+            f"seq {requested}: {reason}"
+            if reason
+            else f"events after seq {requested} were compacted away (deletes up to seq {purged_through} are "
             "gone); read the current state and watch from `since=None`, or from a later seq"
         )
         self.requested = requested

@@ -1,139 +1,216 @@
-"""The public data types (pydantic models) and the board's settings file, `board.json`."""
+"""The public data types: `Entry`, `Event` and `BoardConfig` (the contents of `board.json`).
+
+Plain slotted classes, not pydantic models: every read builds an `Entry` and a watcher builds an
+`Event` per record, and a shell agent pays for imports on every command. Importing pydantic and
+building three models cost ~135 ms of a ~260 ms `blackboard read` (measured, see bench/RESULTS.md),
+and constructing a validated model ~3 us of a ~2 us budget per event. Nothing here needs validating:
+the fields come from records the log reader has already checked. `BoardConfig` validates
+`board.json` by hand (eight fields), with messages in the shape pydantic gives.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any, Literal, TypeVar
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any, Literal
 
 FORMAT_NAME: Literal["blackboard"] = "blackboard"
-FORMAT_VERSION = 1
+#: 2: transaction records, idempotency keys and the log header's generation (spec/FORMAT.md).
+FORMAT_VERSION = 2
+#: Boards of these format versions open; a writer upgrades board.json to FORMAT_VERSION (spec 3).
+READABLE_VERSIONS = (1, 2)
 
 
-class Entry(BaseModel):
-    """The latest state of a key: what `board.get()` returns and what an entry file holds."""
+class _Record:
+    """What Entry and Event share: fields in slots, `ts` parsed on first use, `as_dict()` for JSON."""
 
-    model_config = ConfigDict(frozen=True)
+    __slots__ = ("_ts", "_when", "author", "key", "seq", "value", "version")
+    _FIELDS: tuple[str, ...] = ()
 
-    key: str
-    value: Any
-    version: int = Field(description="1 when the key was created, +1 per put; 0 in the entry a delete returns")
-    seq: int = Field(description="sequence number of the log record that produced this state")
-    author: str
-    ts: datetime
-
-
-_M = TypeVar("_M", bound=BaseModel)
-
-
-def _trusted(cls: type[_M], fields: dict[str, Any]) -> _M:
-    """A model from fields the library built itself, without validation.
-
-    pydantic's `model_construct` costs ~3 us; this ~1 us. Every write returns an Entry and a watcher
-    builds an Event per record, so that is most of the difference between ~250k and ~500k events/s
-    in a catch-up, and a tenth of a write.
-    """
-    obj = object.__new__(cls)
-    _set_dict(obj, "__dict__", fields)
-    # One set shared by every trusted instance of a class: frozen models never change it.
-    _set_fields(obj, _ALL_FIELDS.get(cls) or _ALL_FIELDS.setdefault(cls, set(cls.model_fields)))
-    _set_extra(obj, None)
-    _set_private(obj, None)
-    return obj
-
-
-# The slot setters pydantic's BaseModel declares, fetched once (cheaper than object.__setattr__).
-_set_dict = object.__setattr__
-_set_fields = BaseModel.__dict__["__pydantic_fields_set__"].__set__
-_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
-_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
-_ALL_FIELDS: dict[type[BaseModel], set[str]] = {}
-
-
-def entry(key: str, value: Any, version: int, seq: int, author: str, ts: str) -> Entry:
-    """An Entry from a record's fields (see `_trusted`)."""
-    return _trusted(
-        Entry,
-        {
-            "key": key,
-            "value": value,
-            "version": version,
-            "seq": seq,
-            "author": author,
-            "ts": datetime.fromisoformat(ts),
-        },
-    )
-
-
-class Event(BaseModel):
-    """One log record, as a watcher receives it and `board.history()` lists it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    seq: int
-    op: Literal["put", "delete"]
     key: str
     value: Any
     version: int
+    seq: int
     author: str
-    ts: datetime
-    compacted: bool = Field(
-        default=False,
-        description="True when compaction removed events of this key between the watcher's position "
-        "and this one: the event carries the key's state, not every step to it",
-    )
+    _ts: str
+    _when: datetime | None
 
-    @classmethod
-    def from_record(cls, rec: dict[str, Any], *, compacted: bool = False) -> Event:
-        """Build from a record already checked by the log reader (see `_trusted`)."""
-        return _trusted(
-            cls,
-            {
-                "seq": rec["seq"],
-                "op": rec["op"],
-                "key": rec["key"],
-                "value": rec.get("value"),
-                "version": rec["version"],
-                "author": rec.get("author", ""),
-                "ts": datetime.fromisoformat(rec["ts"]),
-                "compacted": compacted,
-            },
-        )
+    @property
+    def ts(self) -> datetime:
+        """The time of the write (UTC), parsed from the record's RFC 3339 string on first use."""
+        when = self._when
+        if when is None:
+            when = self._when = datetime.fromisoformat(self._ts)
+        return when
+
+    @property
+    def ts_text(self) -> str:
+        """The record's `ts` exactly as on disk: `YYYY-MM-DDTHH:MM:SS.ffffffZ`."""
+        return self._ts
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as JSON-ready values (ts as its RFC 3339 string): what `--json` prints."""
+        return {name: (self._ts if name == "ts" else getattr(self, name)) for name in self._FIELDS}
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.as_dict() == other.as_dict()
+
+    __hash__ = None  # type: ignore[assignment]  # values are JSON: lists and dicts do not hash
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
+        return f"{type(self).__name__}({inner})"
+
+
+class Entry(_Record):
+    """The latest state of a key: what `board.get()` returns and what an entry file holds.
+
+    `version` is 1 when the key was created and +1 per put (0 in the entry a delete returns); `seq`
+    is the sequence number of the record that produced this state.
+    """
+
+    __slots__ = ()
+    _FIELDS = ("key", "value", "version", "seq", "author", "ts")
+
+    def __init__(self, key: str, value: Any, version: int, seq: int, author: str, ts: str | datetime) -> None:
+        self.key = key
+        self.value = value
+        self.version = version
+        self.seq = seq
+        self.author = author
+        if isinstance(ts, datetime):
+            self._when, self._ts = ts, format_ts(ts)
+        else:
+            self._when, self._ts = None, ts
+
+
+class Event(_Record):
+    """One change, as a watcher receives it and `board.history()` lists it.
+
+    `compacted` is True when compaction removed events of this key between the watcher's position
+    and this one: the event carries the key's state, not every step to it. `txn` is True when the
+    change is part of a multi-key transaction: the other changes of that transaction share its seq.
+    """
+
+    __slots__ = ("compacted", "op", "txn")
+    _FIELDS = ("seq", "op", "key", "value", "version", "author", "ts", "compacted", "txn")
+
+    op: Literal["put", "delete"]
+    compacted: bool
+    txn: bool
+
+    def __init__(
+        self,
+        seq: int,
+        op: Literal["put", "delete"],
+        key: str,
+        value: Any,
+        version: int,
+        author: str,
+        ts: str | datetime,
+        compacted: bool = False,
+        txn: bool = False,
+    ) -> None:
+        self.seq = seq
+        self.op = op
+        self.key = key
+        self.value = value
+        self.version = version
+        self.author = author
+        if isinstance(ts, datetime):
+            self._when, self._ts = ts, format_ts(ts)
+        else:
+            self._when, self._ts = None, ts
+        self.compacted = compacted
+        self.txn = txn
 
     def to_entry(self) -> Entry:
         """The entry this event left: what `board.get(key)` returned right after it (a put's)."""
-        return _trusted(
-            Entry,
-            {
-                "key": self.key,
-                "value": self.value,
-                "version": self.version,
-                "seq": self.seq,
-                "author": self.author,
-                "ts": self.ts,
-            },
-        )
+        return Entry(self.key, self.value, self.version, self.seq, self.author, self._ts)
 
 
-class BoardConfig(BaseModel):
-    """The contents of `board.json`: the format marker and the settings every process must share."""
+def format_ts(when: datetime) -> str:
+    """A datetime as a record's `ts`: UTC, microseconds, `Z`."""
+    from datetime import UTC
 
-    model_config = ConfigDict(extra="allow")
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+#: Defaults of a new board (spec/FORMAT.md section 3): a board that is just used compacts itself once
+#: its log passes 64 MiB and half of it is superseded, so it never needs an operator to stay fast.
+DEFAULT_COMPACT_AT_BYTES = 64 << 20
+DEFAULT_COMPACT_AT_DEAD_RATIO = 0.5
+DEFAULT_RETENTION_SECONDS = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class BoardConfig:
+    """The contents of `board.json`: the format marker and the settings every process must share.
+
+    lock: `flock` (kernel locks, for local disks) or `soft` (an exclusively created claim, for
+    NFS/SMB where flock may exclude nothing). fsync: fsync every append (survive power loss, not just
+    SIGKILL). retention_seconds: how long compaction keeps deletes and idempotency keys.
+    compact_at_bytes / compact_at_dead_ratio: writers compact in the background once the log passes
+    that size and at least that share of its records is superseded (None: never on their own).
+    """
 
     format: Literal["blackboard"] = FORMAT_NAME
     version: int = FORMAT_VERSION
-    lock: Literal["flock", "soft"] = Field(
-        default="flock",
-        description="flock: kernel locks, for local disks. soft: filelock's strict soft lock (an "
-        "exclusively created file), for NFS/SMB where flock may exclude nothing",
-    )
-    max_value_bytes: int = Field(default=1 << 20, gt=0)
-    fsync: bool = Field(default=False, description="fsync every append: survive power loss, not just SIGKILL")
-    retention_seconds: float = Field(default=24 * 3600, ge=0, description="how long compaction keeps deletes")
-    compact_at_bytes: int | None = Field(
-        default=None, description="if set, writers compact once the log passes this size"
-    )
-    compact_at_dead_ratio: float = Field(
-        default=0.5, gt=0, le=1, description="...and at least this share of its records is superseded"
-    )
+    lock: Literal["flock", "soft"] = "flock"
+    max_value_bytes: int = 1 << 20
+    fsync: bool = False
+    retention_seconds: float = DEFAULT_RETENTION_SECONDS
+    compact_at_bytes: int | None = DEFAULT_COMPACT_AT_BYTES
+    compact_at_dead_ratio: float = DEFAULT_COMPACT_AT_DEAD_RATIO
+    #: fields this release does not know, kept so that rewriting board.json loses nothing
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        problems = _config_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> BoardConfig:
+        """From board.json's object (ValueError naming each bad field); unknown fields are kept."""
+        known = {f.name for f in fields(cls)} - {"extra"}
+        return cls(
+            **{k: v for k, v in raw.items() if k in known}, extra={k: v for k, v in raw.items() if k not in known}
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """board.json's object: the settings, then the unknown fields kept from the file."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {**out, **self.extra}
+
+
+def _config_problems(config: BoardConfig) -> list[str]:
+    def is_int(v: object) -> bool:
+        return type(v) is int
+
+    def is_number(v: object) -> bool:
+        return type(v) in (int, float)
+
+    out = []
+    if config.format != FORMAT_NAME:
+        out.append(f"format: must be {FORMAT_NAME!r}")
+    if not is_int(config.version) or config.version < 1:
+        out.append("version: must be an integer >= 1")
+    if config.lock not in ("flock", "soft"):
+        out.append("lock: must be 'flock' or 'soft'")
+    if not is_int(config.max_value_bytes) or config.max_value_bytes <= 0:
+        out.append("max_value_bytes: must be an integer > 0")
+    if type(config.fsync) is not bool:
+        out.append("fsync: must be true or false")
+    if not is_number(config.retention_seconds) or config.retention_seconds < 0:
+        out.append("retention_seconds: must be a number >= 0")
+    if config.compact_at_bytes is not None and (not is_int(config.compact_at_bytes) or config.compact_at_bytes <= 0):
+        out.append("compact_at_bytes: must be an integer > 0 or null")
+    ratio = config.compact_at_dead_ratio
+    if not is_number(ratio) or not 0 < ratio <= 1:
+        out.append("compact_at_dead_ratio: must be a number in (0, 1]")
+    return out

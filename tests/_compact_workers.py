@@ -89,7 +89,7 @@ class Log:
         lines = data.split(b"\n")[:-1]
         self.size = len(data)
         self.header: Doc = json.loads(lines[0])
-        assert self.header.get("blackboard_log") == 1, lines[0]
+        assert self.header.get("blackboard_log") in (1, 2), lines[0]
         self.lines = lines[1:]
         self.records: list[Doc] = [json.loads(line) for line in self.lines]
         self.compacted_through: int = self.header["compacted_through"]

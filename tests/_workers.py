@@ -355,7 +355,7 @@ def watch_and_record(
             if ready is not None:
                 ready.set()
             for event in watcher:
-                append_doc(fd, event.model_dump(mode="json"))
+                append_doc(fd, event.as_dict())
                 if event.key == stop_key:
                     watcher.commit()
                     return

@@ -221,7 +221,7 @@ def _write(path: Path, data: bytes) -> Path:
         (lambda d: _write(d / "b" / "board.json", b"[1, 2]").parent, "does not describe a blackboard"),
         (lambda d: _write(d / "b" / "board.json", b'{"format": "other"}').parent, "does not describe a blackboard"),
         (
-            lambda d: _write(d / "b" / "board.json", b'{"format": "blackboard", "version": 2}').parent,
+            lambda d: _write(d / "b" / "board.json", b'{"format": "blackboard", "version": 99}').parent,
             "newer than this blackboard reads",
         ),
     ],

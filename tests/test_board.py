@@ -50,7 +50,7 @@ def test_init_creates_the_layout(board_path: Path) -> None:
         "archive",
     }
     config = json.loads((board_path / "board.json").read_bytes())
-    assert (config["format"], config["version"], config["lock"]) == ("blackboard", 1, "flock")
+    assert (config["format"], config["version"], config["lock"]) == ("blackboard", 2, "flock")
     assert log_records(board_path) == []
 
 
@@ -98,7 +98,7 @@ def test_open_a_missing_directory(tmp_path: Path) -> None:
     assert not (tmp_path / "missing").exists()
 
 
-@pytest.mark.parametrize("version", [2, 99])
+@pytest.mark.parametrize("version", [3, 99])
 def test_open_a_newer_format(board_path: Path, version: int) -> None:
     Board.init(board_path).close()
     config = json.loads((board_path / "board.json").read_bytes())

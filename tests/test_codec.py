@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from blackboard import Board
 from blackboard.core import codec as _codec
+from blackboard.core import record as _record
 from blackboard.core.keys import key_to_relpath
 
 INT64_MIN = -(2**63)
@@ -184,7 +185,13 @@ def test_record_layout(board: Board) -> None:
     board.write("a", {"x": "multi\nline"}, author="someone")
     board.delete("a")
     lines = log_lines(board.path)
-    assert list(json.loads(lines[0])) == ["blackboard_log", "compacted_through", "purged_deletes_through"]
+    assert list(json.loads(lines[0])) == [
+        "blackboard_log",
+        "compacted_through",
+        "purged_deletes_through",
+        "archived_through",
+        "generation",
+    ]
     put, delete = (json.loads(line) for line in lines[1:])
     order = ["seq", "op", "key", "value", "version", "author", "ts"]
     assert list(put) == order
@@ -222,25 +229,25 @@ def test_value_slice_and_key_prefix_read_the_line_as_written(key: str, value: An
     """The index keeps a value's JSON cut from its line, and watchers pass over other prefixes'
     lines unparsed: both must agree with a full parse, for any key, value and author."""
     value_json = _codec.encode_value(value, 1 << 20)
-    line = _codec.encode_record(7, "put", key, value_json, 3, author, "2026-11-21T09:00:00.000001Z")[:-1]
+    line = _record.encode_record(7, "put", key, value_json, 3, author, "2026-11-21T09:00:00.000001Z")[:-1]
     rec = orjson.loads(line)
-    assert _codec.value_slice(line, rec) == value_json
+    assert _record.value_slice(line, rec) == value_json
     if '"' not in prefix and "\\" not in prefix:
         # None ("parse it") is allowed only where an escape sits at the front of the key.
-        answer = _codec.key_starts_with(line, 7, prefix.encode())
+        answer = _record.key_starts_with(line, 7, prefix.encode())
         assert answer is key.startswith(prefix) or (answer is None and ('"' in key or "\\" in key))
     foreign = orjson.dumps({"key": key, **rec})  # another writer's field order: re-encoded, not cut
-    assert orjson.loads(_codec.value_slice(foreign, orjson.loads(foreign))) == orjson.loads(value_json)
-    assert _codec.key_starts_with(foreign, 7, b"") is None
+    assert orjson.loads(_record.value_slice(foreign, orjson.loads(foreign))) == orjson.loads(value_json)
+    assert _record.key_starts_with(foreign, 7, b"") is None
 
 
 def test_another_writers_escapes_and_extra_fields_fall_back_to_a_parse() -> None:
     """Found in review: a record with an unknown field, or a key escaped as another writer escapes it,
     must not be read by the byte shortcuts."""
     extra = b'{"seq":1,"op":"put","key":"k","value":1,"unit":"ms","version":1,"author":"a","ts":"2026-11-21T09:00:00Z"}'
-    assert orjson.loads(_codec.value_slice(extra, orjson.loads(extra))) == 1
+    assert orjson.loads(_record.value_slice(extra, orjson.loads(extra))) == 1
     escaped = json.dumps({"seq": 2, "op": "put", "key": "caf\u00e9/x"}).replace(" ", "").encode()
     assert b"\\u00e9" in escaped
-    assert _codec.key_starts_with(escaped, 2, "café/".encode()) is None
-    assert _codec.key_starts_with(escaped, 2, b"cafe") is None
-    assert _codec.key_starts_with(b'{"seq":3,"op":"put","key":"plain/x"}', 3, b"tea/") is False
+    assert _record.key_starts_with(escaped, 2, "café/".encode()) is None
+    assert _record.key_starts_with(escaped, 2, b"cafe") is None
+    assert _record.key_starts_with(b'{"seq":3,"op":"put","key":"plain/x"}', 3, b"tea/") is False

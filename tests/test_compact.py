@@ -60,6 +60,7 @@ STATS_KEYS = {
     "compacted_through",
     "entries_at_seq",
     "archive_bytes",
+    "checkpoint_bytes",
     "cursors",
 }
 
@@ -104,10 +105,10 @@ def view(board: Board) -> dict[str, Any]:
     """Everything a reader can ask, for every key the history ever had."""
     every = (*KEYS, "gone", "never")
     return {
-        "get": {k: (None if (e := board.get(k)) is None else e.model_dump()) for k in every},
+        "get": {k: (None if (e := board.get(k)) is None else e.as_dict()) for k in every},
         "read": {k: board.read(k, default="<absent>") for k in every},
-        "entries": [e.model_dump() for e in board.entries()],
-        "entries_a": [e.model_dump() for e in board.entries("a")],
+        "entries": [e.as_dict() for e in board.entries()],
+        "entries_a": [e.as_dict() for e in board.entries("a")],
         "read_prefix": board.read_prefix(""),
         "read_prefix_a/": board.read_prefix("a/"),
         "keys": board.keys(),
@@ -396,7 +397,7 @@ def test_history_all_after_archived_compactions(board: Board, board_path: Path) 
     board.write("j", 1)
     board.write("j", 2)
     board.delete("j")  # purged below: the archive has it
-    full = {key: [e.model_dump() for e in board.history(key)] for key in ("k", "j")}
+    full = {key: [e.as_dict() for e in board.history(key)] for key in ("k", "j")}
     assert [e["op"] for e in full["k"]].count("delete") == 1
 
     first = board.compact(archive=True, retention=0)
@@ -404,18 +405,18 @@ def test_history_all_after_archived_compactions(board: Board, board_path: Path) 
     assert [e.seq for e in board.history("k")] == [full["k"][-1]["seq"]]
     assert board.history("j") == []
     for key in ("k", "j"):
-        assert [e.model_dump() for e in board.history(key, all=True)] == full[key]
+        assert [e.as_dict() for e in board.history(key, all=True)] == full[key]
 
     for i in range(2):
         board.write("k", {"late": i})
-    full["k"] += [e.model_dump() for e in board.history("k")[1:]]  # the log held the rest already
+    full["k"] += [e.as_dict() for e in board.history("k")[1:]]  # the log held the rest already
     assert [e["value"] for e in full["k"][-3:]] == [{"again": 2}, {"late": 0}, {"late": 1}]
     second = board.compact(archive=True)
     assert second.archived == 2
     assert len(list((board_path / "archive").glob("*.jsonl.gz"))) == 2
-    history = [e.model_dump() for e in board.history("k", all=True)]
+    history = [e.as_dict() for e in board.history("k", all=True)]
     assert history == full["k"]
-    assert [e.model_dump() for e in board.history("j", all=True)] == full["j"]
+    assert [e.as_dict() for e in board.history("j", all=True)] == full["j"]
 
     # The CLI prints all of them (and without --all, only what the log still holds).
     board.close()
@@ -909,7 +910,7 @@ def make_template(path: Path, records: int) -> Template:
     build_crash_template(path, records)
     log = Log(path)
     with Board.open(path, read_only=True) as board:
-        entries = [e.model_dump() for e in board.entries()]
+        entries = [e.as_dict() for e in board.entries()]
         values = board.read_prefix("")
     docs = replay(log.records)
     assert docs.keys() == values.keys()
@@ -927,7 +928,7 @@ def judge_after_kill(path: Path, template: Template, archive: bool, i: int) -> b
         assert replay(log.records) == template.docs
     with Board.open(path, author="after") as board:
         assert board.read_prefix("") == template.values
-        assert [e.model_dump() for e in board.entries()] == template.entries
+        assert [e.as_dict() for e in board.entries()] == template.entries
         key = sorted(template.values)[i % len(template.values)]
         written = board.write(key, "after the kill")
     after = {**template.values, key: "after the kill"}

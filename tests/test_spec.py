@@ -5,18 +5,38 @@ The sample board in spec/examples/board/ is read here as a reader in another lan
 
 from __future__ import annotations
 
+import fcntl
+import gzip
 import json
 import multiprocessing as mp
+import os
 import re
+import resource
 import shutil
+import signal
 import time
+from datetime import UTC, datetime
+from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 from typing import Any
 
+import filelock
 import pytest
+from _workers import CTX, Spawn
 
 import blackboard
-from blackboard import BlackboardError, Board, Compacted, NotABoard
+from blackboard import (
+    BlackboardError,
+    Board,
+    Compacted,
+    CorruptLog,
+    InvalidKey,
+    InvalidValue,
+    LockTimeout,
+    NotABoard,
+    VersionConflict,
+)
 from blackboard.core.keys import key_to_relpath, relpath_to_key
 
 ROOT = Path(__file__).parents[1]
@@ -41,7 +61,9 @@ def test_1_worked_example(tmp_path: Path) -> None:
         board.write("research_results/q1", {"findings": ["readers never wait"]})
         board.delete("research_results/q1")
     header, *records = log_lines(tmp_path / "b")
-    assert header == {"blackboard_log": 1, "compacted_through": 0, "purged_deletes_through": 0}
+    generation = header.pop("generation")
+    assert re.fullmatch(r"[0-9a-f]{16}", generation)
+    assert header == {"blackboard_log": 2, "compacted_through": 0, "purged_deletes_through": 0, "archived_through": 0}
     assert [(r["seq"], r["op"], r["version"]) for r in records] == [(1, "put", 1), (2, "put", 2), (3, "delete", 0)]
     assert records[2]["value"] is None
     assert not (tmp_path / "b" / "entries" / "research_results" / "q1.json").exists()
@@ -61,23 +83,106 @@ def test_2_layout(tmp_path: Path) -> None:
 
 
 def test_2_layout_missing_empty_dirs(sample: Path) -> None:
-    shutil.rmtree(sample / "tmp", ignore_errors=True)
-    with Board.open(sample) as board:
+    # The sample comes from git, which drops empty directories: tmp/, cursors/, archive/ are absent.
+    for name in ("tmp", "cursors", "archive"):
+        shutil.rmtree(sample / name, ignore_errors=True)
+    with Board.open(sample, read_only=True) as reader:  # a reader accepts their absence
+        assert reader.read("ünï/ça va?") == "unicode keys work"
+        assert reader.cursors() == {} and reader.dead_letters() == []
+        assert [e.seq for e in reader.history("research_results/q1", all=True)] == [2, 3]
+        assert reader.check().ok
+    with Board.open(sample) as board:  # a writer creates each one when it needs it
         board.write("new/key", 1)
+        with board.watch(since=0, cursor="c1", timeout=0.1) as watcher:
+            assert [e.seq for e in watcher][-1] == 6
+        board.write("new/key", 2)
+        board.compact(archive=True)
+        assert [e.seq for e in board.history("new/key", all=True)] == [6, 7]
     assert (sample / "entries" / "new" / "key.json").exists()
+    assert (sample / "cursors" / "c1").exists() and any((sample / "archive").iterdir())
+    assert (sample / "tmp").is_dir()
+
+
+def test_2_layout_lock_file_never_replaced(tmp_path: Path) -> None:
+    with Board.init(tmp_path / "b") as board:
+        lock = os.stat(tmp_path / "b" / "lock")
+        for i in range(20):
+            board.write(f"k/{i % 3}", i)
+        board.delete("k/0")
+        board.compact(retention=0, archive=True)
+        board.repair()
+        board.check()
+    after = os.stat(tmp_path / "b" / "lock")
+    assert (after.st_dev, after.st_ino) == (lock.st_dev, lock.st_ino)  # contenders must share one inode
 
 
 def test_3_board_json(tmp_path: Path) -> None:
     Board.init(tmp_path / "b", max_value_bytes=100).close()
     config = json.loads((tmp_path / "b" / "board.json").read_text())
-    assert config["format"] == "blackboard" and config["version"] == 1 and config["max_value_bytes"] == 100
+    assert config["format"] == "blackboard" and config["version"] == 2 and config["max_value_bytes"] == 100
     config["a_future_field"] = True
     (tmp_path / "b" / "board.json").write_text(json.dumps(config))
     Board.open(tmp_path / "b").close()  # unknown fields are ignored
-    config["version"] = 2
+    config["version"] = 3
     (tmp_path / "b" / "board.json").write_text(json.dumps(config))
     with pytest.raises(NotABoard, match="newer"):
         Board.open(tmp_path / "b")
+
+
+@pytest.mark.parametrize("fmt", [None, "blackbird", 1], ids=["missing", "other", "not-a-string"])
+def test_3_board_json_format_must_be_present(tmp_path: Path, fmt: object) -> None:
+    Board.init(tmp_path / "b").close()
+    config = json.loads((tmp_path / "b" / "board.json").read_text())
+    if fmt is None:
+        del config["format"]
+    else:
+        config["format"] = fmt
+    (tmp_path / "b" / "board.json").write_text(json.dumps(config))
+    with pytest.raises(NotABoard):
+        Board.open(tmp_path / "b")
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "",
+        "a" * 1025,  # 1025 bytes
+        "é" * 513,  # 1026 bytes in UTF-8
+        "lone\ud800surrogate",
+        "nul\x00",
+        "tab\tkey",
+        "del\x7f",
+        "c1\x85control",
+        "/leading",
+        "trailing/",
+        "empty//segment",
+        "./dot",
+        "a/../b",
+        "..",
+    ],
+)
+def test_4_keys_invalid_rejected_before_writing(board: Board, key: str) -> None:
+    log = board.path / "log.jsonl"
+    before = log.read_bytes()
+    with pytest.raises(InvalidKey):
+        board.write(key, 1)
+    with pytest.raises(InvalidKey):
+        board.delete(key)
+    assert log.read_bytes() == before and board.last_seq == 0
+
+
+def test_4_keys_allowed_characters_and_prefixes(board: Board) -> None:
+    keys = ["a" * 1024, "spaces and %25 and \\ back/slash", "ünï/ça va?", "research_results/q1", "research"]
+    for key in keys:
+        board.write(key, key)
+    assert {k: board.read(k) for k in keys} == {k: k for k in keys}
+    assert board.keys("research") == ["research", "research_results/q1"]  # a plain string prefix
+    assert sorted(board.keys("")) == sorted(keys)  # the empty prefix matches every key
+    for prefix in ("/research", "res\x01"):
+        with pytest.raises(InvalidKey):
+            board.keys(prefix)
+        with pytest.raises(InvalidKey):
+            board.watch(prefix)
 
 
 @pytest.mark.parametrize(
@@ -95,9 +200,18 @@ def test_4_1_key_to_path(key: str, path: str) -> None:
     assert re.fullmatch(r"[A-Za-z0-9_.%/-]+", path)
 
 
+def test_4_1_encoded_segment_must_fit_a_file_name(board: Board) -> None:
+    board.write("a" * 250, 1)  # 250 + ".json" = 255 bytes
+    board.write("x/" + "é" * 41, 1)  # 41 x "%C3%A9" = 246 bytes, + ".json" = 251
+    for key in ("a" * 251, "x/" + "é" * 42, "%" * 84):  # 256, 257 and 257 bytes once encoded
+        with pytest.raises(InvalidKey, match="too long"):
+            board.write(key, 1)
+    assert board.last_seq == 2
+
+
 def test_5_1_log_header_and_5_2_records(sample: Path) -> None:
     header, *records = log_lines(sample)
-    assert header["blackboard_log"] == 1
+    assert header["blackboard_log"] == 1  # the sample is a version-1 board: still read as it is
     assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
     for r in records:
         assert set(r) >= {"seq", "op", "key", "value", "version", "author", "ts"}
@@ -151,7 +265,7 @@ def test_8_write_protocol_header_first(tmp_path: Path) -> None:
     with Board.open(tmp_path / "b") as board:
         board.write("k", 1)
     header, record = log_lines(tmp_path / "b")
-    assert header["blackboard_log"] == 1 and record["seq"] == 1
+    assert header["blackboard_log"] == 2 and record["seq"] == 1
 
 
 def test_9_locking_soft_mode(tmp_path: Path) -> None:

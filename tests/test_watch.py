@@ -202,7 +202,7 @@ def test_since_seam_while_writers_busy(wboard: Board, spawn: Spawn, prefix: str,
     seqs = [e.seq for e in got]
     assert seqs[0] <= created_at < seqs[-2], "no seam: the watch must start in the replay and go on live"
     expected = matching(log_records(wboard.path), prefix, since)
-    assert_events_are_records([e.model_dump(mode="json") for e in got], expected)
+    assert_events_are_records([e.as_dict() for e in got], expected)
 
 
 @pytest.mark.parametrize("since", [None, 2])

@@ -61,7 +61,7 @@ def compact(
     from ..core.compact import CompactReport, needs_compaction
 
     with open_board(board_dir) as board:
-        if if_needed and not needs_compaction(board, min_bytes, min_dead_ratio):
+        if if_needed and not needs_compaction(board.engine, min_bytes, min_dead_ratio):
             report = CompactReport(skipped="not needed")
         elif sys.stderr.isatty() and not as_json:
             with click.progressbar(length=board.stats()["log_bytes"], label="compacting", file=sys.stderr) as bar:

@@ -98,7 +98,7 @@ def read(board_dir: Path, key: str, whole: bool, raw: bool) -> None:
     if entry is None:
         raise KeyNotFound(key)
     if whole:
-        emit_json(entry.model_dump(mode="json"))
+        emit_json(entry.as_dict())
     elif raw and isinstance(entry.value, str):
         click.echo(entry.value)
     else:
@@ -120,7 +120,7 @@ def ls_(board_dir: Path, prefix: str, as_json: bool, keys_only: bool) -> None:
         entries = list(board.entries(prefix))
     if as_json:
         for entry in entries:
-            emit_json(entry.model_dump(mode="json"))
+            emit_json(entry.as_dict())
         return
     width = min(max((len(e.key) for e in entries), default=0), 60)
     for entry in entries:
@@ -150,6 +150,6 @@ def history(board_dir: Path, key: str, include_archive: bool, as_json: bool) -> 
         events = board.history(key, all=include_archive)
     for event in events:
         if as_json:
-            emit_json(event.model_dump(mode="json"))
+            emit_json(event.as_dict())
         else:
             click.echo(event_line(event))

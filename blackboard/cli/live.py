@@ -72,9 +72,7 @@ def tail(
     colour = sys.stdout.isatty() and not as_json
 
     def show(event: Event) -> None:
-        click.echo(
-            _codec.dumps(event.model_dump(mode="json")).decode() if as_json else event_line(event, colour=colour)
-        )
+        click.echo(_codec.dumps(event.as_dict()).decode() if as_json else event_line(event, colour=colour))
 
     with open_board(board_dir, read_only=True) as board:
         events = board.tail(count)
@@ -132,7 +130,7 @@ def watch(
         ) as watcher,
     ):
         for event in watcher:
-            line = _codec.dumps(event.model_dump(mode="json")).decode()
+            line = _codec.dumps(event.as_dict()).decode()
             if command is None:
                 click.echo(line)
                 sys.stdout.flush()  # so that `| jq` works live
@@ -166,7 +164,7 @@ def run_for_event(command: str, event: Event, line: str) -> None:
         BLACKBOARD_KEY=event.key,
         BLACKBOARD_VALUE=_codec.dumps(event.value).decode(),
         BLACKBOARD_VERSION=str(event.version),
-        BLACKBOARD_TS=event.model_dump(mode="json")["ts"],
+        BLACKBOARD_TS=event.as_dict()["ts"],
         # Not BLACKBOARD_AUTHOR: that one names who *this* process writes as.
         BLACKBOARD_EVENT_AUTHOR=event.author,
     )

@@ -1,8 +1,8 @@
 """Every byte on disk goes through here: the only module that imports orjson.
 
-A record is one JSON object on one line. We build the line by concatenation so that the value is
-encoded exactly once (its size is checked on those same bytes), in a fixed field order that the spec
-documents. Values are checked to be plain JSON first: orjson would silently turn NaN into `null` and a
+What a record line looks like is `record`'s business; this module encodes and decodes values. A
+value is encoded exactly once (its size is checked on those same bytes). Values are checked to be
+plain JSON first: orjson would silently turn NaN into `null` and a
 tuple into a list, and a value that does not read back as written is a lost write.
 """
 
@@ -64,66 +64,9 @@ def encode_value(value: Any, max_bytes: int) -> bytes:
     return data
 
 
-def encode_record(seq: int, op: str, key: str, value_json: bytes, version: int, author: str, ts: str) -> bytes:
-    """One log line, newline included, fields in the order spec/FORMAT.md gives."""
-    return b"".join(
-        (
-            b'{"seq":%d,"op":"%s","key":' % (seq, op.encode()),
-            orjson.dumps(key),
-            b',"value":',
-            value_json,
-            b',"version":%d,"author":' % version,
-            orjson.dumps(author),
-            b',"ts":"',
-            ts.encode(),
-            b'"}\n',
-        )
-    )
-
-
-def value_slice(line: bytes, rec: dict[str, Any]) -> bytes:
-    """The value's JSON out of a record line: an exact-size copy (orjson's own output keeps a ~4 KiB
-    buffer per object, which an index holding one per key cannot afford).
-
-    Taken from the line when the line is exactly what `encode_record` writes for `rec` (its head
-    before the value and its tail after it match byte for byte, so what lies between is the value);
-    re-encoded otherwise (another writer's field order or spacing).
-    """
-    head = b'{"seq":%d,"op":"%s","key":' % (rec["seq"], rec["op"].encode()) + orjson.dumps(rec["key"]) + b',"value":'
-    author, ts = rec.get("author"), rec.get("ts")
-    # Exactly the seven fields: with an unknown one (readers must accept them) the framing could match
-    # around more than the value.
-    if len(rec) == 7 and line.startswith(head) and isinstance(author, str) and isinstance(ts, str):
-        tail = b',"version":%d,"author":' % rec["version"] + orjson.dumps(author) + b',"ts":"' + ts.encode() + b'"}'
-        if line.endswith(tail) and len(head) + len(tail) < len(line):
-            return line[len(head) : len(line) - len(tail)]
-    return exact(orjson.dumps(rec.get("value")))
-
-
 def exact(data: bytes) -> bytes:
     """A copy of exactly `len(data)` bytes, for keeping: orjson's output holds ~4 KiB however small."""
     return bytes(memoryview(data))
-
-
-def key_starts_with(line: bytes, seq: int, prefix: bytes) -> bool | None:
-    """Whether the record line's key starts with `prefix` (a prefix's UTF-8, with no '"' or '\\'),
-    without parsing the line; None when the line is not laid out as `encode_record` writes it.
-
-    orjson escapes only '"', '\\' and control characters (which keys cannot hold), so the encoded key
-    starts with those bytes exactly when the key starts with the prefix.
-    """
-    for op in (b"put", b"delete"):
-        head = b'{"seq":%d,"op":"%s","key":"' % (seq, op)
-        if line.startswith(head):
-            start = len(head)
-            if line.startswith(prefix, start):
-                return True
-            # Another writer may escape what orjson does not (\u00e9, \/): then only a parse can tell.
-            # (The key's JSON ends at the first '","value":': the key holds no unescaped quote.)
-            end = line.find(b'","value":', start)
-            window = line[start : min(start + 6 * len(prefix), end if end >= 0 else len(line))]
-            return None if b"\\" in window else False
-    return None
 
 
 def decode(data: bytes | str) -> Any:

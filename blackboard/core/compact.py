@@ -15,17 +15,20 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import codec as _codec
-from .entries import read_watermark
-from .index import DELETE, parse_record
-from .layout import Layout, log_header
+from .checkpoint import encode, save
+from .entries import materialize, read_watermark
+from .index import Index
 from .lock import side_lock
-from .log import LogFile, parse_header
+from .log import LogFile
+from .maintain import stats
+from .record import DELETE, TXN, Header, log_header, parse_header, parse_record
 
 if TYPE_CHECKING:
-    from ..board import Board
+    from .engine import Engine
+    from .layout import Layout
 
 _CHUNK = 1 << 22
 #: Without a board setting, `compact --if-needed` acts once the log passes this size.
@@ -100,7 +103,7 @@ def _remove_leftovers(layout: Layout) -> None:
 
 
 def compact(
-    board: Board,
+    engine: Engine,
     *,
     retention: float | None = None,
     archive: bool = False,
@@ -108,8 +111,8 @@ def compact(
     progress: Progress | None = None,
 ) -> CompactReport:
     """Compact the board's log (see module doc). `wait=False` returns at once if one is running."""
-    layout = board._layout
-    keep_deletes_after = time.time() - (board.config.retention_seconds if retention is None else retention)
+    layout = engine.layout
+    keep_after = time.time() - (engine.config.retention_seconds if retention is None else retention)
     report = CompactReport()
     started = time.monotonic()
     layout.tmp.mkdir(exist_ok=True)
@@ -119,54 +122,65 @@ def compact(
             return report
         _remove_leftovers(layout)
         # So that deletes due for removal are already out of entries/ (see _plan). Skipped when entry
-        # files are current: a fresh process would rebuild its whole index (~5 s for 1M events) to
-        # learn that there is nothing to do.
+        # files are current: a fresh process would rebuild its whole index to learn that there is
+        # nothing to do.
         if read_watermark(layout) < _last_seq(layout):
-            board.flush()
+            materialize(layout, engine.snapshot)
         fd = os.open(layout.log, os.O_RDONLY | os.O_CLOEXEC)
+        tmp = layout.tmp / f"log.compact.{os.getpid()}.tmp"
         try:
-            _build_and_switch(board, fd, keep_deletes_after, archive, progress, report)
+            _build_and_switch(engine, fd, tmp, keep_after, archive, progress, report)
         finally:
             os.close(fd)
+            # Left only if we gave up or failed (a full disk must not keep the half-built log).
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
     report.seconds = time.monotonic() - started
     return report
 
 
 def _build_and_switch(
-    board: Board,
+    engine: Engine,
     fd: int,
-    keep_deletes_after: float,
+    tmp: Path,
+    keep_after: float,
     archive: bool,
     progress: Progress | None,
     report: CompactReport,
 ) -> None:
-    layout = board._layout
-    ino = os.fstat(fd).st_ino
+    layout = engine.layout
     end = _complete_end(fd)
     report.bytes_before = os.fstat(fd).st_size
-    plan = _plan(board, fd, end, keep_deletes_after, progress, report)
+    plan = _plan(layout, fd, end, keep_after, progress, report)
     if plan is None:
         return
-    keep, last_seq, purged = plan
-    tmp = layout.tmp / f"log.compact.{os.getpid()}.tmp"
+    keep, last_seq, purged, old = plan
+    # Every removed record is in archive/ if this compaction archives and every earlier one did.
+    archived = last_seq if archive and old.archived_through >= old.compacted_through else old.archived_through
+    header = log_header(last_seq, purged, archived_through=archived)
+    # The new file's index, built as its lines are written: saved as its checkpoint after the switch,
+    # so that no open handle has to replay the new log (compactions must not stall writers).
+    index = Index(last_seq)
     with open(tmp, "wb", buffering=1 << 20) as out:
-        out.write(log_header(last_seq, purged))
+        out.write(header)
         if archive:
             _write_archive(layout, fd, end, keep, report)
         for offset, line in _lines(fd, 0, end, None):
             if offset in keep:
+                index.apply(tmp, out.tell(), line)
                 out.write(line + b"\n")
         report.events_after = len(keep)
         # The switch, under the writer lock: copy what writers appended meanwhile, then rename.
-        board._lock.acquire(board.lock_timeout)
-        try:
+        with engine.locked():
             # A fresh open under the lock: on NFS that is what shows other hosts' latest appends.
             fresh = os.open(layout.log, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                if os.fstat(fresh).st_ino != ino:
+                # The same file, by its header (an inode number can come back for another file).
+                if os.pread(fresh, len(old.line) + 1, 0) != old.line + b"\n":
                     report.skipped = "the log was replaced meanwhile (another compaction?)"
                     return
                 for _offset, line in _lines(fresh, end, _complete_end(fresh), None):
+                    index.apply(tmp, out.tell(), line)
                     out.write(line + b"\n")
                     report.events_after += 1
             finally:
@@ -176,45 +190,52 @@ def _build_and_switch(
             report.bytes_after = out.tell()
             os.replace(tmp, layout.log)
             _fsync_path(layout.root)
-        finally:
-            board._lock.release()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)  # only left if we gave up
     report.compacted_through = last_seq
+    save(layout, encode(index, header[:-1], report.bytes_after))
 
 
 def _plan(
-    board: Board, fd: int, end: int, keep_deletes_after: float, progress: Progress | None, report: CompactReport
-) -> tuple[set[int], int, int] | None:
-    """Pass 1: which lines to keep (their offsets), the last seq and the new purged-deletes mark.
+    layout: Layout, fd: int, end: int, keep_after: float, progress: Progress | None, report: CompactReport
+) -> tuple[set[int], int, int, Header] | None:
+    """Pass 1: which lines to keep (their offsets), the last seq, the new purged-deletes mark, and
+    the old header.
 
-    Holds one small tuple per key, (seq, offset, is_delete, ts), never the log.
+    Holds one small tuple per key, (seq, offset, is_delete, ts), never the log. A transaction's line
+    is kept while any of its changes is its key's latest (replaying it then sets its other keys to
+    older states, which the later records of those keys supersede). A record carrying an idempotency
+    key is kept while it is younger than the retention: a retry within it must find it.
     """
-    path = board._layout.log
+    path = layout.log
     header = None
     latest: dict[str, tuple[int, int, bool, str]] = {}
+    recent_idem: set[int] = set()
     last_seq = 0
     for offset, line in _lines(fd, 0, end, progress):
         if offset == 0:
             header = parse_header(path, line)
             continue
         rec = parse_record(path, offset, line)
-        latest[rec["key"]] = (rec["seq"], offset, rec["op"] == DELETE, rec.get("ts", ""))
-        last_seq = rec["seq"]
+        seq, ts = rec["seq"], rec["ts"]
+        for change in rec["ops"] if rec["op"] == TXN else (rec,):
+            latest[change["key"]] = (seq, offset, change["op"] == DELETE, ts)
+        if "idem" in rec and _epoch(ts) >= keep_after:
+            recent_idem.add(offset)
+        last_seq = seq
         report.events_before += 1
     if header is None:
         report.skipped = "the log is empty"
         return None
     last_seq = max(last_seq, header.compacted_through)
-    keep: set[int] = set()
+    keep: set[int] = set(recent_idem)
     purged = header.purged_deletes_through
     # A delete that entry files do not reflect yet must stay: once it is gone no batch would remove
     # the key's entry file. (compact() flushes first, so this only holds back the newest ones.)
-    applied = read_watermark(board._layout)
+    applied = read_watermark(layout)
     for seq, offset, is_delete, ts in latest.values():
-        if is_delete and seq <= applied and _epoch(ts) < keep_deletes_after:
-            purged = max(purged, seq)
-            report.deletes_purged += 1
+        if is_delete and seq <= applied and _epoch(ts) < keep_after:
+            if offset not in keep:
+                purged = max(purged, seq)
+                report.deletes_purged += 1
             continue
         keep.add(offset)
         report.deletes_kept += is_delete
@@ -222,7 +243,7 @@ def _plan(
         report.skipped = "nothing to compact: every record is the latest of its key"
         report.bytes_after, report.events_after = report.bytes_before, report.events_before
         return None
-    return keep, last_seq, purged
+    return keep, last_seq, purged, header
 
 
 def _write_archive(layout: Layout, fd: int, end: int, keep: set[int], report: CompactReport) -> None:
@@ -272,20 +293,9 @@ def _fsync_path(path: os.PathLike[str] | str) -> None:
         os.close(fd)
 
 
-def needs_compaction(board: Board, min_bytes: int | None = None, min_dead_ratio: float | None = None) -> bool:
+def needs_compaction(engine: Engine, min_bytes: int | None = None, min_dead_ratio: float | None = None) -> bool:
     """Whether the log is past the size and superseded-record ratio that call for a compaction."""
-    threshold = min_bytes if min_bytes is not None else (board.config.compact_at_bytes or DEFAULT_COMPACT_AT_BYTES)
-    ratio = min_dead_ratio if min_dead_ratio is not None else board.config.compact_at_dead_ratio
-    stats = board.stats()
-    return bool(stats["log_bytes"] >= threshold and stats["dead_ratio"] >= ratio)
-
-
-def archived_records(layout: Layout) -> Iterator[dict[str, Any]]:
-    """Every record in archive segments, oldest segment first (segments may overlap: dedupe by seq)."""
-    with contextlib.suppress(FileNotFoundError):
-        for name in sorted(os.listdir(layout.archive)):
-            if name.endswith(".jsonl.gz"):
-                with gzip.open(layout.archive / name, "rb") as f:
-                    for line in f:
-                        if line.strip():
-                            yield _codec.decode(line)
+    threshold = min_bytes if min_bytes is not None else (engine.config.compact_at_bytes or DEFAULT_COMPACT_AT_BYTES)
+    ratio = min_dead_ratio if min_dead_ratio is not None else engine.config.compact_at_dead_ratio
+    figures = stats(engine)
+    return bool(figures["log_bytes"] >= threshold and figures["dead_ratio"] >= ratio)

@@ -13,6 +13,7 @@ after a power loss `check` finds what was lost and `check --repair` rebuilds it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -29,10 +30,16 @@ from .lock import side_lock
 ENTRY_FIELDS = ("key", "value", "version", "seq", "author", "ts")
 
 
-def entry_document(line: bytes) -> dict[str, Any]:
-    """An entry file's content from its key's latest put record: the record less `op`."""
-    rec = _codec.decode(line)
-    return {f: rec[f] for f in ENTRY_FIELDS}
+def entry_document(key: str, slot: Slot) -> dict[str, Any]:
+    """An entry file's content from its key's latest put: the record's fields less `op`."""
+    return {
+        "key": key,
+        "value": _codec.decode(slot.value),
+        "version": slot.version,
+        "seq": slot.seq,
+        "author": slot.author,
+        "ts": slot.ts,
+    }
 
 
 @contextlib.contextmanager
@@ -66,13 +73,15 @@ def write_watermark(layout: Layout, seq: int) -> None:
         os.close(fd)
 
 
-def write_entry(layout: Layout, key: str, line: bytes) -> None:
+def write_entry(layout: Layout, key: str, slot: Slot) -> None:
     # Plain os calls on str paths: this runs once per changed key per batch, beside a busy writer.
     target = f"{layout.entries}/{key_to_relpath(key)}"
     tmp = f"{layout.tmp}/entry.{os.getpid()}.{threading.get_ident()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
     try:
-        os.write(fd, _codec.dumps_pretty(entry_document(line)))
+        data = _codec.dumps_pretty(entry_document(key, slot))
+        if os.write(fd, data) != len(data):  # a short write (disk full) must not become the entry file
+            raise OSError(errno.ENOSPC, f"short write to {tmp}")
     finally:
         os.close(fd)
     try:
@@ -107,7 +116,7 @@ def materialize(layout: Layout, snapshot: Callable[[int], tuple[int, list[tuple[
             return 0
         for key, slot in changed:
             if slot.op == PUT:
-                write_entry(layout, key, slot.line)
+                write_entry(layout, key, slot)
             else:
                 remove_entry(layout, key)
         write_watermark(layout, last)
@@ -170,7 +179,7 @@ def compare(layout: Layout, index: Index, report: Report) -> None:
             doc = _codec.decode(path.read_bytes())
         except (OSError, _codec.DecodeError):
             doc = None
-        if doc != entry_document(slot.line):
+        if doc != entry_document(key, slot):
             report.stale.append(key)
     report.missing = [k for k in index.live if k not in seen]
 
@@ -181,7 +190,7 @@ def rebuild(layout: Layout, index: Index, report: Report) -> None:
     for key in report.missing + report.stale:
         slot = index.live_slot(key)
         if slot is not None:
-            write_entry(layout, key, slot.line)
+            write_entry(layout, key, slot)
     for rel in report.extra:  # paths found under entries/ by scan_entries, so inside it
         with contextlib.suppress(FileNotFoundError):
             (layout.entries / rel).unlink()

@@ -1,70 +1,34 @@
-"""A process's in-memory index of the log: the latest record of every key, kept up to date from the
+"""A process's in-memory index of the log: the latest change of every key, kept up to date from the
 log's end. It is what makes reads cheap (no file per read) and never stale (it is refreshed from
 the log, the source of truth, before every answer).
 """
 
 from __future__ import annotations
 
+import sys
 from bisect import bisect_left, insort
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import NamedTuple
 
 from ..errors import CorruptLog
-from . import codec as _codec
+from .record import DELETE, PUT, TXN, Change, changes, is_gap, parse_record
 
-PUT = "put"
-DELETE = "delete"
-_OPS = frozenset((PUT, DELETE))
+__all__ = ["DELETE", "PUT", "Index", "Slot"]
 
 
 class Slot(NamedTuple):
-    """The latest record of one key. The line is kept raw: each read decodes its own copy of the
-    value, so a caller mutating what it got cannot change what others read."""
+    """The latest change of one key. The value is kept as JSON: each read decodes its own copy, so a
+    caller mutating what it got cannot change what others read."""
 
     seq: int
     version: int
     op: str
-    line: bytes
-    #: the value's JSON alone: reads decode only it, and a listing decodes all of them in one call
     value: bytes
-
-
-def parse_record(path: Path, offset: int, line: bytes, *, check_ts: bool = True) -> dict[str, Any]:
-    """Decode and check one log line; a bad complete line is corruption (never silently skipped)."""
-    try:
-        rec = _codec.decode(line)
-    except _codec.DecodeError as exc:
-        raise CorruptLog(str(path), offset, f"not JSON ({exc})") from None
-    try:
-        ok = (
-            type(rec["seq"]) is int
-            and rec["op"] in _OPS
-            and type(rec["key"]) is str
-            and type(rec["version"]) is int
-            and "value" in rec
-            and type(rec["author"]) is str
-            and type(rec["ts"]) is str
-        )
-    except (KeyError, TypeError):  # a field missing, or not an object at all
-        ok = False
-    if not ok:
-        raise CorruptLog(
-            str(path), offset, "not a record (seq, op, key, value, version, author or ts missing or mistyped)"
-        )
-    if check_ts:
-        try:
-            datetime.fromisoformat(rec["ts"])
-        except ValueError:
-            raise CorruptLog(str(path), offset, f"ts {rec['ts']!r} is not an RFC 3339 time") from None
-    return cast("dict[str, Any]", rec)
-
-
-def is_gap(last: int, seq: int, compacted_through: int) -> bool:
-    """Whether `seq` right after `last` breaks spec 5.2: seqs are gapless after the compacted prefix
-    (up to `compacted_through` records may be missing; after it, none)."""
-    return seq != last + 1 and (last >= compacted_through or seq > compacted_through + 1)
+    author: str
+    ts: str
+    #: part of a multi-key transaction (the other keys share its seq)
+    txn: bool
 
 
 class Index:
@@ -77,6 +41,9 @@ class Index:
         self.first_seq = 0  # the oldest record in this log file
         self.records = 0
         self.compacted_through = compacted_through
+        #: idempotency key -> (seq, byte offset of its record in the current log file)
+        self.idem: dict[str, tuple[int, int]] = {}
+        self._authors: dict[str, str] = {}
 
     @property
     def last_seq(self) -> int:
@@ -84,26 +51,41 @@ class Index:
         and their seqs must never be assigned again."""
         return max(self.last_record_seq, self.compacted_through)
 
-    def apply(self, path: Path, offset: int, line: bytes) -> dict[str, Any]:
+    def apply(self, path: Path | str, offset: int, line: bytes) -> None:
+        """Check one log line and apply its changes."""
         rec = parse_record(path, offset, line)
-        self.add(path, offset, rec, line, _codec.value_slice(line, rec))
-        return rec
+        self.add(path, offset, rec["seq"], changes(rec, line), rec["author"], rec["ts"], rec.get("idem"))
 
-    def add(self, path: Path, offset: int, rec: dict[str, Any], line: bytes, value: bytes) -> None:
-        seq: int = rec["seq"]
-        # Seqs are strictly increasing, and gapless after the compacted prefix.
+    def add(
+        self,
+        path: Path | str,
+        offset: int,
+        seq: int,
+        changed: list[Change],
+        author: str,
+        ts: str,
+        idem: str | None = None,
+    ) -> None:
+        """Apply one record's changes (checked, or built by our own writer)."""
         last = self.last_record_seq
+        # Seqs are strictly increasing, and gapless after the compacted prefix.
         if seq <= last or is_gap(last, seq, self.compacted_through):
             raise CorruptLog(str(path), offset, f"seq {seq} after seq {last} (gap or reorder)")
-        key: str = rec["key"]
-        old = self.slots.pop(key, None)
-        op = rec["op"]
-        self.slots[key] = Slot(seq, rec["version"], op, line, value)
-        was_live = old is not None and old.op == PUT
-        if op == PUT and not was_live:
-            insort(self.live, key)
-        elif op == DELETE and was_live:
-            del self.live[bisect_left(self.live, key)]
+        # One str per author, not one per record: an index holds a slot per key.
+        author = self._authors.setdefault(author, sys.intern(author) if len(self._authors) < 4096 else author)
+        txn = len(changed) > 1
+        slots, live = self.slots, self.live
+        for change in changed:
+            key, op = change.key, change.op
+            old = slots.pop(key, None)
+            slots[key] = Slot(seq, change.version, op, change.value, author, ts, txn)
+            was_live = old is not None and old.op == PUT
+            if op == PUT and not was_live:
+                insort(live, key)
+            elif op == DELETE and was_live:
+                del live[bisect_left(live, key)]
+        if idem is not None:
+            self.idem[idem] = (seq, offset)
         self.last_record_seq = seq
         self.first_seq = self.first_seq or seq
         self.records += 1
@@ -128,9 +110,13 @@ class Index:
         return live[lo : bisect_left(live, prefix[:-1] + chr(ord(prefix[-1]) + 1), lo)]
 
     def changed_since(self, seq: int) -> Iterator[tuple[str, Slot]]:
-        """Keys whose latest record is after `seq`, newest first: stops at the first older one."""
+        """Keys whose latest change is after `seq`, newest first: stops at the first older one."""
         for key in reversed(self.slots):
             slot = self.slots[key]
             if slot.seq <= seq:
                 return
             yield key, slot
+
+
+# Re-exported for the modules that name the ops through the index.
+_ = TXN

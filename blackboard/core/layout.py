@@ -6,6 +6,7 @@ lock                the writer lock (flock mode); never deleted or replaced
 lock.soft           the writer lock's claim file (soft mode, for network filesystems)
 materialized        the watermark: last seq whose effect is in entries/
 materialize.lock    serializes the processes that bring entries/ up to date
+checkpoint          a snapshot of the index at a log offset, so that opening does not replay it all
 entries/            one JSON file per live key: <encoded key>.json
 cursors/            one file per named consumer position (watch --cursor)
 tmp/                temporary files, renamed into place (never watched, never listed)
@@ -22,13 +23,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from ..errors import NotABoard, ReadOnlyBoard
-from ..models import FORMAT_NAME, FORMAT_VERSION, BoardConfig
+from ..models import FORMAT_NAME, FORMAT_VERSION, READABLE_VERSIONS, BoardConfig
 from . import codec as _codec
-
-LOG_HEADER_KEY = "blackboard_log"
+from .record import log_header
 
 
 @dataclass(frozen=True)
@@ -62,6 +60,10 @@ class Layout:
         return self.root / "materialize.lock"
 
     @property
+    def checkpoint(self) -> Path:
+        return self.root / "checkpoint"
+
+    @property
     def entries(self) -> Path:
         return self.root / "entries"
 
@@ -84,20 +86,6 @@ class Layout:
     def tmp_file(self, stem: str) -> Path:
         """A unique temporary path on the board's filesystem, so that os.replace from it is atomic."""
         return self.tmp / f"{stem}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
-
-
-def log_header(compacted_through: int = 0, purged_deletes_through: int = 0) -> bytes:
-    """The first line of every log file (spec/FORMAT.md, "Log header")."""
-    return (
-        _codec.dumps(
-            {
-                LOG_HEADER_KEY: FORMAT_VERSION,
-                "compacted_through": compacted_through,
-                "purged_deletes_through": purged_deletes_through,
-            }
-        )
-        + b"\n"
-    )
 
 
 def write_new_file(layout: Layout, target: Path, data: bytes, *, fsync: bool = True) -> bool:
@@ -138,7 +126,7 @@ def init(root: Path, config: BoardConfig) -> BoardConfig:
         write_new_file(layout, layout.watermark, format_watermark(0))
         # board.json last: its presence is what makes the directory a board, so a crash above leaves
         # a directory that init completes and open refuses.
-        write_new_file(layout, layout.config, _codec.dumps_pretty(config.model_dump(mode="json")))
+        write_new_file(layout, layout.config, _codec.dumps_pretty(config.as_dict()))
     except PermissionError as exc:
         raise ReadOnlyBoard(str(root), f"cannot create the board ({exc.strerror})") from None
     except OSError as exc:
@@ -162,15 +150,31 @@ def read_config(root: Path) -> BoardConfig:
     if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
         raise NotABoard(str(root), "board.json does not describe a blackboard")
     version = raw.get("version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if type(version) is not int or version not in READABLE_VERSIONS:
         raise NotABoard(
             str(root), f"board format {version!r} is newer than this blackboard reads ({FORMAT_VERSION}); upgrade"
         )
     try:
-        return BoardConfig.model_validate(raw)
-    except ValidationError as exc:
-        problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise NotABoard(str(root), f"board.json has a bad setting ({problem})") from None
+        return BoardConfig.from_dict(raw)
+    except (ValueError, TypeError) as exc:
+        raise NotABoard(str(root), f"board.json has a bad setting ({exc})") from None
+
+
+def upgrade_config(root: Path, config: BoardConfig) -> BoardConfig:
+    """Mark a board of an older format as FORMAT_VERSION before writing what only it can read.
+
+    Replaced atomically (a reader sees the old file or the new one), unknown fields kept. From then
+    on, releases that read only the older format refuse the board instead of misreading it.
+    """
+    if config.version >= FORMAT_VERSION:
+        return config
+    layout = Layout(root)
+    upgraded = BoardConfig.from_dict({**config.as_dict(), "version": FORMAT_VERSION})
+    layout.tmp.mkdir(exist_ok=True)
+    tmp = layout.tmp_file("board.json")
+    tmp.write_bytes(_codec.dumps_pretty(upgraded.as_dict()))
+    os.replace(tmp, layout.config)
+    return upgraded
 
 
 WATERMARK_WIDTH = 21

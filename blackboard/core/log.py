@@ -15,23 +15,11 @@ import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from ..errors import CorruptLog, open_or_read_only
-from . import codec as _codec
-from .layout import LOG_HEADER_KEY, log_header
+from ..errors import open_or_read_only
+from .record import Header, log_header, parse_header
 
 _CHUNK = 1 << 22
-
-
-class Header:
-    """What the log's first line says about compaction (spec/FORMAT.md, "Log header")."""
-
-    __slots__ = ("compacted_through", "purged_deletes_through")
-
-    def __init__(self, compacted_through: int = 0, purged_deletes_through: int = 0) -> None:
-        self.compacted_through = compacted_through
-        self.purged_deletes_through = purged_deletes_through
 
 
 class LogFile:
@@ -88,7 +76,10 @@ class LogFile:
             # (a fresh open is what revalidates the client's cache), or a reader that now writes.
             old_ino, offset, header = self.ino, self.offset, self.header
             self._open(writable or self._writable)
-            if self.ino == old_ino:
+            # The same inode number is not the same file: once compactions have freed the old log,
+            # the filesystem may give its number to a new one. Its header (a random generation per
+            # file) tells them apart.
+            if self.ino == old_ino and (header is None or self._header_line() == header.line):
                 self.offset, self.header = offset, header
                 return False
             return True
@@ -135,6 +126,23 @@ class LogFile:
                 yield start, line
             if len(data) < _CHUNK:
                 return
+
+    def _header_line(self) -> bytes:
+        data = os.pread(self.fd, 4096, 0)
+        nl = data.find(b"\n")
+        return data[:nl] if nl >= 0 else b""
+
+    def read_line_at(self, offset: int) -> bytes:
+        """The complete line starting at `offset` (without its newline); b"" if there is none."""
+        data = b""
+        while True:
+            chunk = os.pread(self.fd, 1 << 16, offset + len(data))
+            if not chunk:
+                return b""
+            nl = chunk.find(b"\n")
+            if nl >= 0:
+                return data + chunk[:nl]
+            data += chunk
 
     def read_header(self) -> Header:
         """Read the header line if not yet read (our offset moves past it). An empty log has none yet."""
@@ -195,29 +203,15 @@ class LogFile:
         old = start = self.offset
         new_header = start == 0 and self.header is None
         if new_header:  # an empty log (cut to nothing by a repair): the header goes first
-            header = log_header()
-            data = header + data
-            start = len(header)
+            header_line = log_header()
+            data = header_line + data
+            start = len(header_line)
         written = os.write(self.fd, data)
         if written != len(data):
             # A short write (disk full): leave no torn line behind for others to trip on.
             os.ftruncate(self.fd, old)
             raise OSError(errno.ENOSPC, f"short write to {self.path}")
         if new_header:
-            self.header = Header()
+            self.header = parse_header(self.path, header_line[:-1])
         self.offset = old + len(data)
         return start
-
-
-def parse_header(path: Path, line: bytes) -> Header:
-    """The header line, or a `CorruptLog` saying the file is not a blackboard log."""
-    try:
-        raw: Any = _codec.decode(line)
-    except _codec.DecodeError as exc:
-        raise CorruptLog(str(path), 0, f"the first line is not the log header ({exc})") from None
-    if not isinstance(raw, dict) or LOG_HEADER_KEY not in raw:
-        raise CorruptLog(str(path), 0, "the first line is not the log header")
-    through, purged = raw.get("compacted_through", 0), raw.get("purged_deletes_through", 0)
-    if type(through) is not int or type(purged) is not int:
-        raise CorruptLog(str(path), 0, "the log header's seqs are not integers")
-    return Header(through, purged)

@@ -27,31 +27,21 @@ from ..models import Event
 from . import codec as _codec
 from . import cursors as _cursors
 from . import settings as _settings
-from .index import is_gap, parse_record
+from .history import events_of
 from .keys import validate_prefix
-from .log import Header, LogFile
+from .log import LogFile
 from .notify import Hub, hub_for
+from .record import Header, fast_seq, is_gap, key_starts_with, parse_record
 
 if TYPE_CHECKING:
-    from ..board import Board
+    from .engine import Engine
+    from .layout import Layout
 
 logger = logging.getLogger("blackboard")
 
 #: With notifications, a watcher still re-reads the log this often: a lost wake-up costs this much.
 SAFETY_INTERVAL = 0.25
 _BATCH = 4096
-
-
-def _fast_seq(line: bytes) -> int | None:
-    # Our writer puts seq first; other writers may not, and then the caller parses the line.
-    if line.startswith(b'{"seq":'):
-        end = line.find(b",", 7)
-        if end > 7:
-            try:
-                return int(line[7:end])
-            except ValueError:
-                return None
-    return None
 
 
 class Watcher:
@@ -65,7 +55,7 @@ class Watcher:
 
     def __init__(
         self,
-        board: Board,
+        engine: Engine,
         prefix: str = "",
         *,
         since: int | None = None,
@@ -75,32 +65,35 @@ class Watcher:
         poll_interval: float | None = None,
         waker: Callable[[], None] | None = None,
     ) -> None:
+        layout = engine.layout
         self.prefix = validate_prefix(prefix)
-        # For passing over other prefixes' lines unparsed (see _codec.key_starts_with).
+        # For passing over other prefixes' lines unparsed (see record.key_starts_with).
         self._prefix_bytes = prefix.encode() if prefix and '"' not in prefix and "\\" not in prefix else b""
         self.timeout = timeout
         # Notifications do not cross NFS clients: a board made for network filesystems polls by default.
-        self.polling = _settings.poll(poll if poll is not None or board.config.lock == "flock" else True)
+        self.polling = _settings.poll(poll if poll is not None or engine.config.lock == "flock" else True)
         self.poll_interval = _settings.poll_interval(poll_interval)
         self._wake = threading.Event()
         self._io = threading.Lock()
         self._closed = False
-        self._pending: deque[Event] = deque()
+        #: events read, each with the position a consumer has finished once it is handled: its seq,
+        #: or seq - 1 while more events of its transaction follow (a cursor must not pass them)
+        self._pending: deque[tuple[Event, int]] = deque()
         self._delivered: int | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
         if since is not None and (type(since) is not int or since < 0):
             raise InvalidValue(f"since must be a seq >= 0 or None, not {since!r}")
-        self._log = LogFile(board._layout.log, reopen=board.config.lock == "soft")
+        self._log = LogFile(layout.log, reopen=engine.config.lock == "soft")
         # Load before opening: opening creates the file, and a new cursor must start at `since`.
-        saved = _cursors.load(board._layout, cursor) if cursor is not None else None
-        self._cursor = _cursors.CursorFile(board._layout, cursor) if cursor is not None else None
+        saved = _cursors.load(layout, cursor) if cursor is not None else None
+        self._cursor = _cursors.CursorFile(layout, cursor) if cursor is not None else None
         try:
             self._start(since if saved is None else saved, new_cursor=saved is None)
         except BaseException:
             self.close()  # a watch refused (Compacted, CorruptLog) leaves no fd open
             raise
         self._waker = waker or self._wake.set
-        hub = None if self.polling else hub_for(board.path)
+        hub = None if self.polling else hub_for(layout.root)
         if hub is not None and not hub.add(self._waker):
             self.polling = True
         # Released by close(), or when the watcher is dropped unclosed (`for e in watch(): break`).
@@ -120,7 +113,7 @@ class Watcher:
             self._cursor.save(self.seq)  # a new cursor starts where this watch starts
 
     def _line_seq(self, line: bytes) -> int:
-        seq = _fast_seq(line)
+        seq = fast_seq(line)
         return seq if seq is not None else int(parse_record(self._log.path, self._log.offset, line)["seq"])
 
     def _header_rules(self, header: Header) -> int:
@@ -147,7 +140,7 @@ class Watcher:
                     seq, rec = self._check(offset, line, compacted_through)
                     if rec is None:
                         continue  # replayed part we already had, before `since`, or not our prefix
-                    event = Event.from_record(rec, compacted=seq <= self._flag_through)
+                    events = events_of(rec, compacted=seq <= self._flag_through)
                 except (CorruptLog, ValueError) as exc:
                     log.offset, self.seq = offset, position  # stay at the bad record: report it again
                     if self._pending:
@@ -155,31 +148,34 @@ class Watcher:
                     if isinstance(exc, CorruptLog):
                         raise
                     raise CorruptLog(str(log.path), offset, str(exc)) from None
-                if event.key.startswith(prefix):
-                    self._pending.append(event)
-                    if len(self._pending) >= _BATCH:
-                        return
+                if len(events) > 1:  # a transaction: its events of our prefix, one seq
+                    events = [e for e in events if e.key.startswith(prefix)]
+                    for i, event in enumerate(events, 1 - len(events)):
+                        self._pending.append((event, seq if i == 0 else seq - 1))
+                elif events[0].key.startswith(prefix):
+                    self._pending.append((events[0], seq))
+                if len(self._pending) >= _BATCH:
+                    return
 
     def _check(self, offset: int, line: bytes, compacted_through: int) -> tuple[int, dict[str, Any] | None]:
         """(seq, record) of the next line; (seq, None) for one to pass over: at or before our position,
         or, found without parsing it, of another prefix. Moves our position past the line."""
         path = self._log.path
         # Peek at the seq without parsing only where that can save the parse: a prefix to filter on.
-        seq = _fast_seq(line) if self._prefix_bytes else None
+        seq = fast_seq(line) if self._prefix_bytes else None
         rec = None
         if seq is None:
-            rec = parse_record(path, offset, line, check_ts=False)
+            rec = parse_record(path, offset, line)
             seq = rec["seq"]
         if seq <= self.seq:
             return seq, None
         if is_gap(self.seq, seq, compacted_through):
             raise CorruptLog(str(path), offset, f"seq {seq} after seq {self.seq} (a gap)")
-        if rec is None and self._prefix_bytes and _codec.key_starts_with(line, seq, self._prefix_bytes) is False:
+        if rec is None and self._prefix_bytes and key_starts_with(line, seq, self._prefix_bytes) is False:
             self.seq = seq
             return seq, None
         self.seq = seq
-        # The ts is checked where the event is built (Event.from_record parses it anyway).
-        return seq, rec if rec is not None else parse_record(path, offset, line, check_ts=False)
+        return seq, rec if rec is not None else parse_record(path, offset, line)
 
     def next_nowait(self) -> Event | None:
         """The next event if one is already in the log, else None. Marks the previous one finished."""
@@ -187,8 +183,7 @@ class Watcher:
         if not self._pending:
             self._fill()
         if self._pending:
-            event = self._pending.popleft()
-            self._delivered = event.seq
+            event, self._delivered = self._pending.popleft()
             return event
         self._save(self.seq)  # nothing pending: everything up to here is handled
         return None
@@ -214,8 +209,7 @@ class Watcher:
 
     def __next__(self) -> Event:
         if self._pending and self._cursor is None and not self._closed:  # the common case, kept short
-            event = self._pending.popleft()
-            self._delivered = event.seq
+            event, self._delivered = self._pending.popleft()
             return event
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         while not self._closed:
@@ -260,7 +254,7 @@ def _release(
         cursor.close()
 
 
-def awatch(board: Board, prefix: str = "", **options: Any) -> AsyncIterator[Event]:
+def awatch(engine: Engine, prefix: str = "", **options: Any) -> AsyncIterator[Event]:
     """The async twin of `Watcher`: the same reader, waiting on an asyncio.Event instead of a thread.
 
     The watcher is created here, at the call, like `watch()`'s: with `since=None` an event written
@@ -272,7 +266,7 @@ def awatch(board: Board, prefix: str = "", **options: Any) -> AsyncIterator[Even
         for wake in wakers:
             wake()
 
-    watcher = Watcher(board, prefix, waker=waker, **options)
+    watcher = Watcher(engine, prefix, waker=waker, **options)
     return _aiterate(watcher, wakers)
 
 
@@ -317,8 +311,8 @@ class Subscription:
     subscription: the event and the error are appended to the board's `deadletter.jsonl`.
     """
 
-    def __init__(self, board: Board, prefix: str, callback: Callable[[Event], Any], **options: Any) -> None:
-        self.board = board
+    def __init__(self, engine: Engine, prefix: str, callback: Callable[[Event], Any], **options: Any) -> None:
+        self.layout = engine.layout
         self.prefix = prefix
         self.callback = callback
         self.errors = 0
@@ -330,7 +324,7 @@ class Subscription:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop() if self._is_async else None
         except RuntimeError:
             self._loop = None
-        self._watcher = Watcher(board, prefix, **options)
+        self._watcher = Watcher(engine, prefix, **options)
         self._thread = threading.Thread(target=self._run, name=f"blackboard-subscribe-{prefix}", daemon=True)
         self._thread.start()
 
@@ -343,10 +337,10 @@ class Subscription:
                     self.delivered += 1
                 except Exception as exc:
                     self.errors += 1
-                    record_dead_letter(self.board, self.prefix, event, exc)
+                    record_dead_letter(self.layout, self.prefix, event, exc)
         except Exception as exc:  # Compacted, CorruptLog: the subscription cannot go on
             self.error = exc
-            logger.error("%s: subscription to %r ended: %s", self.board.path, self.prefix, exc)
+            logger.error("%s: subscription to %r ended: %s", self.layout.root, self.prefix, exc)
         finally:
             if private is not None:
                 private.close()
@@ -384,7 +378,7 @@ class Subscription:
         self.close()
 
 
-def record_dead_letter(board: Board, prefix: str, event: Event, exc: BaseException) -> None:
+def record_dead_letter(layout: Layout, prefix: str, event: Event, exc: BaseException) -> None:
     """Append the failed event and its error to deadletter.jsonl (one write of a whole line)."""
     record = {
         "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -392,22 +386,22 @@ def record_dead_letter(board: Board, prefix: str, event: Event, exc: BaseExcepti
         "pid": os.getpid(),
         "error": f"{type(exc).__name__}: {exc}",
         "traceback": "".join(traceback.format_exception(exc)),
-        "event": event.model_dump(mode="json"),
+        "event": event.as_dict(),
     }
     try:
-        fd = os.open(board._layout.deadletter, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        fd = os.open(layout.deadletter, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
         try:
             os.write(fd, _codec.dumps(record) + b"\n")
         finally:
             os.close(fd)
     except OSError as write_error:  # a read-only board: the error still reaches the log, delivery goes on
-        logger.error("%s: cannot record a dead letter: %s", board.path, write_error)
-    logger.warning("%s: callback for %r failed on seq %d: %s", board.path, prefix, event.seq, exc)
+        logger.error("%s: cannot record a dead letter: %s", layout.root, write_error)
+    logger.warning("%s: callback for %r failed on seq %d: %s", layout.root, prefix, event.seq, exc)
 
 
-def read_dead_letters(board: Board) -> list[dict[str, Any]]:
+def read_dead_letters(layout: Layout) -> list[dict[str, Any]]:
     try:
-        data = board._layout.deadletter.read_bytes()
+        data = layout.deadletter.read_bytes()
     except FileNotFoundError:
         return []
     # Complete lines only: a subscription may be appending the last one right now.

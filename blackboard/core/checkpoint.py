@@ -1,0 +1,151 @@
+"""The checkpoint: a snapshot of the index at a log offset, so that opening a board costs the changes
+made since the snapshot, not the whole history (spec/FORMAT.md section 7.2).
+
+It is implementation state: a reader in another language may ignore it, and nothing is lost
+without it. It is never trusted blindly: it names the log file it describes (the header line, whose
+random generation changes with every new log file) and the seq of the record that ends at its offset,
+and carries a CRC of its body. A checkpoint that is missing, torn, corrupt, of another format, of
+another log file, or whose offset does not end the record it names is ignored, and the log is
+replayed from its start. It is written to tmp/ and renamed into place (a reader sees an old one or
+a new one), not fsynced: after a power loss the CRC or the offset check fails and the log is replayed.
+
+    line 1: {"blackboard_checkpoint":1,"log_header":"<the log's first line>","offset":O,
+             "last_record_seq":S,"records":N,"first_seq":F,"authors":[...],"crc32":X}
+    line 2: [[key, seq, version, op, author, ts, txn, value], ...]   op 1 = put, 0 = delete;
+            author an index into "authors"; txn 0/1; value the value's JSON, as a string
+    line 3: [[idempotency key, seq, offset], ...]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import zlib
+from typing import TYPE_CHECKING, Any
+
+from . import codec as _codec
+from .index import Index, Slot
+from .record import DELETE, PUT, fast_seq, parse_record
+
+if TYPE_CHECKING:
+    from .layout import Layout
+    from .log import LogFile
+
+FORMAT = 1
+_KEY = "blackboard_checkpoint"
+
+
+def load(layout: Layout, log: LogFile) -> Index | None:
+    """The index the checkpoint holds for `log`'s file, with `log.offset` moved to its offset; None
+    (and `log` untouched) if there is no checkpoint valid for that file."""
+    try:
+        data = layout.checkpoint.read_bytes()
+    except OSError:
+        return None
+    try:
+        return _load(data, log)
+    except (ValueError, TypeError, KeyError, IndexError, _codec.DecodeError):
+        return None  # torn, corrupt or foreign: replay instead
+
+
+def _load(data: bytes, log: LogFile) -> Index | None:
+    first = data.find(b"\n")
+    head = _codec.decode(data[:first])
+    if not isinstance(head, dict) or head.get(_KEY) != FORMAT:
+        return None
+    body = data[first + 1 :]
+    if zlib.crc32(body) != head["crc32"]:
+        return None
+    header = log.read_header()
+    if not header.line or head["log_header"] != header.line.decode():
+        return None
+    offset, last_seq = head["offset"], head["last_record_seq"]
+    if type(offset) is not int or type(last_seq) is not int or os.fstat(log.fd).st_size < offset:
+        return None
+    if head["records"] and _seq_ending_at(log, offset) != last_seq:
+        return None
+    slots_line, _, idem_line = body.partition(b"\n")
+    authors = head["authors"]
+    index = Index(header.compacted_through)
+    slots = index.slots
+    live = []
+    for key, seq, version, op, author, ts, txn, value in _codec.decode(slots_line):
+        slots[key] = Slot(seq, version, PUT if op else DELETE, value.encode(), authors[author], ts, bool(txn))
+        if op:
+            live.append(key)
+    live.sort()
+    index.live = live
+    index.idem = {idem: (seq, where) for idem, seq, where in _codec.decode(idem_line)}
+    index.last_record_seq, index.records, index.first_seq = last_seq, head["records"], head["first_seq"]
+    log.offset = offset
+    return index
+
+
+def _seq_ending_at(log: LogFile, offset: int) -> int | None:
+    """The seq of the record whose newline is the byte before `offset`."""
+    span = 1 << 12
+    while True:
+        start = max(0, offset - span)
+        data = os.pread(log.fd, offset - start, start)
+        if not data.endswith(b"\n"):
+            return None
+        begin = data.rfind(b"\n", 0, len(data) - 1) + 1
+        if begin == 0 and start > 0:
+            span *= 8
+            continue
+        line = data[begin:-1]
+        seq = fast_seq(line)
+        return seq if seq is not None else int(parse_record(log.path, start + begin, line)["seq"])
+
+
+def encode(index: Index, header_line: bytes, offset: int) -> bytes:
+    """The checkpoint of `index`, which reflects the log file with that header up to `offset`."""
+    authors: dict[str, int] = {}
+    rows = [
+        [
+            key,
+            s.seq,
+            s.version,
+            1 if s.op == PUT else 0,
+            authors.setdefault(s.author, len(authors)),
+            s.ts,
+            1 if s.txn else 0,
+            s.value.decode(),
+        ]
+        for key, s in index.slots.items()
+    ]
+    body = _codec.dumps(rows) + b"\n" + _codec.dumps([[k, seq, at] for k, (seq, at) in index.idem.items()]) + b"\n"
+    head: dict[str, Any] = {
+        _KEY: FORMAT,
+        "log_header": header_line.decode(),
+        "offset": offset,
+        "last_record_seq": index.last_record_seq,
+        "records": index.records,
+        "first_seq": index.first_seq,
+        "authors": list(authors),
+        "crc32": zlib.crc32(body),
+    }
+    return _codec.dumps(head) + b"\n" + body
+
+
+def save(layout: Layout, data: bytes) -> int:
+    """Replace the checkpoint with `data` (atomically). Returns its size; 0 if it could not be written
+    here (read-only board, disk full): it is a cache, so that is no error, and nothing is left behind."""
+    tmp = None
+    try:
+        layout.tmp.mkdir(exist_ok=True)
+        tmp = layout.tmp_file("checkpoint")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            view = memoryview(data)
+            while view:  # every byte or an error: a short write must not become the checkpoint
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(tmp, layout.checkpoint)
+    except OSError:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        return 0
+    return len(data)

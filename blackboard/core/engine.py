@@ -1,0 +1,237 @@
+"""The engine: the writer lock, this process's view of the log, its index, and the write protocol.
+
+Compaction, maintenance, watching and the board use it through these methods, never through each
+other's private state. Write protocol (spec/FORMAT.md section 8): take the writer lock; bring the view
+of the log up to date from its end (and cut a torn tail: we hold the lock, so nobody is writing it);
+check the expected versions; assign seq = last seq + 1; append the whole record with one write();
+release. The write has then happened: it is in the log, which survives SIGKILL of any process.
+
+Lock order, everywhere: the writer lock, then the materialize lock, then `mutex`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidValue, KeyNotFound, VersionConflict
+from ..models import FORMAT_VERSION, BoardConfig
+from . import checkpoint as _checkpoint
+from . import codec as _codec
+from .index import Index
+from .layout import Layout, upgrade_config
+from .lock import FlockLock, SoftLock
+from .log import LogFile
+from .record import DELETE, PUT, Change, changes, encode_record, encode_txn, parse_record
+
+logger = logging.getLogger("blackboard")
+
+
+class _Clock:
+    """UTC timestamps with microseconds, formatting the date part once per second (~0.3 us a call)."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def now(self) -> str:
+        ns = time.time_ns()
+        second = ns // 1_000_000_000
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._prefix}.{(ns // 1000) % 1_000_000:06d}Z"
+
+
+@dataclass(frozen=True)
+class Op:
+    """A change asked of the engine: a put of `value` (its JSON) or a delete of `key`."""
+
+    op: str
+    key: str
+    value: bytes = b"null"
+
+
+@dataclass(frozen=True)
+class Committed:
+    """A record the engine appended, or (`duplicate`) the one an idempotency key already names."""
+
+    seq: int
+    author: str
+    ts: str
+    changes: list[Change]
+    duplicate: bool = False
+
+
+class Engine:
+    """One process's engine for one board. Safe to share between threads."""
+
+    def __init__(self, root: Path, config: BoardConfig, *, lock_timeout: float) -> None:
+        self.layout = Layout(root)
+        self.config = config
+        self.lock_timeout = lock_timeout
+        soft = config.lock == "soft"
+        self.lock: FlockLock | SoftLock = SoftLock(self.layout.soft_lock) if soft else FlockLock(self.layout.lock)
+        self.log = LogFile(self.layout.log, reopen=soft)
+        self.index = Index()
+        self.mutex = threading.RLock()
+        self.clock = _Clock()
+        #: records in the index since it was loaded from (or saved to) a checkpoint
+        self.since_checkpoint = 0
+
+    # -- the view of the log -------------------------------------------------------------------------
+
+    def refresh(self, writable: bool = False) -> Index:
+        """Bring the index up to the log's end. Cheap when nothing changed: one fstat and one stat."""
+        with self.mutex:
+            log = self.log
+            if log.sync(writable):
+                # A new file (first look, or compaction replaced it): start from a checkpoint of it
+                # if a valid one exists, else from its header.
+                self.index = _checkpoint.load(self.layout, log) or Index(log.read_header().compacted_through)
+                self.since_checkpoint = 0
+            index = self.index
+            applied = 0
+            try:
+                for offset, line in log.read_lines():
+                    try:
+                        index.apply(log.path, offset, line)
+                    except BaseException:
+                        log.offset = offset  # stay at the bad record: report it again, never skip it
+                        raise
+                    applied += 1
+            finally:
+                self.since_checkpoint += applied
+            return index
+
+    @property
+    def last_seq(self) -> int:
+        return self.refresh().last_seq
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the writer lock (compaction's switch, repair)."""
+        self.lock.acquire(self.lock_timeout)
+        try:
+            yield
+        finally:
+            self.lock.release()
+
+    def snapshot(self, mark: int) -> tuple[int, list[tuple[str, Any]]]:
+        """(last seq, keys changed after `mark`, newest first): what a batch of entry files needs."""
+        with self.mutex:
+            index = self.refresh()
+            return index.last_seq, list(index.changed_since(mark))
+
+    def scan(self, after: int = 0) -> Iterator[dict[str, Any]]:
+        """Every record of the current log file with seq > `after`, read through a private fd."""
+        log = LogFile(self.layout.log, reopen=False)
+        try:
+            log.sync()
+            for offset, line in log.read_lines():
+                rec = parse_record(log.path, offset, line)
+                if rec["seq"] > after:
+                    yield rec
+        finally:
+            log.close()
+
+    def header(self) -> Any:
+        """The current log file's header (after a refresh)."""
+        with self.mutex:
+            self.refresh()
+            return self.log.read_header()
+
+    # -- writing (lock held) ---------------------------------------------------------------------------
+
+    def commit(self, ops: list[Op], expect: dict[str, int], author: str, idem: str | None = None) -> Committed:
+        """Append one record making `ops` (one op: a put or delete record; several: a transaction),
+        if every key in `expect` is at its expected version (0: absent). All or nothing.
+
+        An `idem` (idempotency key) that a record in the log already carries appends nothing: the
+        record it names is returned, `duplicate=True`.
+        """
+        # Parse what other writers appended before taking the lock, so that the lock is held only for
+        # the few records that land meanwhile (the others wait on it).
+        self.refresh(writable=True)
+        self.lock.acquire(self.lock_timeout)
+        try:
+            with self.mutex:
+                index = self.refresh(writable=True)
+                # We hold the lock, so bytes after the last complete line are no write in progress:
+                # they are a writer killed mid-append. Cut them before appending after them.
+                if self.log.truncate_torn_tail():
+                    logger.warning("%s: repaired a torn record at the end of the log", self.log.path)
+                if idem is not None and idem in index.idem:
+                    return self._duplicate(index, ops, idem)
+                for key, expected in expect.items():
+                    current = index.version(key)
+                    if expected != current:
+                        raise VersionConflict(key, expected, current)
+                made = []
+                for op in ops:
+                    current = index.version(op.key)
+                    if op.op == DELETE and current == 0:
+                        raise KeyNotFound(op.key)
+                    # An exact-size copy of the value: the index keeps it (orjson's output holds ~4 KiB).
+                    made.append(Change(op.op, op.key, current + 1 if op.op == PUT else 0, _codec.exact(op.value)))
+                if (len(made) > 1 or idem is not None) and self.config.version < FORMAT_VERSION:
+                    # Records older releases cannot read: mark the board so that they refuse it.
+                    self.config = upgrade_config(self.layout.root, self.config)
+                seq = index.last_seq + 1
+                ts = self.clock.now()
+                if len(made) == 1:
+                    c = made[0]
+                    line = encode_record(seq, c.op, c.key, c.value, c.version, author, ts, idem)
+                else:
+                    line = encode_txn(seq, made, author, ts, idem)
+                offset = self.log.append(line)
+                try:
+                    index.add(self.log.path, offset, seq, made, author, ts, idem)
+                    self.since_checkpoint += 1
+                except BaseException:
+                    # The record is in the log but maybe not in the index (a Ctrl-C between the two):
+                    # forget this view, so that the next look rereads the log rather than reuse the seq.
+                    self.log.close()
+                    raise
+                # A duplicate: another thread may reopen the log (and close its fd) once we let go.
+                durable_fd = os.dup(self.log.fd) if self.config.fsync else -1
+                if self.log.reopen:
+                    self.log.release_fd()  # NFS: close before the lock goes (spec section 9)
+        finally:
+            self.lock.release()
+        if durable_fd >= 0:
+            # Outside the lock: fdatasync flushes every byte of the file written so far, ours
+            # included, so concurrent writers' flushes overlap (group commit) instead of queueing
+            # behind the lock. The write is acknowledged only once it is on the device.
+            try:
+                os.fdatasync(durable_fd)
+            finally:
+                os.close(durable_fd)
+        return Committed(seq, author, ts, made)
+
+    def _duplicate(self, index: Index, ops: list[Op], idem: str) -> Committed:
+        """The record an idempotency key names, if it made the same changes as `ops`."""
+        seq, offset = index.idem[idem]
+        line = self.log.read_line_at(offset)
+        rec = parse_record(self.log.path, offset, line)
+        if rec["seq"] != seq:  # the index and the file disagree: never answer from a wrong record
+            raise InvalidValue(f"idempotency key {idem!r}: its record moved (seq {seq}); retry")
+        made = changes(rec, line)
+        asked = [(op.op, op.key, _codec.decode(op.value)) for op in ops]
+        if asked != [(c.op, c.key, _codec.decode(c.value)) for c in made]:
+            raise InvalidValue(f"idempotency key {idem!r} was used by seq {seq} for a different write")
+        return Committed(seq, rec["author"], rec["ts"], made, duplicate=True)
+
+    def close(self) -> None:
+        """Release the writer lock's fd and the log's. The lock first, with no other lock held: it
+        waits for a write in flight in another thread, which takes the writer lock before `mutex`."""
+        self.lock.close()
+        with self.mutex:
+            self.log.close()

@@ -1,0 +1,108 @@
+"""Reading the past: a key's history, the log's tail, a key's value as of a seq, and blame.
+
+All of it reads the current log file (and, where asked or needed, the archive compaction left):
+records are history, the index only holds the present.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+from collections import deque
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..errors import Compacted, InvalidValue
+from ..models import Event
+from . import codec as _codec
+from .record import TXN
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .layout import Layout
+
+
+def events_of(rec: dict[str, Any], *, compacted: bool = False) -> list[Event]:
+    """The events a checked record makes: one for a put or delete, one per change of a transaction."""
+    if rec["op"] != TXN:
+        return [
+            Event(
+                rec["seq"], rec["op"], rec["key"], rec.get("value"), rec["version"], rec["author"], rec["ts"], compacted
+            )
+        ]
+    seq, author, ts = rec["seq"], rec["author"], rec["ts"]
+    return [
+        Event(seq, op["op"], op["key"], op.get("value"), op["version"], author, ts, compacted, True)
+        for op in rec["ops"]
+    ]
+
+
+def archived_records(layout: Layout) -> Iterator[dict[str, Any]]:
+    """Every record in archive segments, oldest segment first (segments may overlap: dedupe by seq)."""
+    with contextlib.suppress(FileNotFoundError):
+        for name in sorted(os.listdir(layout.archive)):
+            if name.endswith(".jsonl.gz"):
+                with gzip.open(layout.archive / name, "rb") as f:
+                    for line in f:
+                        if line.strip():
+                            yield _codec.decode(line)
+
+
+def history(engine: Engine, key: str, *, include_archive: bool = False) -> list[Event]:
+    """Every retained event of `key`, oldest first, deletes included."""
+    records: dict[int, dict[str, Any]] = {}
+    if include_archive:
+        records = {rec["seq"]: rec for rec in archived_records(engine.layout) if _touches(rec, key)}
+    records.update((rec["seq"], rec) for rec in engine.scan() if _touches(rec, key))
+    return [e for seq in sorted(records) for e in events_of(records[seq]) if e.key == key]
+
+
+def _touches(rec: dict[str, Any], key: str) -> bool:
+    if rec["op"] != TXN:
+        return bool(rec["key"] == key)
+    return any(op["key"] == key for op in rec["ops"])
+
+
+def tail(engine: Engine, count: int) -> list[Event]:
+    """The last `count` events of the log, oldest first."""
+    if not count:
+        return []
+    return list(deque((e for rec in engine.scan() for e in events_of(rec)), maxlen=count))
+
+
+def value_at(engine: Engine, key: str, at: int) -> Event | None:
+    """The event that left `key` as it was just after seq `at` (None: it had no value then).
+
+    Exact from the current log when `at` is at or after its compacted prefix; before it, only if
+    every compaction archived what it removed (the header's `archived_through`), else `Compacted`.
+    """
+    header = engine.header()
+    last = engine.index.last_seq
+    if type(at) is not int or at < 0:
+        raise InvalidValue(f"at must be a seq >= 0, not {at!r}")
+    if at > last:
+        raise InvalidValue(f"seq {at} is in the future: the last seq is {last}")
+    records: Iterator[dict[str, Any]] = engine.scan()
+    if at < header.compacted_through:
+        if header.archived_through < header.compacted_through:
+            raise Compacted(
+                at,
+                header.compacted_through,
+                reason=f"the history of seqs up to {header.compacted_through} was compacted away without "
+                "an archive (compact --archive keeps it)",
+            )
+        records = _chain(archived_records(engine.layout), records)
+    found: Event | None = None
+    found_seq = -1
+    for rec in records:
+        seq = rec["seq"]
+        if found_seq < seq <= at and _touches(rec, key):
+            found = next(e for e in events_of(rec) if e.key == key)
+            found_seq = seq
+    return found if found is not None and found.op == "put" else None
+
+
+def _chain(*parts: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for part in parts:
+        yield from part

@@ -1,0 +1,258 @@
+"""The record format, in one place: the log header, a record's bytes, parsing and checking them,
+and the seq rule (spec/FORMAT.md sections 5 and 5.2).
+
+Every other module asks this one what a line means. A record is one JSON object on one line:
+
+    {"seq":7,"op":"put","key":"k","value":1,"version":2,"author":"a@h","ts":"...Z"}
+    {"seq":8,"op":"txn","ops":[{"op":"put","key":"a","value":1,"version":1},
+                               {"op":"delete","key":"b","value":null,"version":0}],"author":"a@h","ts":"...Z"}
+
+with an optional `"idem":"..."` (the idempotency key of the write) after `ts`. Lines are built by
+concatenation so that a value is encoded exactly once; our writer's field order is fixed, which lets
+hot paths (the index, watchers) read a few fields of a line without parsing all of it. A line that
+is not laid out that way is parsed in full: other writers may order fields as they like.
+(The next format version adds a checksum field: `encode_record` and `parse_record` are its seams.)
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NamedTuple, cast
+
+from ..errors import CorruptLog
+from . import codec as _codec
+
+PUT = "put"
+DELETE = "delete"
+TXN = "txn"
+_OPS = frozenset((PUT, DELETE))
+HEADER_KEY = "blackboard_log"
+#: Format version written in new log headers (readers accept any; board.json's version governs).
+LOG_VERSION = 2
+
+
+class Change(NamedTuple):
+    """One key's change in a record: a put or delete record has one, a transaction several."""
+
+    op: str
+    key: str
+    version: int
+    #: the value's JSON (b"null" for a delete): reads decode only it
+    value: bytes
+
+
+# -- the header ------------------------------------------------------------------------------------
+
+
+class Header:
+    """What a log file's first line says (spec/FORMAT.md 5.1)."""
+
+    __slots__ = ("archived_through", "compacted_through", "generation", "line", "purged_deletes_through")
+
+    def __init__(
+        self,
+        compacted_through: int = 0,
+        purged_deletes_through: int = 0,
+        generation: str = "",
+        archived_through: int = 0,
+        line: bytes = b"",
+    ) -> None:
+        self.compacted_through = compacted_through
+        self.purged_deletes_through = purged_deletes_through
+        #: random per log file (init, compaction): a reopened file is the same log only if it matches
+        self.generation = generation
+        #: the removed history of every record with seq <= this is in archive/ (as-of reads use it)
+        self.archived_through = archived_through
+        self.line = line
+
+
+def new_generation() -> str:
+    return os.urandom(8).hex()
+
+
+def log_header(
+    compacted_through: int = 0, purged_deletes_through: int = 0, *, generation: str = "", archived_through: int = 0
+) -> bytes:
+    """The first line of a new log file, newline included."""
+    return (
+        _codec.dumps(
+            {
+                HEADER_KEY: LOG_VERSION,
+                "compacted_through": compacted_through,
+                "purged_deletes_through": purged_deletes_through,
+                "archived_through": archived_through,
+                "generation": generation or new_generation(),
+            }
+        )
+        + b"\n"
+    )
+
+
+def parse_header(path: Path | str, line: bytes) -> Header:
+    """The header line, or a `CorruptLog` saying the file is not a blackboard log."""
+    try:
+        raw: Any = _codec.decode(line)
+    except _codec.DecodeError as exc:
+        raise CorruptLog(str(path), 0, f"the first line is not the log header ({exc})") from None
+    if not isinstance(raw, dict) or HEADER_KEY not in raw:
+        raise CorruptLog(str(path), 0, "the first line is not the log header")
+    through, purged = raw.get("compacted_through", 0), raw.get("purged_deletes_through", 0)
+    archived, generation = raw.get("archived_through", 0), raw.get("generation", "")
+    if type(through) is not int or type(purged) is not int or type(archived) is not int:
+        raise CorruptLog(str(path), 0, "the log header's seqs are not integers")
+    if type(generation) is not str:
+        raise CorruptLog(str(path), 0, "the log header's generation is not a string")
+    return Header(through, purged, generation, archived, bytes(line))
+
+
+# -- writing ---------------------------------------------------------------------------------------
+
+
+def encode_record(
+    seq: int, op: str, key: str, value_json: bytes, version: int, author: str, ts: str, idem: str | None = None
+) -> bytes:
+    """One put or delete line, newline included, fields in the order spec/FORMAT.md gives."""
+    return b"".join(
+        (
+            b'{"seq":%d,"op":"%s","key":' % (seq, op.encode()),
+            _codec.dumps(key),
+            b',"value":',
+            value_json,
+            b',"version":%d,"author":' % version,
+            _codec.dumps(author),
+            b',"ts":"',
+            ts.encode(),
+            b'"}\n' if idem is None else b'","idem":' + _codec.dumps(idem) + b"}\n",
+        )
+    )
+
+
+def encode_txn(seq: int, changes: list[Change], author: str, ts: str, idem: str | None = None) -> bytes:
+    """One transaction line: every change of the transaction, one seq."""
+    ops = b",".join(
+        b'{"op":"%s","key":' % c.op.encode()
+        + _codec.dumps(c.key)
+        + b',"value":'
+        + c.value
+        + b',"version":%d}' % c.version
+        for c in changes
+    )
+    return b"".join(
+        (
+            b'{"seq":%d,"op":"txn","ops":[' % seq,
+            ops,
+            b'],"author":',
+            _codec.dumps(author),
+            b',"ts":"',
+            ts.encode(),
+            b'"}\n' if idem is None else b'","idem":' + _codec.dumps(idem) + b"}\n",
+        )
+    )
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+
+def parse_record(path: Path | str, offset: int, line: bytes, *, check_ts: bool = True) -> dict[str, Any]:
+    """Decode and check one log line; a bad complete line is corruption (never silently skipped)."""
+    try:
+        rec = _codec.decode(line)
+    except _codec.DecodeError as exc:
+        raise CorruptLog(str(path), offset, f"not JSON ({exc})") from None
+    try:
+        ok = type(rec["seq"]) is int and type(rec["author"]) is str and type(rec["ts"]) is str and rec["seq"] > 0
+        op = rec["op"]
+        if op in _OPS:
+            ok = ok and type(rec["key"]) is str and type(rec["version"]) is int and "value" in rec
+        elif op == TXN:
+            ops = rec["ops"]
+            ok = ok and type(ops) is list and len(ops) > 0
+            for item in ops:
+                ok = ok and item["op"] in _OPS and type(item["key"]) is str and type(item["version"]) is int
+        else:
+            ok = False
+        idem = rec.get("idem")
+        ok = ok and (idem is None or type(idem) is str)
+    except (KeyError, TypeError):  # a field missing, or not an object at all
+        ok = False
+    if not ok:
+        raise CorruptLog(
+            str(path), offset, "not a record (seq, op, key, value, version, author or ts missing or mistyped)"
+        )
+    if check_ts:
+        try:
+            datetime.fromisoformat(rec["ts"])
+        except ValueError:
+            raise CorruptLog(str(path), offset, f"ts {rec['ts']!r} is not an RFC 3339 time") from None
+    return cast("dict[str, Any]", rec)
+
+
+def changes(rec: dict[str, Any], line: bytes) -> list[Change]:
+    """The changes a checked record makes, each with its value's JSON."""
+    if rec["op"] != TXN:
+        return [Change(rec["op"], rec["key"], rec["version"], value_slice(line, rec))]
+    return [
+        Change(item["op"], item["key"], item["version"], _codec.exact(_codec.dumps(item.get("value"))))
+        for item in rec["ops"]
+    ]
+
+
+def value_slice(line: bytes, rec: dict[str, Any]) -> bytes:
+    """The value's JSON out of a put or delete line: an exact-size copy (orjson's own output keeps a
+    ~4 KiB buffer per object, which an index holding one per key cannot afford).
+
+    Taken from the line when the line is exactly what `encode_record` writes for `rec` (its head
+    before the value and its tail after it match byte for byte, so what lies between is the value);
+    re-encoded otherwise (another writer's field order or spacing).
+    """
+    head = b'{"seq":%d,"op":"%s","key":' % (rec["seq"], rec["op"].encode()) + _codec.dumps(rec["key"]) + b',"value":'
+    author, ts, idem = rec.get("author"), rec.get("ts"), rec.get("idem")
+    # Exactly our fields: with an unknown one (readers must accept them) the framing could match
+    # around more than the value.
+    if len(rec) == (7 if idem is None else 8) and line.startswith(head) and type(author) is str and type(ts) is str:
+        tail = b',"version":%d,"author":' % rec["version"] + _codec.dumps(author) + b',"ts":"' + ts.encode() + b'"'
+        tail += b"}" if idem is None else b',"idem":' + _codec.dumps(idem) + b"}"
+        if line.endswith(tail) and len(head) + len(tail) < len(line):
+            return line[len(head) : len(line) - len(tail)]
+    return _codec.exact(_codec.dumps(rec.get("value")))
+
+
+def fast_seq(line: bytes) -> int | None:
+    """The seq of a line our writer wrote (seq first), without parsing it; None for other layouts."""
+    if line.startswith(b'{"seq":'):
+        end = line.find(b",", 7)
+        if end > 7:
+            try:
+                return int(line[7:end])
+            except ValueError:
+                return None
+    return None
+
+
+def key_starts_with(line: bytes, seq: int, prefix: bytes) -> bool | None:
+    """Whether the put/delete line's key starts with `prefix` (a prefix's UTF-8, with no '"' or '\\'),
+    without parsing the line; None when only a parse can tell (a transaction, another layout).
+
+    orjson escapes only '"', '\\' and control characters (which keys cannot hold), so the encoded key
+    starts with those bytes exactly when the key starts with the prefix.
+    """
+    for op in (b"put", b"delete"):
+        head = b'{"seq":%d,"op":"%s","key":"' % (seq, op)
+        if line.startswith(head):
+            start = len(head)
+            if line.startswith(prefix, start):
+                return True
+            # Another writer may escape what orjson does not (\u00e9, \/): then only a parse can tell.
+            # (The key's JSON ends at the first '","value":': the key holds no unescaped quote.)
+            end = line.find(b'","value":', start)
+            window = line[start : min(start + 6 * len(prefix), end if end >= 0 else len(line))]
+            return None if b"\\" in window else False
+    return None
+
+
+def is_gap(last: int, seq: int, compacted_through: int) -> bool:
+    """Whether `seq` right after `last` breaks spec 5.2: seqs are gapless after the compacted prefix
+    (up to `compacted_through` records may be missing; after it, none)."""
+    return seq != last + 1 and (last >= compacted_through or seq > compacted_through + 1)
