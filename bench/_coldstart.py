@@ -246,7 +246,7 @@ def coldstart(bench: Bench) -> list[Row]:
                 row = Row("coldstart", f"{command.label}, {name}", fs.label, "ms", False, q(command.label, quantile))
                 row.peers = {SQLITE: q(peer.label, quantile), FLOOR: q(FLOOR, quantile)}
                 if quantile == 0.5:
-                    row.target, row.note = Target(bound), note
+                    row.target, row.note = Target(bound, inclusive=True), note
                 rows.append(row)
     return rows
 

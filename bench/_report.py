@@ -19,9 +19,10 @@ class Target:
 
     bound: float
     peer: str | None = None
+    inclusive: bool = False  # a lower-is-better bound that may be met exactly: "<=" (">=" always is)
 
     def describe(self, unit: str, higher_is_better: bool) -> str:
-        op = ">=" if higher_is_better else "<"
+        op = ">=" if higher_is_better else "<=" if self.inclusive else "<"
         if self.peer is not None:
             return f"{op} {self.bound:g}x {self.peer}"
         bound = f"{self.bound:,.0f}" if self.bound >= 10_000 else f"{self.bound:g}"
@@ -31,7 +32,9 @@ class Target:
         value = row.ours if self.peer is None else row.ratio(self.peer)
         if value is None or math.isnan(value):
             return None
-        return value >= self.bound if row.higher_is_better else value < self.bound
+        if row.higher_is_better:
+            return value >= self.bound
+        return value <= self.bound if self.inclusive else value < self.bound
 
 
 @dataclass
