@@ -8,7 +8,6 @@ is the engine's. Layers above (agents, work, trust, the adapters) use this class
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import time
 import weakref
@@ -23,7 +22,7 @@ from .core import entries as _entries
 from .core import history as _history
 from .core import layout as _layout
 from .core import settings as _settings
-from .core.engine import Committed, Engine, Op
+from .core.engine import Committed, Engine, Op, warn
 from .core.flusher import Flusher
 from .core.index import DELETE, PUT, Slot
 from .core.keys import validate_key, validate_prefix
@@ -43,8 +42,6 @@ if TYPE_CHECKING:
     from .core.compact import CompactReport
     from .core.watch import Subscription, Watcher
     from .transaction import Transaction
-
-logger = logging.getLogger("blackboard")
 
 _MAX_AUTHOR = 256
 _MAX_IDEM = 256
@@ -385,7 +382,7 @@ class Board:
             self.flush_error = None
         except Exception as exc:  # keep the thread alive: the next batch retries from the watermark
             self.flush_error = exc
-            logger.warning("%s: could not update entry files: %s", self.path, exc)
+            warn("%s: could not update entry files: %s", self.path, exc)
 
     def _save_checkpoint(self) -> None:
         """Write a checkpoint once enough changes came after the last one (writers' batches, and any
@@ -573,4 +570,4 @@ def _close_open_boards() -> None:
         try:
             board.close()
         except Exception as exc:
-            logger.warning("%s: %s", board.path, exc)
+            warn("%s: %s", board.path, exc)

@@ -12,7 +12,6 @@ Lock order, everywhere: the writer lock, then the materialize lock, then `mutex`
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import threading
 import time
@@ -31,7 +30,13 @@ from .lock import FlockLock, SoftLock
 from .log import LogFile
 from .record import DELETE, PUT, Change, changes, encode_record, encode_txn, parse_record
 
-logger = logging.getLogger("blackboard")
+
+def warn(message: str, *args: object) -> None:
+    """Log a warning on the "blackboard" logger; `logging` is imported on first use (~5 ms of every
+    CLI command's start otherwise)."""
+    import logging
+
+    logging.getLogger("blackboard").warning(message, *args)
 
 
 class _Clock:
@@ -167,7 +172,7 @@ class Engine:
                 # We hold the lock, so bytes after the last complete line are no write in progress:
                 # they are a writer killed mid-append. Cut them before appending after them.
                 if self.log.truncate_torn_tail():
-                    logger.warning("%s: repaired a torn record at the end of the log", self.log.path)
+                    warn("%s: repaired a torn record at the end of the log", self.log.path)
                 if idem is not None and idem in index.idem:
                     return self._duplicate(index, ops, idem)
                 for key, expected in expect.items():
