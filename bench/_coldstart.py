@@ -19,8 +19,9 @@ Boards: a tiny one (10 keys, each written once) and a big one of `--events` even
 1,000,000) over 10,000 keys, WRITTEN through the library by a helper process (`Board.init`, then
 `board.write` round-robin over the keys with the writes section's ~120-byte values, then
 `board.close()`), so that it holds whatever a real writer leaves behind (entry files, the watermark,
-the index checkpoint `BOARD/checkpoint` if this build writes one). The big board is built once per
-run and shared. Run as a script, this module is that helper:
+the index checkpoint `BOARD/checkpoint` if this build writes one). Writers' own background
+compaction is off for it (`compact_at_bytes=None`): the log keeps all its events, as the figure
+says. The big board is built once per run and shared. Run as a script, this module is that helper:
 
     python bench/_coldstart.py build BOARD EVENTS KEYS
 
@@ -39,7 +40,7 @@ from typing import Any
 
 from _bench import Bench, Filesystem
 from _biglog import KEYS, key_name
-from _peers import make_value, open_store
+from _peers import init_board_whole_log, make_value, open_store
 from _procs import percentile
 from _report import Row, Target
 from _sections import median, rotated, section
@@ -61,6 +62,7 @@ class BigBoard:
     keys: int
     build_s: float
     log_bytes: int
+    log_records: int  # records in the log after the build (less the header line)
     checkpoint_bytes: int | None  # None: the build wrote no BOARD/checkpoint
 
 
@@ -94,10 +96,13 @@ def big_board(bench: Bench) -> BigBoard:
         if proc.returncode != 0:
             raise RuntimeError(f"_coldstart.py build failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
         out = json.loads(proc.stdout.strip().splitlines()[-1])
-        board = BigBoard(path, events, keys, out["seconds"], out["log_bytes"], out["checkpoint_bytes"])
+        board = BigBoard(
+            path, events, keys, out["seconds"], out["log_bytes"], out["log_records"], out["checkpoint_bytes"]
+        )
         bench.log(
             f"built   {fs.label:5} a board of {events:,} board.write calls over {keys:,} keys in {board.build_s:.1f} s"
-            f" ({events / board.build_s:,.0f} writes/s, close() included); log {board.log_bytes / 1e6:,.0f} MB,"
+            f" ({events / board.build_s:,.0f} writes/s, close() included); log {board.log_records:,} records,"
+            f" {board.log_bytes / 1e6:,.0f} MB,"
             f" {_checkpoint_text(board)}"
         )
         bench.cache[name] = board
@@ -238,7 +243,8 @@ def coldstart(bench: Bench) -> list[Row]:
             sqlite_big,
             120.0,
             f"written by {big.events:,} board.write calls in a helper process ({big.build_s:.0f} s);"
-            f" log {big.log_bytes / 1e6:,.0f} MB, {_checkpoint_text(big)}; sqlite3: a db of {big.keys:,} keys",
+            f" log {big.log_records:,} records, {big.log_bytes / 1e6:,.0f} MB, {_checkpoint_text(big)};"
+            f" sqlite3: a db of {big.keys:,} keys",
         ),
     ):
         for command in ours:
@@ -255,11 +261,9 @@ def coldstart(bench: Bench) -> list[Row]:
 
 
 def _main_build(path: str, events: int, keys: int) -> dict[str, Any]:
-    from blackboard import Board
-
     names = [key_name(k) for k in range(keys)]
     t0 = time.perf_counter()
-    board = Board.init(path)
+    board = init_board_whole_log(Path(path))
     write = board.write
     for i in range(events):
         write(names[i % keys], make_value(i))
@@ -270,7 +274,10 @@ def _main_build(path: str, events: int, keys: int) -> dict[str, Any]:
         size: int | None = sum(f.stat().st_size for f in checkpoint.rglob("*") if f.is_file())
     else:
         size = checkpoint.stat().st_size if checkpoint.exists() else None
-    return {"seconds": seconds, "log_bytes": (Path(path) / "log.jsonl").stat().st_size, "checkpoint_bytes": size}
+    log = Path(path) / "log.jsonl"
+    with open(log, "rb") as f:
+        records = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 22), b"")) - 1  # less the header
+    return {"seconds": seconds, "log_bytes": log.stat().st_size, "log_records": records, "checkpoint_bytes": size}
 
 
 if __name__ == "__main__":

@@ -54,6 +54,17 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+def init_board_whole_log(path: Path) -> Any:
+    """`Board.init(path)` with writers' own background compaction off (`compact_at_bytes=None`), so
+    that the log keeps every record written; plain `Board.init(path)` on a build without the setting."""
+    from blackboard import Board
+
+    try:
+        return Board.init(path, compact_at_bytes=None)
+    except TypeError:
+        return Board.init(path)
+
+
 class BoardStore:
     def __init__(self, path: Path, *, durable: bool, create: bool) -> None:
         from blackboard import Board

@@ -1,16 +1,17 @@
 """compaction_stall: compaction must not stall writers.
 
 A fresh board per run, loaded with `stall_keys` live keys (default 20,000, each written once, by the
-bench process). Then one writer process makes `stall_writes` writes (default 100,000) round-robin
-over those keys with the writes section's ~120-byte values, and reports the seconds from its first
-write call to the return of its last (its open and close are not counted), and each call's wait.
-"With compactions": a second process opened the board first and runs `board.compact()` back to
-back, one call after the other, until the writer has finished (the bench then drops a stop file;
-the compaction under way completes); the writer starts once the compactor has opened the board.
-"No compactor": the same writes on a fresh board with nothing else running. The two take turns,
-`--reps` times each, in a rotating order; medians. The ratio with / without is the figure (target
-at most 1.5x). Compactions done (not skipped) are counted. Afterwards the board must hold every
-seq (keys + writes), every key, each key's last value, and pass `board.check()`.
+bench process), with writers' own background compaction off (`compact_at_bytes=None`). Then one
+writer process makes `stall_writes` writes (default 100,000) round-robin over those keys with the
+writes section's ~120-byte values, and reports the seconds from its first write call to the return
+of its last (its open and close are not counted), and each call's wait. "With compactions": a second
+process opened the board first and runs `board.compact()` back to back, one call after the other,
+until the writer has finished (the bench then drops a stop file; the compaction under way
+completes); the writer starts once the compactor has opened the board. "No compactor": the same
+writes on a fresh board with nothing else running. The two take turns, `--reps` times each, in a
+rotating order; medians. The ratio with / without is the figure (target at most 1.5x). Compactions
+done (not skipped) are counted. Afterwards the board must hold every seq (keys + writes), every key,
+each key's last value, and pass `board.check()`.
 
 Run as a script, this module is those two processes:
 
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from _bench import Bench, Filesystem
-from _peers import make_value
+from _peers import init_board_whole_log, make_value
 from _procs import percentile
 from _report import Row, Target
 from _sections import median, rotated, section
@@ -44,9 +45,7 @@ def key_for(i: int) -> str:
 
 
 def _populate(path: Path, keys: int) -> None:
-    from blackboard import Board
-
-    with Board.init(path) as board:
+    with init_board_whole_log(path) as board:  # no writer compacts on its own: "no compactor" has none
         for k in range(keys):
             board.write(key_for(k), make_value(-1 - k))
 

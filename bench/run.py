@@ -91,15 +91,17 @@ WHAT = """\
   tiny board (10 keys) and on a board of `--events` writes (default 1,000,000) over 10,000 keys,
   WRITTEN through the library by a helper process (`Board.init`, `board.write` round-robin over the
   keys, `board.close()`: whatever a writer leaves, the index checkpoint included, whose size is in
-  the note), built once per run on the disk. Floors in the same run: `python -c pass` and
+  the note; writers' own compaction off, `compact_at_bytes=None`, so the log keeps every event),
+  built once per run on the disk. Floors in the same run: `python -c pass` and
   `python -c "import blackboard.cli"`. Peer: a new python process doing `sqlite3.connect(db).execute(
   "select value from kv where key=?")` and printing the value, on a db of as many keys.
-- **compaction_stall**: a fresh board of 20,000 live keys (`--stall-keys`); a writer process makes
-  100,000 writes (`--stall-writes`) round-robin over them while a second process runs
-  `board.compact()` back to back until the writer is done; against the same writes on a fresh board
-  with no compactor. Figures: the writer's seconds from its first write call to its last return,
-  writes/s, each call's wait (p50/p99/max), and the compactions done. Afterwards the board must hold
-  every seq, every key's last value, and pass `board.check()`.
+- **compaction_stall**: a fresh board of 20,000 live keys (`--stall-keys`;
+  `compact_at_bytes=None`: no writer compacts on its own); a writer process makes 100,000 writes
+  (`--stall-writes`) round-robin over them while a second process runs `board.compact()` back to
+  back until the writer is done; against the same writes on a fresh board with no compactor.
+  Figures: the writer's seconds from its first write call to its last return, writes/s, each call's
+  wait (p50/p99/max), and the compactions done. Afterwards the board must hold every seq, every
+  key's last value, and pass `board.check()`.
 - **txn**: in one process on a fresh store, for `--duration` seconds each: one `board.write` vs one
   `with board.transaction() as tx:` of 10 `tx.write(f"t/{j}", value)`; sqlite3: one transaction of
   one INSERT (log row) + UPSERT vs one of 10 pairs. The mean time per call (seconds / calls), and
