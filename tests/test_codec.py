@@ -225,19 +225,19 @@ def test_entry_file_is_pretty_json(board_path: Path) -> None:
     author=st.text(min_size=1, max_size=10),
     prefix=st.text(max_size=5),
 )
-def test_value_slice_and_key_prefix_read_the_line_as_written(key: str, value: Any, author: str, prefix: str) -> None:
-    """The index keeps a value's JSON cut from its line, and watchers pass over other prefixes'
+def test_changes_and_key_prefix_read_the_line_as_written(key: str, value: Any, author: str, prefix: str) -> None:
+    """The index keeps a value's JSON from its record, and watchers pass over other prefixes'
     lines unparsed: both must agree with a full parse, for any key, value and author."""
     value_json = _codec.encode_value(value, 1 << 20)
     line = _record.encode_record(7, "put", key, value_json, 3, author, "2026-11-21T09:00:00.000001Z")[:-1]
     rec = orjson.loads(line)
-    assert _record.value_slice(line, rec) == value_json
+    assert orjson.loads(_record.changes(rec)[0].value) == orjson.loads(value_json)
     if '"' not in prefix and "\\" not in prefix:
         # None ("parse it") is allowed only where an escape sits at the front of the key.
         answer = _record.key_starts_with(line, 7, prefix.encode())
         assert answer is key.startswith(prefix) or (answer is None and ('"' in key or "\\" in key))
-    foreign = orjson.dumps({"key": key, **rec})  # another writer's field order: re-encoded, not cut
-    assert orjson.loads(_record.value_slice(foreign, orjson.loads(foreign))) == orjson.loads(value_json)
+    foreign = orjson.dumps({"key": key, **rec})  # another writer's field order
+    assert orjson.loads(_record.changes(orjson.loads(foreign))[0].value) == orjson.loads(value_json)
     assert _record.key_starts_with(foreign, 7, b"") is None
 
 
@@ -245,7 +245,7 @@ def test_another_writers_escapes_and_extra_fields_fall_back_to_a_parse() -> None
     """Found in review: a record with an unknown field, or a key escaped as another writer escapes it,
     must not be read by the byte shortcuts."""
     extra = b'{"seq":1,"op":"put","key":"k","value":1,"unit":"ms","version":1,"author":"a","ts":"2026-11-21T09:00:00Z"}'
-    assert orjson.loads(_record.value_slice(extra, orjson.loads(extra))) == 1
+    assert orjson.loads(_record.changes(orjson.loads(extra))[0].value) == 1
     escaped = json.dumps({"seq": 2, "op": "put", "key": "caf\u00e9/x"}).replace(" ", "").encode()
     assert b"\\u00e9" in escaped
     assert _record.key_starts_with(escaped, 2, "café/".encode()) is None

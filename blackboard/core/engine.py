@@ -16,9 +16,8 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import InvalidValue, KeyNotFound, VersionConflict
 from ..models import FORMAT_VERSION, BoardConfig
@@ -55,8 +54,7 @@ class _Clock:
         return f"{self._prefix}.{(ns // 1000) % 1_000_000:06d}Z"
 
 
-@dataclass(frozen=True)
-class Op:
+class Op(NamedTuple):
     """A change asked of the engine: a put of `value` (its JSON) or a delete of `key`."""
 
     op: str
@@ -64,8 +62,7 @@ class Op:
     value: bytes = b"null"
 
 
-@dataclass(frozen=True)
-class Committed:
+class Committed(NamedTuple):
     """A record the engine appended, or (`duplicate`) the one an idempotency key already names."""
 
     seq: int
@@ -103,18 +100,21 @@ class Engine:
                 self.index = _checkpoint.load(self.layout, log) or Index(log.read_header().compacted_through)
                 self.since_checkpoint = 0
             index = self.index
-            applied = 0
-            try:
-                for offset, line in log.read_lines():
-                    try:
-                        index.apply(log.path, offset, line)
-                    except BaseException:
-                        log.offset = offset  # stay at the bad record: report it again, never skip it
-                        raise
-                    applied += 1
-            finally:
-                self.since_checkpoint += applied
-            return index
+            apply, path = index.apply, log.path
+            while True:
+                base, lines = log.read_chunk()
+                if not lines:
+                    return index
+                offset, done = base, 0
+                try:
+                    for line in lines:
+                        apply(path, offset, line)
+                        offset += len(line) + 1
+                        done += 1
+                finally:
+                    # Up to the bad record, if one stopped us: it is reported again, never skipped.
+                    self.since_checkpoint += done
+                    log.offset = offset
 
     @property
     def last_seq(self) -> int:
@@ -163,8 +163,10 @@ class Engine:
         record it names is returned, `duplicate=True`.
         """
         # Parse what other writers appended before taking the lock, so that the lock is held only for
-        # the few records that land meanwhile (the others wait on it).
-        self.refresh(writable=True)
+        # the few records that land meanwhile (the others wait on it). One fstat when nothing did.
+        log = self.log
+        if log.fd < 0 or os.fstat(log.fd).st_size > log.offset:
+            self.refresh(writable=True)
         self.lock.acquire(self.lock_timeout)
         try:
             with self.mutex:
@@ -228,7 +230,7 @@ class Engine:
         rec = parse_record(self.log.path, offset, line)
         if rec["seq"] != seq:  # the index and the file disagree: never answer from a wrong record
             raise InvalidValue(f"idempotency key {idem!r}: its record moved (seq {seq}); retry")
-        made = changes(rec, line)
+        made = changes(rec)
         asked = [(op.op, op.key, _codec.decode(op.value)) for op in ops]
         if asked != [(c.op, c.key, _codec.decode(c.value)) for c in made]:
             raise InvalidValue(f"idempotency key {idem!r} was used by seq {seq} for a different write")

@@ -43,7 +43,8 @@ class Flusher:
                     )
                     self._thread.start()
                     self._pid = os.getpid()
-        self._dirty.set()
+        if not self._dirty.is_set():  # set() takes a lock: most writes land while it is set already
+            self._dirty.set()
 
     @property
     def running(self) -> bool:

@@ -54,7 +54,7 @@ class Index:
     def apply(self, path: Path | str, offset: int, line: bytes) -> None:
         """Check one log line and apply its changes."""
         rec = parse_record(path, offset, line)
-        self.add(path, offset, rec["seq"], changes(rec, line), rec["author"], rec["ts"], rec.get("idem"))
+        self.add(path, offset, rec["seq"], changes(rec), rec["author"], rec["ts"], rec.get("idem"))
 
     def add(
         self,

@@ -94,37 +94,46 @@ class LogFile:
 
     # -- reading ---------------------------------------------------------------------------------
 
+    def read_chunk(self) -> tuple[int, list[bytes]]:
+        """The complete lines after our offset, from one read of up to 4 MiB: (offset of the first
+        line, the lines without their newlines). Our offset does not move: the caller moves it past
+        what it consumed. A final line without its newline is not returned: it is a write in
+        progress (or, seen under the writer lock, a torn tail).
+        """
+        size = self.size = os.fstat(self.fd).st_size
+        base = self.offset
+        if size <= base:
+            return base, []
+        data = os.pread(self.fd, min(size - base, _CHUNK), base)
+        end = data.rfind(b"\n")
+        if end < 0 and len(data) == _CHUNK:  # a line longer than a chunk: read it whole
+            data = os.pread(self.fd, size - base, base)
+            end = data.rfind(b"\n")
+        if end < 0:
+            return base, []  # torn or in-progress tail: wait at its start
+        lines = data[:end].split(b"\n")
+        if base == 0 and self.header is None:
+            self.header = parse_header(self.path, lines[0])
+            self.offset = base = len(lines[0]) + 1
+            del lines[0]
+        return base, lines
+
     def read_lines(self) -> Iterator[tuple[int, bytes]]:
         """Complete lines after our offset: (offset of the line, line without newline).
 
         The offset advances as lines are yielded, so a consumer that stops early resumes exactly there.
         """
         while True:
-            size = self.size = os.fstat(self.fd).st_size
-            if size <= self.offset:
+            base, lines = self.read_chunk()
+            if not lines:
                 return
-            data = os.pread(self.fd, min(size - self.offset, _CHUNK), self.offset)
-            end = data.rfind(b"\n")
-            if end < 0:
-                if len(data) == _CHUNK:  # a line longer than a chunk: read it whole
-                    data = os.pread(self.fd, size - self.offset, self.offset)
-                    end = data.rfind(b"\n")
-                if end < 0:
-                    return  # torn or in-progress tail: wait at its start
-            base = self.offset
-            pos = 0
-            while pos <= end:
-                nl = data.index(b"\n", pos)
-                line = data[pos:nl]
-                start = base + pos
-                pos = nl + 1
-                if start == 0 and self.header is None:
-                    self.header = parse_header(self.path, line)
-                    self.offset = base + pos
-                    continue
-                self.offset = base + pos
+            offset = base
+            for line in lines:
+                start = offset
+                offset += len(line) + 1
+                self.offset = offset
                 yield start, line
-            if len(data) < _CHUNK:
+            if offset - base < _CHUNK // 2:  # a short read reached the end (or nearly): done
                 return
 
     def _header_line(self) -> bytes:

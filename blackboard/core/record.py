@@ -155,15 +155,23 @@ def encode_txn(seq: int, changes: list[Change], author: str, ts: str, idem: str 
 # -- reading ---------------------------------------------------------------------------------------
 
 
+_fromisoformat = datetime.fromisoformat
+_loads = _codec.decode
+
+
 def parse_record(path: Path | str, offset: int, line: bytes, *, check_ts: bool = True) -> dict[str, Any]:
-    """Decode and check one log line; a bad complete line is corruption (never silently skipped)."""
+    """Decode and check one log line; a bad complete line is corruption (never silently skipped).
+
+    On every read path (index replay, watchers, compaction, history): kept to ~1 us a line.
+    """
     try:
-        rec = _codec.decode(line)
+        rec = _loads(line)
     except _codec.DecodeError as exc:
         raise CorruptLog(str(path), offset, f"not JSON ({exc})") from None
     try:
-        ok = type(rec["seq"]) is int and type(rec["author"]) is str and type(rec["ts"]) is str and rec["seq"] > 0
         op = rec["op"]
+        seq = rec["seq"]
+        ok = type(seq) is int and seq > 0 and type(rec["author"]) is str and type(rec["ts"]) is str
         if op in _OPS:
             ok = ok and type(rec["key"]) is str and type(rec["version"]) is int and "value" in rec
         elif op == TXN:
@@ -173,8 +181,8 @@ def parse_record(path: Path | str, offset: int, line: bytes, *, check_ts: bool =
                 ok = ok and item["op"] in _OPS and type(item["key"]) is str and type(item["version"]) is int
         else:
             ok = False
-        idem = rec.get("idem")
-        ok = ok and (idem is None or type(idem) is str)
+        if ok and len(rec) > 7 and "idem" in rec:
+            ok = type(rec["idem"]) is str
     except (KeyError, TypeError):  # a field missing, or not an object at all
         ok = False
     if not ok:
@@ -183,40 +191,23 @@ def parse_record(path: Path | str, offset: int, line: bytes, *, check_ts: bool =
         )
     if check_ts:
         try:
-            datetime.fromisoformat(rec["ts"])
+            _fromisoformat(rec["ts"])
         except ValueError:
             raise CorruptLog(str(path), offset, f"ts {rec['ts']!r} is not an RFC 3339 time") from None
     return cast("dict[str, Any]", rec)
 
 
-def changes(rec: dict[str, Any], line: bytes) -> list[Change]:
+def changes(rec: dict[str, Any]) -> list[Change]:
     """The changes a checked record makes, each with its value's JSON."""
+    # The value re-encoded, not cut from the line: ~0.3 us against ~1.2 us to prove the cut exact
+    # (another writer's field order or spacing), and it reads back the same. An exact-size copy: an
+    # index keeps one per key, and orjson's output holds a ~4 KiB buffer.
     if rec["op"] != TXN:
-        return [Change(rec["op"], rec["key"], rec["version"], value_slice(line, rec))]
+        return [Change(rec["op"], rec["key"], rec["version"], _codec.exact(_codec.dumps(rec["value"])))]
     return [
         Change(item["op"], item["key"], item["version"], _codec.exact(_codec.dumps(item.get("value"))))
         for item in rec["ops"]
     ]
-
-
-def value_slice(line: bytes, rec: dict[str, Any]) -> bytes:
-    """The value's JSON out of a put or delete line: an exact-size copy (orjson's own output keeps a
-    ~4 KiB buffer per object, which an index holding one per key cannot afford).
-
-    Taken from the line when the line is exactly what `encode_record` writes for `rec` (its head
-    before the value and its tail after it match byte for byte, so what lies between is the value);
-    re-encoded otherwise (another writer's field order or spacing).
-    """
-    head = b'{"seq":%d,"op":"%s","key":' % (rec["seq"], rec["op"].encode()) + _codec.dumps(rec["key"]) + b',"value":'
-    author, ts, idem = rec.get("author"), rec.get("ts"), rec.get("idem")
-    # Exactly our fields: with an unknown one (readers must accept them) the framing could match
-    # around more than the value.
-    if len(rec) == (7 if idem is None else 8) and line.startswith(head) and type(author) is str and type(ts) is str:
-        tail = b',"version":%d,"author":' % rec["version"] + _codec.dumps(author) + b',"ts":"' + ts.encode() + b'"'
-        tail += b"}" if idem is None else b',"idem":' + _codec.dumps(idem) + b"}"
-        if line.endswith(tail) and len(head) + len(tail) < len(line):
-            return line[len(head) : len(line) - len(tail)]
-    return _codec.exact(_codec.dumps(rec.get("value")))
 
 
 def fast_seq(line: bytes) -> int | None:

@@ -31,7 +31,7 @@ from .history import events_of
 from .keys import validate_prefix
 from .log import LogFile
 from .notify import Hub, hub_for
-from .record import Header, fast_seq, is_gap, key_starts_with, parse_record
+from .record import TXN, Header, fast_seq, is_gap, key_starts_with, parse_record
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -133,49 +133,61 @@ class Watcher:
             if log.sync():  # the log was replaced (compaction): reread it from the top
                 self._flag_through = self._header_rules(log.read_header())
             compacted_through = (log.header or Header()).compacted_through
-            prefix = self.prefix
-            for offset, line in log.read_lines():
-                position = self.seq
-                try:
-                    seq, rec = self._check(offset, line, compacted_through)
-                    if rec is None:
-                        continue  # replayed part we already had, before `since`, or not our prefix
-                    events = events_of(rec, compacted=seq <= self._flag_through)
-                except (CorruptLog, ValueError) as exc:
-                    log.offset, self.seq = offset, position  # stay at the bad record: report it again
-                    if self._pending:
-                        return  # deliver the good events before it first
-                    if isinstance(exc, CorruptLog):
-                        raise
-                    raise CorruptLog(str(log.path), offset, str(exc)) from None
-                if len(events) > 1:  # a transaction: its events of our prefix, one seq
-                    events = [e for e in events if e.key.startswith(prefix)]
-                    for i, event in enumerate(events, 1 - len(events)):
-                        self._pending.append((event, seq if i == 0 else seq - 1))
-                elif events[0].key.startswith(prefix):
-                    self._pending.append((events[0], seq))
-                if len(self._pending) >= _BATCH:
+            while len(self._pending) < _BATCH:
+                base, lines = log.read_chunk()
+                if not lines or not self._take(base, lines, compacted_through):
                     return
 
-    def _check(self, offset: int, line: bytes, compacted_through: int) -> tuple[int, dict[str, Any] | None]:
-        """(seq, record) of the next line; (seq, None) for one to pass over: at or before our position,
-        or, found without parsing it, of another prefix. Moves our position past the line."""
-        path = self._log.path
-        # Peek at the seq without parsing only where that can save the parse: a prefix to filter on.
-        seq = fast_seq(line) if self._prefix_bytes else None
-        rec = None
-        if seq is None:
-            rec = parse_record(path, offset, line)
-            seq = rec["seq"]
-        if seq <= self.seq:
-            return seq, None
-        if is_gap(self.seq, seq, compacted_through):
-            raise CorruptLog(str(path), offset, f"seq {seq} after seq {self.seq} (a gap)")
-        if rec is None and self._prefix_bytes and key_starts_with(line, seq, self._prefix_bytes) is False:
-            self.seq = seq
-            return seq, None
-        self.seq = seq
-        return seq, rec if rec is not None else parse_record(path, offset, line)
+    def _take(self, base: int, lines: list[bytes], compacted_through: int) -> bool:
+        """Queue the events of `lines` (read from `base`) after our position; move the log's offset
+        past what was taken. False once the queue is full or a bad record stops us."""
+        log, path, prefix, pending = self._log, self._log.path, self.prefix, self._pending
+        prefix_bytes, flag = self._prefix_bytes, self._flag_through
+        offset = base
+        for line in lines:
+            start = offset
+            offset += len(line) + 1
+            position = self.seq
+            try:
+                # Peek at the seq without parsing only where that can save the parse: a prefix to filter on.
+                seq = fast_seq(line) if prefix_bytes else None
+                rec = None
+                if seq is None:
+                    rec = parse_record(path, start, line)
+                    seq = rec["seq"]
+                if seq <= position:
+                    continue  # replayed part we already had, or before `since`
+                if is_gap(position, seq, compacted_through):
+                    raise CorruptLog(str(path), start, f"seq {seq} after seq {position} (a gap)")
+                if rec is None:
+                    if key_starts_with(line, seq, prefix_bytes) is False:
+                        self.seq = seq  # another prefix's record, passed over unparsed
+                        continue
+                    rec = parse_record(path, start, line)
+                self.seq = seq
+                if rec["op"] != TXN:  # the common case, built here (a list per record costs)
+                    key = rec["key"]
+                    if key.startswith(prefix):
+                        event = Event(
+                            seq, rec["op"], key, rec["value"], rec["version"], rec["author"], rec["ts"], seq <= flag
+                        )
+                        pending.append((event, seq))
+                else:  # a transaction: its events of our prefix, one seq
+                    events = [e for e in events_of(rec, compacted=seq <= flag) if e.key.startswith(prefix)]
+                    for i, event in enumerate(events, 1 - len(events)):
+                        pending.append((event, seq if i == 0 else seq - 1))
+            except (CorruptLog, ValueError) as exc:
+                log.offset, self.seq = start, position  # stay at the bad record: report it again
+                if pending:
+                    return False  # deliver the good events before it first
+                if isinstance(exc, CorruptLog):
+                    raise
+                raise CorruptLog(str(path), start, str(exc)) from None
+            if len(pending) >= _BATCH:
+                log.offset = offset
+                return False
+        log.offset = offset
+        return True
 
     def next_nowait(self) -> Event | None:
         """The next event if one is already in the log, else None. Marks the previous one finished."""
