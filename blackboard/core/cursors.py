@@ -14,11 +14,12 @@ import re
 from ..errors import CorruptLog, InvalidKey
 from .layout import Layout, format_watermark
 
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+#: compiled on first use (by `re`'s cache), not by every process that imports this module
+_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}"
 
 
 def validate_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
+    if not isinstance(name, str) or not re.fullmatch(_NAME, name):
         raise InvalidKey(str(name), "a cursor name is 1-100 of A-Z a-z 0-9 _ . - and does not start with '.' or '-'")
     return name
 
@@ -61,7 +62,7 @@ def list_all(layout: Layout) -> dict[str, int]:
     out: dict[str, int] = {}
     with contextlib.suppress(FileNotFoundError):
         for name in sorted(os.listdir(layout.cursors)):
-            if _NAME.fullmatch(name):
+            if re.fullmatch(_NAME, name):
                 seq = load(layout, name)
                 if seq is not None:
                     out[name] = seq

@@ -21,8 +21,15 @@ MAX_SEGMENT_FILE_BYTES = 255
 ENTRY_SUFFIX = ".json"
 
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
-_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_PERCENT = re.compile(r"%([0-9A-F]{2})")
+#: A %-escape of `key_to_relpath` (compiled on first use by `re`'s cache: not at every command's start).
+_PERCENT = r"%([0-9A-F]{2})"
+
+
+def _forbidden(text: str) -> str | None:
+    """The first C0/C1 control character (U+0000-U+001F, U+007F-U+009F) of `text`, or None."""
+    if text.isprintable():  # the common case, in C: every control character is unprintable
+        return None
+    return next((c for c in text if c < " " or "\x7f" <= c <= "\x9f"), None)
 
 
 def validate_key(key: object) -> str:
@@ -36,9 +43,9 @@ def validate_key(key: object) -> str:
 def _validate(key: str) -> str:
     if not key:
         raise InvalidKey(key, "empty")
-    bad = _FORBIDDEN.search(key)
-    if bad:
-        raise InvalidKey(key, f"control character U+{ord(bad.group()):04X} is not allowed")
+    bad = _forbidden(key)
+    if bad is not None:
+        raise InvalidKey(key, f"control character U+{ord(bad):04X} is not allowed")
     try:
         size = len(key.encode("utf-8"))
     except UnicodeEncodeError:
@@ -63,9 +70,9 @@ def validate_prefix(prefix: object) -> str:
     """A prefix is any string a key could start with: no control characters, no leading '/'."""
     if not isinstance(prefix, str):
         raise InvalidKey(repr(prefix), f"a prefix is a str, not {type(prefix).__name__}")
-    bad = _FORBIDDEN.search(prefix)
-    if bad:
-        raise InvalidKey(prefix, f"control character U+{ord(bad.group()):04X} is not allowed")
+    bad = _forbidden(prefix)
+    if bad is not None:
+        raise InvalidKey(prefix, f"control character U+{ord(bad):04X} is not allowed")
     if prefix.startswith("/"):
         raise InvalidKey(prefix, "a prefix cannot start with '/'")
     return prefix
@@ -91,6 +98,8 @@ def relpath_to_key(relpath: str) -> str:
     if not relpath.endswith(ENTRY_SUFFIX):
         raise ValueError(f"{relpath!r} is not an entry file name")
     body = relpath[: -len(ENTRY_SUFFIX)]
-    return "/".join(
-        _PERCENT.sub(lambda m: chr(int(m.group(1), 16)), s).encode("latin-1").decode("utf-8") for s in body.split("/")
-    )
+    return "/".join(_unquote(s) for s in body.split("/"))
+
+
+def _unquote(segment: str) -> str:
+    return re.sub(_PERCENT, lambda m: chr(int(m.group(1), 16)), segment).encode("latin-1").decode("utf-8")

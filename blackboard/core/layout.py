@@ -19,8 +19,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import NotABoard, ReadOnlyBoard
@@ -29,11 +27,26 @@ from . import codec as _codec
 from .record import log_header
 
 
-@dataclass(frozen=True)
 class Layout:
-    """Paths of one board. Pure: computing them touches nothing."""
+    """Paths of one board. Pure: computing them touches nothing.
 
-    root: Path
+    A plain slotted class, not a dataclass: the decorator's code generation runs at import, which a
+    shell agent pays on every command.
+    """
+
+    __slots__ = ("root",)
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __eq__(self, other: object) -> bool:
+        return self.root == other.root if type(other) is Layout else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.root)
+
+    def __repr__(self) -> str:
+        return f"Layout(root={self.root!r})"
 
     @property
     def config(self) -> Path:
@@ -85,7 +98,7 @@ class Layout:
 
     def tmp_file(self, stem: str) -> Path:
         """A unique temporary path on the board's filesystem, so that os.replace from it is atomic."""
-        return self.tmp / f"{stem}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
+        return self.tmp / f"{stem}.{os.getpid()}.{os.urandom(6).hex()}.tmp"
 
 
 def write_new_file(layout: Layout, target: Path, data: bytes, *, fsync: bool = True) -> bool:
