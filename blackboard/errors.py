@@ -67,9 +67,11 @@ class KeyNotFound(BlackboardError, KeyError):
 
     exit_code = 3
 
-    def __init__(self, key: str) -> None:
-        super().__init__(f"no such key: {key!r}")
+    def __init__(self, key: str, *, at: int | None = None) -> None:
+        super().__init__(f"no such key: {key!r}" + ("" if at is None else f" at seq {at}"))
         self.key = key
+        #: the seq of an as-of read (`board.get(key, at=...)`) the key had no value at, else None
+        self.at = at
 
     def __str__(self) -> str:
         # KeyError's own __str__ would quote the message again.

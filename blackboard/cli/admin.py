@@ -1,4 +1,4 @@
-"""Maintenance commands of the `blackboard` CLI: check, compact, stats."""
+"""The board as a whole: init, and the maintenance commands check, compact, stats."""
 
 from __future__ import annotations
 
@@ -7,10 +7,85 @@ from pathlib import Path
 
 import click
 
-from .base import EXIT_CHECK_FAILED, board_option, cli, emit_json, open_board
+from ..board import Board
+from ..models import DEFAULT_COMPACT_AT_BYTES
+from .base import EXIT_CHECK_FAILED, board_option, emit_json, open_board
 
 
-@cli.command()
+@click.command()
+@board_option
+@click.option(
+    "--lock",
+    type=click.Choice(["flock", "soft"]),
+    default="flock",
+    show_default=True,
+    help="soft: for boards on NFS/SMB, where flock may exclude nothing.",
+)
+@click.option("--max-value-bytes", type=click.IntRange(min=1), default=1 << 20, show_default=True)
+@click.option("--fsync", is_flag=True, help="fsync every write: survive power loss, not only crashes.")
+@click.option(
+    "--retention",
+    type=click.FloatRange(min=0),
+    default=24 * 3600,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long compaction keeps deletes.",
+)
+@click.option(
+    "--compact-at-bytes",
+    type=click.IntRange(min=1),
+    default=DEFAULT_COMPACT_AT_BYTES,
+    show_default=True,
+    metavar="N",
+    help=f"Writers compact in the background once the log is this big ({DEFAULT_COMPACT_AT_BYTES >> 20} MiB)...",
+)
+@click.option(
+    "--compact-at-dead-ratio",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.5,
+    show_default=True,
+    help="...and at least this share of its records is superseded.",
+)
+@click.option("--no-auto-compact", is_flag=True, help="Writers never compact on their own (run `compact` yourself).")
+def init(
+    board_dir: Path,
+    lock: str,
+    max_value_bytes: int,
+    fsync: bool,
+    retention: float,
+    compact_at_bytes: int,
+    compact_at_dead_ratio: float,
+    no_auto_compact: bool,
+) -> None:
+    """Create a board (an existing board is left as it is). Prints its path, lock, compact_at_bytes
+    and last seq as JSON."""
+    given = click.get_current_context().get_parameter_source("compact_at_bytes")
+    if no_auto_compact and given is not click.core.ParameterSource.DEFAULT:
+        raise click.BadParameter(
+            "give --compact-at-bytes or --no-auto-compact, not both", param_hint="--no-auto-compact"
+        )
+    with Board.init(
+        board_dir,
+        lock=lock,  # type: ignore[arg-type]  # click.Choice gives a str from the two allowed
+        max_value_bytes=max_value_bytes,
+        fsync=fsync,
+        retention_seconds=retention,
+        compact_at_bytes=None if no_auto_compact else compact_at_bytes,
+        compact_at_dead_ratio=compact_at_dead_ratio,
+    ) as board:
+        config = board.config
+        # Machine-readable, so that a shell agent can start `watch --since SEQ` with no gap.
+        emit_json(
+            {
+                "board": str(board.path),
+                "lock": config.lock,
+                "compact_at_bytes": config.compact_at_bytes,
+                "last_seq": board.last_seq,
+            }
+        )
+
+
+@click.command()
 @board_option
 @click.option("--repair", is_flag=True, help="Cut a torn log tail and rebuild entry files that differ from the log.")
 def check(board_dir: Path, repair: bool) -> None:
@@ -27,7 +102,7 @@ def check(board_dir: Path, repair: bool) -> None:
     sys.exit(EXIT_CHECK_FAILED)
 
 
-@cli.command()
+@click.command()
 @board_option
 @click.option(
     "--retention",
@@ -90,7 +165,7 @@ def _size(n: float) -> str:
     return f"{n:.1f} {unit}"
 
 
-@cli.command()
+@click.command()
 @board_option
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 def stats(board_dir: Path, as_json: bool) -> None:

@@ -1,4 +1,7 @@
-"""The `blackboard` command's entry point: every command module registers on `cli`, errors end here."""
+"""The `blackboard` command's entry point: errors end here.
+
+The group (`base.cli`) is lazy: it imports the module of the command that runs, no other.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ import sys
 import click
 
 from ..errors import BlackboardError
-from . import admin, commands, live  # noqa: F401  (importing them registers their commands on `cli`)
 from .base import EXIT_INTERRUPTED, cli, fail
 
 

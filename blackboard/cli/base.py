@@ -1,6 +1,11 @@
 """What every `blackboard` command shares: the group, the board and author options, errors and output.
 
 Errors are translated once, here at the boundary, to one line on stderr and a documented exit code.
+
+The group is lazy (click's documented `LazyGroup` pattern): a shell agent starts a new process per
+command, so only the module of the command that runs is imported. `COMMANDS` names each command's
+module and its short help, so that `blackboard --help` lists every command without importing any;
+tests/test_cli_engine.py checks that table against the commands themselves.
 """
 
 from __future__ import annotations
@@ -41,8 +46,82 @@ def fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+#: command -> (its module in blackboard.cli, the short help `blackboard --help` shows). The command
+#: object is the module's attribute of the command's name ('-' as '_').
+COMMANDS: dict[str, tuple[str, str]] = {
+    "blame": ("history", "Who last changed each key starting with PREFIX, when, at which seq."),
+    "check": ("admin", "Compare entry files with the log (the source of truth)."),
+    "compact": ("admin", "Rewrite the log to the latest state of every key, safely while others write and watch."),
+    "cursors": ("live", "List the named consumers (watch --cursor) with their position and lag, or reset one."),
+    "demo": ("live", "Agents coordinating through a board, live: a research -> analysis pipeline of processes."),
+    "history": ("history", "Every retained event of KEY, oldest first, deletes included."),
+    "init": ("admin", "Create a board (an existing board is left as it is)."),
+    "ls": ("commands", "List the live keys starting with PREFIX, in key order."),
+    "read": ("commands", "Print KEY's value as JSON (exit 3 if it has none)."),
+    "rm": ("commands", "Delete KEY (exit 3 if it has no value)."),
+    "stats": ("admin", "Keys, events, log bytes, dead-record ratio, last and oldest seq, archive size."),
+    "tail": ("live", "The last events of the log, one readable line each (colour on a terminal)."),
+    "txn": ("txn", "Apply several puts and deletes as ONE record with one seq: all of them or none."),
+    "watch": ("live", "Print every event whose key starts with PREFIX, one JSON line each, as it happens."),
+    "write": ("commands", "Set KEY to VALUE (JSON; '-' reads it from stdin)."),
+}
+
+
+def _shorten(text: str, limit: int) -> str:
+    """What click does to a short help that does not fit (`textwrap.shorten` at word boundaries)."""
+    if len(text) <= limit:
+        return text
+    if limit < len("..."):
+        return "..."
+    import textwrap
+
+    return textwrap.shorten(text, limit, placeholder="...", break_on_hyphens=False)
+
+
 class BoardGroup(click.Group):
-    """Runs a command and turns library errors into one line and an exit code (never a traceback)."""
+    """Runs a command and turns library errors into one line and an exit code (never a traceback).
+
+    Lazy: a command's module is imported when that command is looked up (to run it, or for its own
+    --help), never to list the commands.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)  # one added with add_command() wins
+        if command is not None or cmd_name not in COMMANDS:
+            return command
+        attr = cmd_name.replace("-", "_")
+        # __import__ rather than importlib.import_module: `python -X importtime` then shows the module.
+        module = __import__(f"{__package__}.{COMMANDS[cmd_name][0]}", fromlist=[attr])
+        command = getattr(module, attr)
+        if not isinstance(command, click.Command) or command.name != cmd_name:
+            raise TypeError(f"{module.__name__}.{cmd_name} is not the click command {cmd_name!r}")
+        return command
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            # click >= 8.4 suggests close names ("Did you mean...") from `self.commands`, which holds
+            # only the eager commands: suggest from all of them. (Older clicks suggest nothing.)
+            no_such_command = getattr(click.exceptions, "NoSuchCommand", None)
+            if no_such_command is None or not isinstance(exc, no_such_command):
+                raise
+            raise no_such_command(args[0], possibilities=self.list_commands(ctx), ctx=ctx) from None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # click's own would import every command's module to ask for its short help: the table has it.
+        eager = {name: cmd for name, cmd in self.commands.items() if not cmd.hidden}
+        rows = {name: help for name, (_, help) in COMMANDS.items()}
+        rows.update((name, cmd.get_short_help_str()) for name, cmd in eager.items())
+        if rows:
+            limit = formatter.width - 6 - max(map(len, rows))
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, _shorten(rows[name], limit)) for name in sorted(rows)])
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

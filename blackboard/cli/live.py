@@ -16,7 +16,7 @@ import click
 from ..core import codec as _codec
 from ..core import settings as _settings
 from ..models import Event
-from .base import board_option, cli, emit_json, open_board
+from .base import board_option, emit_json, open_board
 from .render import event_line
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -59,7 +59,7 @@ def stop_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-@cli.command()
+@click.command()
 @board_option
 @click.option("-n", "count", type=click.IntRange(min=0), default=10, show_default=True, help="How many events.")
 @click.option("-f", "--follow", is_flag=True, help="Then follow the log: print each new event as it happens.")
@@ -87,7 +87,7 @@ def tail(
                 sys.stdout.flush()
 
 
-@cli.command()
+@click.command()
 @board_option
 @click.argument("prefix", default="")
 @click.option(
@@ -174,7 +174,7 @@ def run_for_event(command: str, event: Event, line: str) -> None:
         click.echo(f"blackboard: --exec failed on seq {event.seq} ({event.key}): exit {result.returncode}", err=True)
 
 
-@cli.command()
+@click.command()
 @board_option
 @click.option("--reset", "name", help="Move the cursor NAME (to --to SEQ), or delete it.")
 @click.option("--to", "seq", type=click.IntRange(min=0), help="With --reset: the seq to move it to.")
@@ -194,7 +194,7 @@ def cursors(board_dir: Path, name: str | None, seq: int | None, as_json: bool) -
                 click.echo(f"{cursor:<24} seq {position:<8} lag {last - position}")
 
 
-@cli.command()
+@click.command()
 @click.option(
     "--board",
     "board_dir",
