@@ -35,20 +35,31 @@ FORMAT = 1
 _KEY = "blackboard_checkpoint"
 
 
-def load(layout: Layout, log: LogFile) -> Index | None:
+def load(layout: Layout, log: LogFile, carry: Index | None = None) -> Index | None:
     """The index the checkpoint holds for `log`'s file, with `log.offset` moved to its offset; None
-    (and `log` untouched) if there is no checkpoint valid for that file."""
+    (and `log` untouched) if there is no checkpoint valid for that file.
+
+    `carry`: this handle's index of the log file compaction just replaced. If it had read at least
+    up to the new file's compacted prefix, it already holds the state the new file holds (compaction
+    keeps every key's state and every seq), so it is kept, with the new file's counts, and only the
+    records it lacks are read: a switch then costs no reload of every key.
+    """
     try:
         data = layout.checkpoint.read_bytes()
     except OSError:
         return None
     try:
-        return _load(data, log)
+        found = _check(data, log)
+        if found is None:
+            return None
+        head, body = found
+        return (carry is not None and _carry(carry, head, body, log)) or _load(head, body, log)
     except (ValueError, TypeError, KeyError, IndexError, _codec.DecodeError):
         return None  # torn, corrupt or foreign: replay instead
 
 
-def _load(data: bytes, log: LogFile) -> Index | None:
+def _check(data: bytes, log: LogFile) -> tuple[dict[str, Any], bytes] | None:
+    """The checkpoint's head and body if it is whole and describes `log`'s file as it is."""
     first = data.find(b"\n")
     head = _codec.decode(data[:first])
     if not isinstance(head, dict) or head.get(_KEY) != FORMAT:
@@ -64,9 +75,13 @@ def _load(data: bytes, log: LogFile) -> Index | None:
         return None
     if head["records"] and _seq_ending_at(log, offset) != last_seq:
         return None
+    return head, body
+
+
+def _load(head: dict[str, Any], body: bytes, log: LogFile) -> Index:
     slots_line, _, idem_line = body.partition(b"\n")
     authors = head["authors"]
-    index = Index(header.compacted_through)
+    index = Index(log.read_header().compacted_through)
     slots = index.slots
     live = []
     for key, seq, version, op, author, ts, txn, value in _codec.decode(slots_line):
@@ -75,10 +90,57 @@ def _load(data: bytes, log: LogFile) -> Index | None:
             live.append(key)
     live.sort()
     index.live = live
-    index.idem = {idem: (seq, where) for idem, seq, where in _codec.decode(idem_line)}
-    index.last_record_seq, index.records, index.first_seq = last_seq, head["records"], head["first_seq"]
-    log.offset = offset
+    index.idem = _idem(idem_line)
+    index.last_record_seq, index.records, index.first_seq = head["last_record_seq"], head["records"], head["first_seq"]
+    log.offset = head["offset"]
     return index
+
+
+def _idem(line: bytes) -> dict[str, tuple[int, int]]:
+    return {idem: (seq, where) for idem, seq, where in _codec.decode(line)}
+
+
+#: A carried index reads back at most this many records before the checkpoint's offset.
+_CARRY_BACK = 10_000
+
+
+def _carry(index: Index, head: dict[str, Any], body: bytes, log: LogFile) -> Index | None:
+    compacted_through = log.read_header().compacted_through
+    have, last = index.last_record_seq, head["last_record_seq"]
+    # Behind the compacted prefix, the records we lack may be gone: load the checkpoint instead.
+    if not compacted_through <= have <= last or last - have > _CARRY_BACK:
+        return None
+    # Seqs after the compacted prefix are gapless and in order, so the records we lack are the last
+    # `last - have` lines before the checkpoint's offset: start there, and refresh reads them.
+    start = _lines_back(log, head["offset"], last - have)
+    if start is None:
+        return None
+    index.compacted_through = compacted_through
+    index.records = head["records"] - (last - have)
+    index.first_seq = head["first_seq"]
+    index.idem = _idem(body.partition(b"\n")[2])
+    log.offset = start
+    return index
+
+
+def _lines_back(log: LogFile, offset: int, count: int) -> int | None:
+    """The offset of the line `count` lines before `offset` (a line start)."""
+    if count == 0:
+        return offset
+    span = 1 << 16
+    while True:
+        start = max(0, offset - span)
+        data = os.pread(log.fd, offset - start, start)
+        pos = len(data) - 1  # the newline ending the line before `offset`
+        for _ in range(count):
+            pos = data.rfind(b"\n", 0, pos)
+            if pos < 0:
+                break
+        else:
+            return start + pos + 1
+        if start == 0:
+            return None
+        span *= 8
 
 
 def _seq_ending_at(log: LogFile, offset: int) -> int | None:

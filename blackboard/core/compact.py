@@ -188,10 +188,12 @@ def _build_and_switch(
             out.flush()
             os.fsync(out.fileno())
             report.bytes_after = out.tell()
+            # The new log's checkpoint, in place before the log is: a handle that finds the new log
+            # loads it (~1 us a key) instead of replaying the file (~3 us a record).
+            save(layout, encode(index, header[:-1], report.bytes_after))
             os.replace(tmp, layout.log)
             _fsync_path(layout.root)
     report.compacted_through = last_seq
-    save(layout, encode(index, header[:-1], report.bytes_after))
 
 
 def _plan(

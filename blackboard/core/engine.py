@@ -96,8 +96,9 @@ class Engine:
             log = self.log
             if log.sync(writable):
                 # A new file (first look, or compaction replaced it): start from a checkpoint of it
-                # if a valid one exists, else from its header.
-                self.index = _checkpoint.load(self.layout, log) or Index(log.read_header().compacted_through)
+                # if a valid one exists (keeping our index across a compaction), else from its header.
+                old = self.index if self.index.last_record_seq else None
+                self.index = _checkpoint.load(self.layout, log, carry=old) or Index(log.read_header().compacted_through)
                 self.since_checkpoint = 0
             index = self.index
             apply, path = index.apply, log.path
