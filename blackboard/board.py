@@ -339,7 +339,12 @@ class Board:
         validate_prefix(prefix)
         with self.engine.mutex:
             slots = self.engine.refresh().slots
-            found = sorted((k, s) for k, s in slots.items() if k.startswith(prefix))
+            # Deletes only while their record is certainly in the log (after the compacted prefix):
+            # older ones may be gone (compaction), and every handle must answer alike.
+            through = self.engine.index.compacted_through
+            found = sorted(
+                (k, s) for k, s in slots.items() if k.startswith(prefix) and (s.op == PUT or s.seq > through)
+            )
         return [
             Event(
                 s.seq,
@@ -396,7 +401,8 @@ class Board:
             if engine.since_checkpoint < max(CHECKPOINT_EVERY, len(index.slots) // 4):
                 return
             started = time.perf_counter()
-            data = _checkpoint.encode(index, header.line, engine.log.offset)
+            offset = engine.log.offset
+            data = _checkpoint.encode(index, header.line, offset, _checkpoint.line_ending_at(engine.log, offset))
             engine.since_checkpoint = 0
         size = _checkpoint.save(engine.layout, data)
         if size:

@@ -23,6 +23,7 @@ import os
 import zlib
 from typing import TYPE_CHECKING, Any
 
+from ..errors import CorruptLog
 from . import codec as _codec
 from .index import Index, Slot
 from .record import DELETE, PUT, fast_seq, parse_record
@@ -54,7 +55,7 @@ def load(layout: Layout, log: LogFile, carry: Index | None = None) -> Index | No
             return None
         head, body = found
         return (carry is not None and _carry(carry, head, body, log)) or _load(head, body, log)
-    except (ValueError, TypeError, KeyError, IndexError, _codec.DecodeError):
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, _codec.DecodeError, CorruptLog):
         return None  # torn, corrupt or foreign: replay instead
 
 
@@ -73,8 +74,17 @@ def _check(data: bytes, log: LogFile) -> tuple[dict[str, Any], bytes] | None:
     offset, last_seq = head["offset"], head["last_record_seq"]
     if type(offset) is not int or type(last_seq) is not int or os.fstat(log.fd).st_size < offset:
         return None
-    if head["records"] and _seq_ending_at(log, offset) != last_seq:
+    if offset < len(header.line) + 1 or (head["records"] == 0) != (offset == len(header.line) + 1):
         return None
+    # The record ending at the offset, byte for byte: a log that lost its tail (a power loss on a
+    # board without fsync) and grew back to the same size with other records is not the same log.
+    if head["records"]:
+        line = line_ending_at(log, offset)
+        if zlib.crc32(line) != head["last_line_crc32"]:
+            return None
+        seq = fast_seq(line)
+        if (seq if seq is not None else parse_record(log.path, offset - len(line) - 1, line)["seq"]) != last_seq:
+            return None
     return head, body
 
 
@@ -100,27 +110,61 @@ def _idem(line: bytes) -> dict[str, tuple[int, int]]:
     return {idem: (seq, where) for idem, seq, where in _codec.decode(line)}
 
 
-#: A carried index reads back at most this many records before the checkpoint's offset.
-_CARRY_BACK = 10_000
+#: A carried index reads at most this many records around the checkpoint's offset.
+_CARRY = 10_000
 
 
 def _carry(index: Index, head: dict[str, Any], body: bytes, log: LogFile) -> Index | None:
     compacted_through = log.read_header().compacted_through
     have, last = index.last_record_seq, head["last_record_seq"]
     # Behind the compacted prefix, the records we lack may be gone: load the checkpoint instead.
-    if not compacted_through <= have <= last or last - have > _CARRY_BACK:
+    if have < compacted_through or abs(have - last) > _CARRY:
         return None
-    # Seqs after the compacted prefix are gapless and in order, so the records we lack are the last
-    # `last - have` lines before the checkpoint's offset: start there, and refresh reads them.
-    start = _lines_back(log, head["offset"], last - have)
+    idem = _idem(body.partition(b"\n")[2])
+    if have <= last:
+        # Seqs after the compacted prefix are gapless and in order, so the records we lack are the
+        # last `last - have` lines before the checkpoint's offset: start there, and refresh reads them.
+        start = _lines_back(log, head["offset"], last - have)
+    else:
+        # We have read records the checkpoint does not cover (copied at the switch): pass over them,
+        # noting where the ones with idempotency keys now are.
+        start = _lines_forward(log, head["offset"], have - last, idem)
     if start is None:
         return None
+    # Deletes whose tombstones compaction removed are not in the new file: drop them, as a handle
+    # that loads the new file would not have them (they are all at or below the purge mark, and
+    # entry files reflect them already: compaction removes only tombstones they reflect).
+    purged = log.read_header().purged_deletes_through
+    for key in [k for k, slot in index.slots.items() if slot.op == DELETE and slot.seq <= purged]:
+        del index.slots[key]
     index.compacted_through = compacted_through
-    index.records = head["records"] - (last - have)
+    index.records = head["records"] + (have - last if have > last else 0) - (last - have if have <= last else 0)
     index.first_seq = head["first_seq"]
-    index.idem = _idem(body.partition(b"\n")[2])
+    index.idem = idem
     log.offset = start
     return index
+
+
+def _lines_forward(log: LogFile, offset: int, count: int, idem: dict[str, tuple[int, int]]) -> int | None:
+    """The offset `count` complete lines after `offset`, recording the idempotency keys they carry."""
+    while count:
+        data = os.pread(log.fd, 1 << 20, offset)
+        pos = 0
+        while count:
+            nl = data.find(b"\n", pos)
+            if nl < 0:
+                break
+            line = data[pos:nl]
+            if b'"idem":' in line:
+                rec = parse_record(log.path, offset + pos, line)
+                if "idem" in rec:
+                    idem[rec["idem"]] = (rec["seq"], offset + pos)
+            pos = nl + 1
+            count -= 1
+        if pos == 0:
+            return None  # fewer complete lines than we read: not the file we think
+        offset += pos
+    return offset
 
 
 def _lines_back(log: LogFile, offset: int, count: int) -> int | None:
@@ -143,25 +187,24 @@ def _lines_back(log: LogFile, offset: int, count: int) -> int | None:
         span *= 8
 
 
-def _seq_ending_at(log: LogFile, offset: int) -> int | None:
-    """The seq of the record whose newline is the byte before `offset`."""
+def line_ending_at(log: LogFile, offset: int) -> bytes:
+    """The line whose newline is the byte before `offset` (without it); b"" if none ends there."""
     span = 1 << 12
     while True:
         start = max(0, offset - span)
         data = os.pread(log.fd, offset - start, start)
         if not data.endswith(b"\n"):
-            return None
+            return b""
         begin = data.rfind(b"\n", 0, len(data) - 1) + 1
         if begin == 0 and start > 0:
             span *= 8
             continue
-        line = data[begin:-1]
-        seq = fast_seq(line)
-        return seq if seq is not None else int(parse_record(log.path, start + begin, line)["seq"])
+        return data[begin:-1]
 
 
-def encode(index: Index, header_line: bytes, offset: int) -> bytes:
-    """The checkpoint of `index`, which reflects the log file with that header up to `offset`."""
+def encode(index: Index, header_line: bytes, offset: int, last_line: bytes) -> bytes:
+    """The checkpoint of `index`, which reflects the log file with that header up to `offset`,
+    where `last_line` (without its newline) ends."""
     authors: dict[str, int] = {}
     rows = [
         [
@@ -184,6 +227,7 @@ def encode(index: Index, header_line: bytes, offset: int) -> bytes:
         "last_record_seq": index.last_record_seq,
         "records": index.records,
         "first_seq": index.first_seq,
+        "last_line_crc32": zlib.crc32(last_line),
         "authors": list(authors),
         "crc32": zlib.crc32(body),
     }

@@ -83,6 +83,26 @@ def dumps(obj: Any) -> bytes:
     return orjson.dumps(obj)
 
 
+def same_value(a_json: bytes, b_json: bytes) -> bool:
+    """Whether two values' JSON is the same JSON value: numbers by value (1 and 1.0), objects by
+    members (in any order), and never a boolean equal to a number (Python's True == 1)."""
+    return a_json == b_json or _same(orjson.loads(a_json), orjson.loads(b_json))
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
+    return bool(a == b)
+
+
 def dumps_pretty(obj: Any) -> bytes:
     """Indented JSON with a final newline: entry files and board.json, made to be `cat`."""
     return orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)

@@ -93,13 +93,22 @@ def _complete_end(fd: int) -> int:
         span *= 4
 
 
+#: A checkpoint's or board.json's temp file older than this was left by a killed process (one that
+#: is alive renames its file within milliseconds).
+_STALE_TMP_SECONDS = 600
+
+
 def _remove_leftovers(layout: Layout) -> None:
     # Under compact.lock no other compaction is running: any compaction temp file is a crashed one's.
+    now = time.time()
     with contextlib.suppress(FileNotFoundError):
         for name in os.listdir(layout.tmp):
-            if name.startswith("log.compact."):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(layout.tmp / name)
+            path = layout.tmp / name
+            with contextlib.suppress(FileNotFoundError):
+                if name.startswith("log.compact.") or (
+                    name.startswith(("checkpoint.", "board.json.")) and now - path.stat().st_mtime > _STALE_TMP_SECONDS
+                ):
+                    os.unlink(path)
 
 
 def compact(
@@ -165,11 +174,18 @@ def _build_and_switch(
         out.write(header)
         if archive:
             _write_archive(layout, fd, end, keep, report)
+        last_line = b""
         for offset, line in _lines(fd, 0, end, None):
             if offset in keep:
                 index.apply(tmp, out.tell(), line)
                 out.write(line + b"\n")
+                last_line = line
         report.events_after = len(keep)
+        # The new log's checkpoint (of what is written so far), in place before the new log is: a
+        # handle that finds the new log keeps its index (see checkpoint.load), or loads this (~2 us a
+        # key) rather than replay the file (~3 us a record). Written outside the writer lock.
+        out.flush()
+        save(layout, encode(index, header[:-1], out.tell(), last_line))
         # The switch, under the writer lock: copy what writers appended meanwhile, then rename.
         with engine.locked():
             # A fresh open under the lock: on NFS that is what shows other hosts' latest appends.
@@ -180,7 +196,6 @@ def _build_and_switch(
                     report.skipped = "the log was replaced meanwhile (another compaction?)"
                     return
                 for _offset, line in _lines(fresh, end, _complete_end(fresh), None):
-                    index.apply(tmp, out.tell(), line)
                     out.write(line + b"\n")
                     report.events_after += 1
             finally:
@@ -188,12 +203,60 @@ def _build_and_switch(
             out.flush()
             os.fsync(out.fileno())
             report.bytes_after = out.tell()
-            # The new log's checkpoint, in place before the log is: a handle that finds the new log
-            # loads it (~1 us a key) instead of replaying the file (~3 us a record).
-            save(layout, encode(index, header[:-1], report.bytes_after))
             os.replace(tmp, layout.log)
             _fsync_path(layout.root)
     report.compacted_through = last_seq
+
+
+_Latest = dict[str, tuple[int, int, bool, str]]
+
+
+def _scan(
+    layout: Layout, fd: int, end: int, keep_after: float, progress: Progress | None, report: CompactReport
+) -> tuple[Header, _Latest, set[int], dict[int, list[str]], int] | None:
+    """Pass 1 over the log: every key's latest record (seq, offset, is_delete, ts), the young lines
+    with idempotency keys, the keys of lines that may be kept for more than one key, the last seq."""
+    path = layout.log
+    header = None
+    latest: _Latest = {}
+    recent_idem: set[int] = set()
+    # The keys of lines that may be kept for another reason than being a key's latest record: a
+    # transaction line while it is some key's latest (`refs` counts for how many keys), a young
+    # line with an idempotency key. Replaying such a line sets its other keys to older states, so a
+    # tombstone of one of those keys must stay (or the old state comes back to life).
+    multi: dict[int, list[str]] = {}
+    refs: dict[int, int] = {}
+    last_seq = 0
+    for offset, line in _lines(fd, 0, end, progress):
+        if offset == 0:
+            header = parse_header(path, line)
+            continue
+        rec = parse_record(path, offset, line)
+        seq, ts = rec["seq"], rec["ts"]
+        changes = rec["ops"] if rec["op"] == TXN else (rec,)
+        for change in changes:
+            key = change["key"]
+            previous = latest.get(key)
+            if previous is not None and previous[1] in refs:
+                left = refs[previous[1]] - 1
+                if left:
+                    refs[previous[1]] = left
+                else:
+                    del refs[previous[1]]
+                    if previous[1] not in recent_idem:
+                        del multi[previous[1]]
+            latest[key] = (seq, offset, change["op"] == DELETE, ts)
+        if len(changes) > 1:
+            refs[offset] = len(changes)
+            multi[offset] = [c["key"] for c in changes]
+        if "idem" in rec and _epoch(ts) >= keep_after:
+            recent_idem.add(offset)
+            multi[offset] = [c["key"] for c in changes]
+        last_seq = seq
+        report.events_before += 1
+    if header is None:
+        return None
+    return header, latest, recent_idem, multi, last_seq
 
 
 def _plan(
@@ -207,40 +270,37 @@ def _plan(
     older states, which the later records of those keys supersede). A record carrying an idempotency
     key is kept while it is younger than the retention: a retry within it must find it.
     """
-    path = layout.log
-    header = None
-    latest: dict[str, tuple[int, int, bool, str]] = {}
-    recent_idem: set[int] = set()
-    last_seq = 0
-    for offset, line in _lines(fd, 0, end, progress):
-        if offset == 0:
-            header = parse_header(path, line)
-            continue
-        rec = parse_record(path, offset, line)
-        seq, ts = rec["seq"], rec["ts"]
-        for change in rec["ops"] if rec["op"] == TXN else (rec,):
-            latest[change["key"]] = (seq, offset, change["op"] == DELETE, ts)
-        if "idem" in rec and _epoch(ts) >= keep_after:
-            recent_idem.add(offset)
-        last_seq = seq
-        report.events_before += 1
-    if header is None:
+    scan = _scan(layout, fd, end, keep_after, progress, report)
+    if scan is None:
         report.skipped = "the log is empty"
         return None
+    header, latest, recent_idem, multi, last_seq = scan
     last_seq = max(last_seq, header.compacted_through)
     keep: set[int] = set(recent_idem)
-    purged = header.purged_deletes_through
     # A delete that entry files do not reflect yet must stay: once it is gone no batch would remove
     # the key's entry file. (compact() flushes first, so this only holds back the newest ones.)
     applied = read_watermark(layout)
-    for seq, offset, is_delete, ts in latest.values():
+    candidates: list[tuple[str, int, int]] = []
+    for key, (seq, offset, is_delete, ts) in latest.items():
         if is_delete and seq <= applied and _epoch(ts) < keep_after:
-            if offset not in keep:
-                purged = max(purged, seq)
-                report.deletes_purged += 1
-            continue
-        keep.add(offset)
-        report.deletes_kept += is_delete
+            candidates.append((key, seq, offset))
+        else:
+            keep.add(offset)
+    guarded = {key for offset in keep.intersection(multi) for key in multi[offset]}
+    changed = True
+    while changed:  # keeping a tombstone's line may guard more keys (a transaction's other keys)
+        changed = False
+        for key, _seq, offset in candidates:
+            if key in guarded and offset not in keep:
+                keep.add(offset)
+                guarded.update(multi.get(offset, ()))
+                changed = True
+    purged = header.purged_deletes_through
+    for _key, seq, offset in candidates:
+        if offset not in keep:
+            purged = max(purged, seq)
+            report.deletes_purged += 1
+    report.deletes_kept = sum(1 for _seq, offset, is_delete, _ts in latest.values() if is_delete and offset in keep)
     if len(keep) == report.events_before:
         report.skipped = "nothing to compact: every record is the latest of its key"
         report.bytes_after, report.events_after = report.bytes_before, report.events_before

@@ -182,6 +182,8 @@ class Engine:
                     current = index.version(key)
                     if expected != current:
                         raise VersionConflict(key, expected, current)
+                if len({op.key for op in ops}) != len(ops):
+                    raise InvalidValue("a key is changed twice in one transaction")
                 made = []
                 for op in ops:
                     current = index.version(op.key)
@@ -232,8 +234,12 @@ class Engine:
         if rec["seq"] != seq:  # the index and the file disagree: never answer from a wrong record
             raise InvalidValue(f"idempotency key {idem!r}: its record moved (seq {seq}); retry")
         made = changes(rec)
-        asked = [(op.op, op.key, _codec.decode(op.value)) for op in ops]
-        if asked != [(c.op, c.key, _codec.decode(c.value)) for c in made]:
+        # The same change: the same ops on the same keys with the same JSON values (1.0 is 1, true is not).
+        same = len(ops) == len(made) and all(
+            op.op == c.op and op.key == c.key and _codec.same_value(op.value, c.value)
+            for op, c in zip(ops, made, strict=True)
+        )
+        if not same:
             raise InvalidValue(f"idempotency key {idem!r} was used by seq {seq} for a different write")
         return Committed(seq, rec["author"], rec["ts"], made, duplicate=True)
 

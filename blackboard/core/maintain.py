@@ -33,7 +33,8 @@ def stats(engine: Engine) -> dict[str, Any]:
         "keys": live,
         "events": records,
         "log_bytes": log_bytes,
-        "dead_ratio": round(1 - live / records, 4) if records else 0.0,
+        # A transaction writes several keys in one record: more live keys than records is possible.
+        "dead_ratio": max(0.0, round(1 - live / records, 4)) if records else 0.0,
         "last_seq": index.last_seq,
         "oldest_seq": first,
         "compacted_through": index.compacted_through,

@@ -181,7 +181,7 @@ def parse_record(path: Path | str, offset: int, line: bytes, *, check_ts: bool =
                 ok = ok and item["op"] in _OPS and type(item["key"]) is str and type(item["version"]) is int
         else:
             ok = False
-        if ok and len(rec) > 7 and "idem" in rec:
+        if ok and "idem" in rec:
             ok = type(rec["idem"]) is str
     except (KeyError, TypeError):  # a field missing, or not an object at all
         ok = False
