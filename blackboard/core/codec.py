@@ -8,7 +8,6 @@ tuple into a list, and a value that does not read back as written is a lost writ
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from typing import Any
@@ -125,6 +124,8 @@ def parse_user_json(text: str) -> Any:
     The standard parser is used on purpose: orjson reads an over-long integer as a float, which would
     store a different number than the one given. Here that, NaN and Infinity are errors.
     """
+    import json  # only commands that take JSON from a person need it
+
     try:
         return json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
     except json.JSONDecodeError as exc:
