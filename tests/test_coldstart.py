@@ -28,9 +28,7 @@ from blackboard.cli.base import COMMANDS
 #: Modules no command on the read path needs; each costs a new process milliseconds to tens of them.
 NOT_ON_THE_READ_PATH = ["pydantic", "watchfiles", "filelock", "asyncio", "logging", "subprocess"]
 #: json is on every path: orjson imports it (its JSONDecodeError subclasses json's). What can be
-#: checked is that nothing of ours imports it first; blackboard/core/codec.py still does, at the top,
-#: for parse_user_json only (`write`'s and `txn`'s input). Strict, so the marker goes once it does not.
-JSON_PENDING = pytest.mark.xfail(strict=True, reason="blackboard/core/codec.py imports json at the top")
+#: checked is that nothing of ours imports it first (codec.parse_user_json imports it when called).
 
 #: Runs in a fresh interpreter: the CLI as the console script runs it, then the modules it imported,
 #: written to the file named by argv[1] (stdout is the command's). It imports nothing itself.
@@ -135,7 +133,6 @@ def test_blackboard_read_does_not_import(after_read: set[str], module: str) -> N
     assert not _loaded(after_read, module)
 
 
-@JSON_PENDING
 @pytest.mark.parametrize("probe", ["import_only", "read"])
 def test_only_orjson_imports_json(request: pytest.FixtureRequest, probe: str) -> None:
     imports: Imports = request.getfixturevalue(probe)
