@@ -10,7 +10,6 @@ names exported here.
 from typing import TYPE_CHECKING, Any
 
 from .board import Board
-from .core.entries import Report
 from .errors import (
     BlackboardError,
     Compacted,
@@ -24,11 +23,12 @@ from .errors import (
     VersionConflict,
 )
 from .models import BoardConfig, Entry, Event
-from .transaction import Transaction
 
 if TYPE_CHECKING:
     from .core.compact import CompactReport
+    from .core.entries import Report
     from .core.watch import Subscription, Watcher
+    from .transaction import Transaction
 
 __version__ = "0.2.0"
 
@@ -55,13 +55,20 @@ __all__ = [
     "__version__",
 ]
 
-_LAZY = {"CompactReport": "compact", "Subscription": "watch", "Watcher": "watch"}
+_LAZY = {
+    "CompactReport": ".core.compact",
+    "Report": ".core.entries",
+    "Subscription": ".core.watch",
+    "Transaction": ".transaction",
+    "Watcher": ".core.watch",
+}
 
 
 def __getattr__(name: str) -> Any:
-    """The types of watching and compaction, imported on first use (watchfiles is not light)."""
+    """Types imported on first use: a CLI command that reads a key needs none of them (watchfiles,
+    gzip and the maintenance code are not light)."""
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(f".core.{_LAZY[name]}", __name__), name)
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .core import checkpoint as _checkpoint
 from .core import codec as _codec
-from .core import entries as _entries
-from .core import history as _history
 from .core import layout as _layout
 from .core import settings as _settings
 from .core.engine import Committed, Engine, Op, warn
@@ -40,6 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
     from .core.compact import CompactReport
+    from .core.entries import Report
     from .core.watch import Subscription, Watcher
     from .transaction import Transaction
 
@@ -283,7 +282,9 @@ class Board:
         """The key's latest entry (or, with `at`, its entry just after that seq), or None."""
         if at is not None:
             validate_key(key)
-            event = _history.value_at(self.engine, key, at)
+            from .core.history import value_at
+
+            event = value_at(self.engine, key, at)
             return None if event is None else event.to_entry()
         slot = self._live_slot(key)
         return None if slot is None else _entry(key, slot)
@@ -366,18 +367,24 @@ class Board:
         `compact(archive=True)` moved to archive/ is included.
         """
         validate_key(key)
-        return _history.history(self.engine, key, include_archive=all)
+        from .core.history import history
+
+        return history(self.engine, key, include_archive=all)
 
     def tail(self, count: int = 10) -> list[Event]:
         """The last `count` events of the log, oldest first."""
-        return _history.tail(self.engine, count)
+        from .core.history import tail
+
+        return tail(self.engine, count)
 
     # -- entry files and the checkpoint --------------------------------------------------------------
 
     def flush(self) -> int:
         """Bring entry files up to the log now (writers do it in the background). Returns files changed."""
         self._check_writable()
-        return _entries.materialize(self.engine.layout, self.engine.snapshot)
+        from .core.entries import materialize
+
+        return materialize(self.engine.layout, self.engine.snapshot)
 
     def _flush_once(self) -> None:
         try:
@@ -526,7 +533,7 @@ class Board:
         if needs_compaction(self.engine):
             compact(self.engine, wait=False)
 
-    def check(self) -> _entries.Report:
+    def check(self) -> Report:
         """Compare entry files with the log; report a torn log tail. Changes nothing.
 
         Keys changed after the watermark are pending for a background flush, not inconsistent.
@@ -535,7 +542,7 @@ class Board:
 
         return check(self.engine, read_only=self.read_only)
 
-    def repair(self) -> _entries.Report:
+    def repair(self) -> Report:
         """Cut a torn log tail and rebuild every entry file that differs from the log."""
         from .core.maintain import repair
 

@@ -390,6 +390,12 @@ def _attempt(fn: Callable[[], Any]) -> list[Any]:
 def probe_unwritable(path: str, drop_to_uid: int | None) -> dict[str, list[Any]]:
     """Every board operation, from a process that may read but not write the board at `path`."""
     if drop_to_uid is not None:
+        # What the probe imports lazily, imported while we may still read this interpreter's stdlib
+        # (a pyenv Python lives under /root, which another user cannot read).
+        import blackboard.core.compact
+        import blackboard.core.history
+        import blackboard.core.maintain  # noqa: F401
+
         os.setgroups([])
         os.setgid(drop_to_uid)
         os.setuid(drop_to_uid)

@@ -137,7 +137,7 @@ def entry_file(board: Path, key: str) -> Path:
 def test_init_creates_a_board_and_is_idempotent(runner: CliRunner, tmp_path: Path) -> None:
     path = tmp_path / "new" / "nested" / "board"
     out = ok(invoke(runner, path, "init"))
-    assert json.loads(out) == {"board": str(path), "lock": "flock", "last_seq": 0}
+    assert json.loads(out) == {"board": str(path), "lock": "flock", "compact_at_bytes": 64 << 20, "last_seq": 0}
     assert (path / "board.json").is_file()
     assert (path / "log.jsonl").is_file()
     before = snapshot(path)
@@ -147,7 +147,12 @@ def test_init_creates_a_board_and_is_idempotent(runner: CliRunner, tmp_path: Pat
 
     ok(invoke(runner, path, "write", "k", "1"))
     written = snapshot(path)
-    assert json.loads(ok(invoke(runner, path, "init"))) == {"board": str(path), "lock": "flock", "last_seq": 1}
+    assert json.loads(ok(invoke(runner, path, "init"))) == {
+        "board": str(path),
+        "lock": "flock",
+        "compact_at_bytes": 64 << 20,
+        "last_seq": 1,
+    }
     assert snapshot(path) == written
     assert ok(invoke(runner, path, "read", "k")) == "1\n"
 
@@ -791,7 +796,7 @@ def proc_fails(proc: subprocess.CompletedProcess[str], expected: int) -> str:
 def test_process_every_command(tmp_path: Path) -> None:
     board = tmp_path / "board"
     out = proc_ok(run(board, "init"))
-    assert json.loads(out) == {"board": str(board), "lock": "flock", "last_seq": 0}
+    assert json.loads(out) == {"board": str(board), "lock": "flock", "compact_at_bytes": 64 << 20, "last_seq": 0}
     before = snapshot(board)
     assert proc_ok(run(board, "init")) == out
     assert snapshot(board) == before
