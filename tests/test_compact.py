@@ -1013,3 +1013,31 @@ def test_writers_compact_opportunistically_when_the_board_says_so(tmp_path: Path
     with Board.open(path) as board:
         assert board.read_prefix("") == expected
         assert board.check().ok
+
+
+def test_a_handle_kept_across_a_compaction_misses_no_record_and_reuses_no_seq(board_path: Path) -> None:
+    """Found by the linearizability checker: a handle that keeps its index across a compaction must
+    find, in the new log, the records it has not read, by their seqs. Here the compacted log keeps
+    only seq 1 (seq 3's tombstone is purged, so seqs 2-3 are gone), seq 4 lands during the build and
+    is copied at the switch, and seqs 5 and 6 are written to the new log by another handle."""
+    a = Board.init(board_path)
+    a.write("k1", 1)
+    a.write("k2", 2)
+    a.delete("k2")
+    a.flush()
+    written: list[int] = []
+
+    def progress(_bytes: int) -> None:
+        if not written:
+            written.append(a.write("k3", 3).seq)  # appended to the old log during the build
+
+    with Board.open(board_path) as compactor:
+        report = compactor.compact(retention=0, progress=progress)
+    assert written == [4] and report.compacted_through == 3 and report.deletes_purged == 1
+    with Board.open(board_path) as other:
+        assert [other.write("k4", 4).seq, other.write("k6", 6).seq] == [5, 6]
+    entry = a.write("k5", 5)
+    assert entry.seq == 7, "a seq reused: the kept handle missed records of the new log"
+    assert (a.read("k3"), a.read("k4"), a.read("k2")) == (3, 4, None)
+    assert a.stats()["events"] == Board.open(board_path, read_only=True).stats()["events"]
+    a.close()

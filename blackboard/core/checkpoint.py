@@ -137,29 +137,27 @@ def _idem(line: bytes) -> dict[str, tuple[int, int]] | None:
     return out
 
 
-#: A carried index reads at most this many records around the checkpoint's offset.
-_CARRY = 10_000
+#: A carried index reads at most this many MiB past the checkpoint's offset before giving up on it.
+_CARRY = 64
 
 
 def _carry(index: Index, head: dict[str, Any], body: bytes, log: LogFile) -> Index | None:
     compacted_through = log.read_header().compacted_through
     have, last = index.last_record_seq, head["last_record_seq"]
     # Behind the compacted prefix, the records we lack may be gone: load the checkpoint instead.
-    if have < compacted_through or abs(have - last) > _CARRY:
+    # (The checkpoint covers the kept records, all at or below the compacted prefix: last <= it.)
+    if have < compacted_through or last > have:
         return None
     idem = _idem(body.partition(b"\n")[2])
     if idem is None or type(head["records"]) is not int or type(head["first_seq"]) is not int:
         return None
-    if have <= last:
-        # Seqs after the compacted prefix are gapless and in order, so the records we lack are the
-        # last `last - have` lines before the checkpoint's offset: start there, and refresh reads them.
-        start = _lines_back(log, head["offset"], last - have)
-    else:
-        # We have read records the checkpoint does not cover (copied at the switch): pass over them,
-        # noting where the ones with idempotency keys now are.
-        start = _lines_forward(log, head["offset"], have - last, idem)
-    if start is None:
+    # Records after the checkpoint's offset that we have read already (copied at the switch, seq <=
+    # what we have): pass over them by their seqs, noting where those with idempotency keys now
+    # are. Not by counting: seqs between the last kept record and the compacted prefix are gone.
+    passed = _pass_over(log, head["offset"], have, idem)
+    if passed is None:
         return None
+    start, skipped = passed
     # Deletes whose tombstones compaction removed are not in the new file: drop them, as a handle
     # that loads the new file would not have them (they are all at or below the purge mark, and
     # entry files reflect them already: compaction removes only tombstones they reflect).
@@ -167,53 +165,42 @@ def _carry(index: Index, head: dict[str, Any], body: bytes, log: LogFile) -> Ind
     for key in [k for k, slot in index.slots.items() if slot.op == DELETE and slot.seq <= purged]:
         del index.slots[key]
     index.compacted_through = compacted_through
-    index.records = head["records"] + (have - last)  # the records it lacks, or has beyond the checkpoint
+    index.records = head["records"] + skipped
     index.first_seq = head["first_seq"]
     index.idem = idem
     log.offset = start
     return index
 
 
-def _lines_forward(log: LogFile, offset: int, count: int, idem: dict[str, tuple[int, int]]) -> int | None:
-    """The offset `count` complete lines after `offset`, recording the idempotency keys they carry."""
-    while count:
+def _pass_over(log: LogFile, offset: int, have: int, idem: dict[str, tuple[int, int]]) -> tuple[int, int] | None:
+    """From `offset`, the offset of the first complete line whose seq is above `have`, and how many
+    lines were passed over; the idempotency keys of those lines are recorded in `idem`."""
+    skipped = 0
+    for _ in range(_CARRY):
         data = os.pread(log.fd, 1 << 20, offset)
         pos = 0
-        while count:
+        while True:
             nl = data.find(b"\n", pos)
             if nl < 0:
                 break
             line = data[pos:nl]
-            if b'"idem":' in line:
+            seq = fast_seq(line)
+            rec = None
+            if seq is None or b'"idem":' in line:
                 rec = parse_record(log.path, offset + pos, line)
-                if "idem" in rec:
-                    idem[rec["idem"]] = (rec["seq"], offset + pos)
+                seq = rec["seq"]
+            if seq > have:
+                return offset + pos, skipped
+            if rec is not None and "idem" in rec:
+                idem[rec["idem"]] = (seq, offset + pos)
             pos = nl + 1
-            count -= 1
+            skipped += 1
         if pos == 0:
-            return None  # fewer complete lines than we read: not the file we think
+            if len(data) == 1 << 20:
+                return None  # a line longer than we read: let a full load deal with it
+            return offset, skipped  # the end (or a line in progress): refresh goes on from here
         offset += pos
-    return offset
-
-
-def _lines_back(log: LogFile, offset: int, count: int) -> int | None:
-    """The offset of the line `count` lines before `offset` (a line start)."""
-    if count == 0:
-        return offset
-    span = 1 << 16
-    while True:
-        start = max(0, offset - span)
-        data = os.pread(log.fd, offset - start, start)
-        pos = len(data) - 1  # the newline ending the line before `offset`
-        for _ in range(count):
-            pos = data.rfind(b"\n", 0, pos)
-            if pos < 0:
-                break
-        else:
-            return start + pos + 1
-        if start == 0:
-            return None
-        span *= 8
+    return None
 
 
 def line_ending_at(log: LogFile, offset: int) -> bytes:

@@ -165,9 +165,10 @@ class Engine:
         """
         # Parse what other writers appended before taking the lock, so that the lock is held only for
         # the few records that land meanwhile (the others wait on it). One fstat when nothing did.
-        log = self.log
-        if log.fd < 0 or os.fstat(log.fd).st_size > log.offset:
-            self.refresh(writable=True)
+        with self.mutex:  # another thread (the flusher) may reopen the log, closing this fd
+            log = self.log
+            if log.fd < 0 or os.fstat(log.fd).st_size > log.offset:
+                self.refresh(writable=True)
         self.lock.acquire(self.lock_timeout)
         try:
             with self.mutex:
