@@ -24,7 +24,7 @@ from .core.engine import Committed, Engine, Op, warn
 from .core.flusher import Flusher
 from .core.index import DELETE, PUT, Slot
 from .core.keys import validate_key, validate_prefix
-from .errors import InvalidValue, ReadOnlyBoard
+from .errors import BlackboardError, InvalidValue, ReadOnlyBoard
 from .models import (
     DEFAULT_COMPACT_AT_BYTES,
     DEFAULT_COMPACT_AT_DEAD_RATIO,
@@ -401,11 +401,16 @@ class Board:
         handle's close: a reader that replayed a long log saves the next process that work)."""
         engine = self.engine
         with engine.mutex:
+            if engine.since_checkpoint < max(CHECKPOINT_EVERY, len(engine.index.slots) // 4):
+                return
+            # Of the log file at the path now: after a compaction, a checkpoint of the file it replaced
+            # would overwrite the one compaction wrote for the new file, and help nobody.
+            try:
+                index = engine.refresh()
+            except (BlackboardError, OSError):
+                return  # not the moment (a corrupt record, a read-only view): the next batch tries again
             header = engine.log.header
             if engine.log.fd < 0 or header is None:
-                return
-            index = engine.index
-            if engine.since_checkpoint < max(CHECKPOINT_EVERY, len(index.slots) // 4):
                 return
             started = time.perf_counter()
             offset = engine.log.offset

@@ -120,7 +120,20 @@ def read_checkpoint(board: Path) -> tuple[dict[str, Any], list[list[Any]], list[
     body = data[first + 1 :]
     rows_line, idem_line, rest = body.split(b"\n")
     assert rest == b"", "three lines, each ending in a newline"
-    return json.loads(data[:first]), json.loads(rows_line), json.loads(idem_line), body
+    return json.loads(data[:first]), json.loads(rows_line), json.loads(idem_line), covered(data)
+
+
+def covered(data: bytes) -> bytes:
+    """Spec 7.2: what `crc32` covers: the file as if that member (line 1's last) were not in it."""
+    first = data.index(b"\n")
+    at = data.rindex(b',"crc32":', 0, first)
+    return data[:at] + b"}" + data[first:]
+
+
+def with_crc(head: dict[str, Any], body: bytes) -> bytes:
+    """A checkpoint file from line 1's other members and lines 2-3: `crc32` appended last."""
+    line = dumps({k: v for k, v in head.items() if k != "crc32"})
+    return line[:-1] + b',"crc32":%d}\n' % zlib.crc32(line + b"\n" + body) + body
 
 
 def _is_int(value: Any) -> bool:
@@ -187,7 +200,7 @@ def checkpoint_is_valid(board: Path) -> bool:
 def write_checkpoint(board: Path, head: dict[str, Any], rows: list[list[Any]], idem: list[list[Any]]) -> None:
     """A checkpoint as a (possibly faulty) writer in another language would write it, CRC included."""
     body = dumps(rows) + b"\n" + dumps(idem) + b"\n"
-    (board / "checkpoint").write_bytes(dumps({**head, "crc32": zlib.crc32(body)}) + b"\n" + body)
+    (board / "checkpoint").write_bytes(with_crc(head, body))
 
 
 def foreign_record(seq: int, key: str, value: Any, version: int, *, op: str = "put", ts: str = OLD_TS) -> bytes:
@@ -1068,7 +1081,7 @@ def test_7_2_loader_trusts_a_checkpoint_only_if_every_check_holds(path: Path, br
         (path / "checkpoint").write_bytes(data[: len(data) - 40])
     elif breakage == "no line 3":
         body = dumps(rows) + b"\n"
-        (path / "checkpoint").write_bytes(dumps({**head, "crc32": zlib.crc32(body)}) + b"\n" + body)
+        (path / "checkpoint").write_bytes(with_crc(head, body))
     assert checkpoint_is_valid(path) == (breakage == "none")
     with opened(path, read_only=True) as reader:
         assert reader.read("k0000") == ("from the checkpoint" if breakage == "none" else "v001950")

@@ -66,7 +66,7 @@ def _check(data: bytes, log: LogFile) -> tuple[dict[str, Any], bytes] | None:
     if not isinstance(head, dict) or head.get(_KEY) != FORMAT:
         return None
     body = data[first + 1 :]
-    if zlib.crc32(body) != head["crc32"]:
+    if crc_of(data[:first], body) != head["crc32"]:
         return None
     header = log.read_header()
     if not header.line or head["log_header"] != header.line.decode():
@@ -203,6 +203,19 @@ def _pass_over(log: LogFile, offset: int, have: int, idem: dict[str, tuple[int, 
     return None
 
 
+_CRC_FIELD = b',"crc32":'
+
+
+def crc_of(head_line: bytes, body: bytes) -> int:
+    """The CRC-32 a checkpoint's `crc32` (line 1's last member) holds: of the whole file as if that
+    member were not in it (line 1 up to `,"crc32":`, then `}`, its newline, lines 2 and 3), so that
+    line 1 is covered too. -1 if line 1 does not end with the member."""
+    at = head_line.rfind(_CRC_FIELD)
+    if at < 0:
+        return -1
+    return zlib.crc32(head_line[:at] + b"}\n" + body)
+
+
 def line_ending_at(log: LogFile, offset: int) -> bytes:
     """The line whose newline is the byte before `offset` (without it); b"" if none ends there."""
     span = 1 << 12
@@ -245,9 +258,9 @@ def encode(index: Index, header_line: bytes, offset: int, last_line: bytes) -> b
         "first_seq": index.first_seq,
         "last_line_crc32": zlib.crc32(last_line),
         "authors": list(authors),
-        "crc32": zlib.crc32(body),
     }
-    return _codec.dumps(head) + b"\n" + body
+    line = _codec.dumps(head)
+    return line[:-1] + b',"crc32":%d}\n' % zlib.crc32(line + b"\n" + body) + body
 
 
 def save(layout: Layout, data: bytes) -> int:
