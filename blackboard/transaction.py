@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .core import codec as _codec
-from .core.engine import Op
+from .core.engine import Committed, Op
 from .core.index import DELETE, PUT
 from .core.keys import validate_key
 from .errors import InvalidValue
@@ -34,8 +34,7 @@ class Transaction:
         self.expected: dict[str, int] = {}
         self.ops: list[Op] = []
         self._keys: set[str] = set()
-        #: the entries the commit made (a delete's: value None, version 0), in the order given
-        self.entries: list[Entry] = []
+        self._done: Committed | None = None
         self.seq = 0
         self.committed = False
 
@@ -85,18 +84,30 @@ class Transaction:
     def commit(self) -> list[Entry]:
         """Apply every change as one record, if every condition holds (`VersionConflict` naming the
         first key that broke one: then nothing is written). A transaction with no change writes nothing."""
+        self._apply()
+        return self.entries
+
+    def _apply(self) -> None:
         if self.committed:
             raise InvalidValue("this transaction was committed already")
         self.committed = True
-        if not self.ops:
+        if self.ops:
+            self._done = self.board.commit(
+                self.ops, expect=self.expected, author=self.author, idem=self.idempotency_key
+            )
+            self.seq = self._done.seq
+
+    @property
+    def entries(self) -> list[Entry]:
+        """The entries the commit made (a delete's: value None, version 0), in the order given; built
+        when asked for (each holds a fresh copy of its value)."""
+        done = self._done
+        if done is None:
             return []
-        done = self.board.commit(self.ops, expect=self.expected, author=self.author, idem=self.idempotency_key)
-        self.seq = done.seq
-        self.entries = [
+        return [
             Entry(c.key, None if c.op == DELETE else _codec.decode(c.value), c.version, done.seq, done.author, done.ts)
             for c in done.changes
         ]
-        return self.entries
 
     def __enter__(self) -> Transaction:
         return self
@@ -105,4 +116,4 @@ class Transaction:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if exc_type is None and not self.committed:
-            self.commit()
+            self._apply()  # the entries are built only if someone asks for them

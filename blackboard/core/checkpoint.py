@@ -263,9 +263,23 @@ def encode(index: Index, header_line: bytes, offset: int, last_line: bytes) -> b
     return line[:-1] + b',"crc32":%d}\n' % zlib.crc32(line + b"\n" + body) + body
 
 
-def save(layout: Layout, data: bytes) -> int:
+def _describes_current_log(layout: Layout, data: bytes) -> bool:
+    try:
+        head = _codec.decode(data[: data.index(b"\n")])
+        with open(layout.log, "rb") as f:
+            first = f.readline(1 << 16)
+    except (OSError, ValueError, _codec.DecodeError):
+        return False
+    return isinstance(head, dict) and first.rstrip(b"\n").decode(errors="replace") == head.get("log_header")
+
+
+def save(layout: Layout, data: bytes, *, current_log_only: bool = True) -> int:
     """Replace the checkpoint with `data` (atomically). Returns its size; 0 if it could not be written
-    here (read-only board, disk full): it is a cache, so that is no error, and nothing is left behind."""
+    here (read-only board, disk full): it is a cache, so that is no error, and nothing is left behind.
+
+    `current_log_only`: not if the log at the path is no longer the file `data` describes (a
+    compaction switched in a new log, and wrote its checkpoint, while this one was being made: it
+    must not be overwritten by one that no open can use). Compaction saves before its switch."""
     tmp = None
     try:
         layout.tmp.mkdir(exist_ok=True)
@@ -277,6 +291,9 @@ def save(layout: Layout, data: bytes) -> int:
                 view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
+        if current_log_only and not _describes_current_log(layout, data):
+            os.unlink(tmp)
+            return 0
         os.replace(tmp, layout.checkpoint)
     except OSError:
         if tmp is not None:

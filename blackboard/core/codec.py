@@ -39,15 +39,18 @@ def _check(value: Any, depth: int) -> None:
         return
     if depth > _MAX_DEPTH:
         raise InvalidValue(f"nested deeper than {_MAX_DEPTH} levels")
+    # Strings, booleans and None need no look (most members of most values): no call for them.
     if kind is dict:
         for k, v in value.items():
             if type(k) is not str:
                 raise InvalidValue(f"object key {k!r} is not a string")
-            _check(v, depth + 1)
+            if type(v) not in _SCALARS:
+                _check(v, depth + 1)
         return
     if kind is list:
         for v in value:
-            _check(v, depth + 1)
+            if type(v) not in _SCALARS:
+                _check(v, depth + 1)
         return
     raise InvalidValue(f"a {kind.__name__} is not a JSON value (use dict, list, str, int, float, bool, None)")
 

@@ -185,7 +185,7 @@ def _build_and_switch(
         # handle that finds the new log keeps its index (see checkpoint.load), or loads this (~2 us a
         # key) rather than replay the file (~3 us a record). Written outside the writer lock.
         out.flush()
-        save(layout, encode(index, header[:-1], out.tell(), last_line))
+        save(layout, encode(index, header[:-1], out.tell(), last_line), current_log_only=False)
         # The switch, under the writer lock: copy what writers appended meanwhile, then rename.
         with engine.locked():
             # A fresh open under the lock: on NFS that is what shows other hosts' latest appends.

@@ -178,20 +178,13 @@ class Engine:
                 if self.log.truncate_torn_tail():
                     warn("%s: repaired a torn record at the end of the log", self.log.path)
                 if idem is not None and idem in index.idem:
-                    return self._duplicate(index, ops, idem)
-                for key, expected in expect.items():
-                    current = index.version(key)
-                    if expected != current:
-                        raise VersionConflict(key, expected, current)
-                if len({op.key for op in ops}) != len(ops):
-                    raise InvalidValue("a key is changed twice in one transaction")
-                made = []
-                for op in ops:
-                    current = index.version(op.key)
-                    if op.op == DELETE and current == 0:
-                        raise KeyNotFound(op.key)
-                    # An exact-size copy of the value: the index keeps it (orjson's output holds ~4 KiB).
-                    made.append(Change(op.op, op.key, current + 1 if op.op == PUT else 0, _codec.exact(op.value)))
+                    done = self._duplicate(index, ops, idem)
+                    if self.config.fsync:
+                        # The first attempt may have died before its fdatasync: acknowledge the
+                        # record only once it is on the device, as the first would have.
+                        os.fdatasync(self.log.fd)
+                    return done
+                made = _changes(index, ops, expect)
                 if (len(made) > 1 or idem is not None) and self.config.version < FORMAT_VERSION:
                     # Records older releases cannot read: mark the board so that they refuse it.
                     self.config = upgrade_config(self.layout.root, self.config)
@@ -250,3 +243,24 @@ class Engine:
         self.lock.close()
         with self.mutex:
             self.log.close()
+
+
+def _changes(index: Index, ops: list[Op], expect: dict[str, int]) -> list[Change]:
+    """The changes `ops` make now, with their versions, if every condition holds (else the error
+    that says which does not, and nothing is written)."""
+    for key, expected in expect.items():
+        current = index.version(key)
+        if expected != current:
+            raise VersionConflict(key, expected, current)
+    if len(ops) > 1 and len({op.key for op in ops}) != len(ops):
+        raise InvalidValue("a key is changed twice in one transaction")
+    made = []
+    slots = index.slots
+    for op in ops:
+        slot = slots.get(op.key)
+        current = slot.version if slot is not None and slot.op == PUT else 0
+        if op.op == DELETE and current == 0:
+            raise KeyNotFound(op.key)
+        # An exact-size copy of the value: the index keeps it (orjson's output holds ~4 KiB).
+        made.append(Change(op.op, op.key, current + 1 if op.op == PUT else 0, _codec.exact(op.value)))
+    return made

@@ -72,7 +72,11 @@ class Index:
         if seq <= last or is_gap(last, seq, self.compacted_through):
             raise CorruptLog(str(path), offset, f"seq {seq} after seq {last} (gap or reorder)")
         # One str per author, not one per record: an index holds a slot per key.
-        author = self._authors.setdefault(author, sys.intern(author) if len(self._authors) < 4096 else author)
+        known = self._authors.get(author)
+        if known is not None:
+            author = known
+        elif len(self._authors) < 4096:
+            author = self._authors[author] = sys.intern(author)
         txn = len(changed) > 1
         slots, live = self.slots, self.live
         for change in changed:
