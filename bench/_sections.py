@@ -457,7 +457,7 @@ def catchup(bench: Bench) -> list[Row]:
     seconds = {k: median([r["seconds"] for r in v]) for k, v in results.items()}
     rss = median([r["peak_rss_mb"] for r in results["all"]])
     full = Row("catchup", f"replay {n} events from seq 0", fs.label, "events/s", True, log.events / seconds["all"])
-    full.target = Target(300_000)
+    full.target = Target(500_000)  # issue 7 (was 300,000)
     full.note = f"{seconds['all']:.2f} s; a fresh process (peak RSS {rss:.0f} MB), the log in the page cache"
     metric = f"replay {n} events from seq 0, prefix {NARROW} (1% of keys)"
     narrow = Row("catchup", metric, fs.label, "log events/s", True, log.events / seconds["narrow"])
