@@ -79,6 +79,8 @@ class Watcher:
         #: events read, each with the position a consumer has finished once it is handled: its seq,
         #: or seq - 1 while more events of its transaction follow (a cursor must not pass them)
         self._pending: deque[tuple[Event, int]] = deque()
+        #: (offset, lines) read but not yet taken: what is left of a chunk when the queue filled
+        self._rest: tuple[int, list[bytes]] = (-1, [])
         self._delivered: int | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
         if since is not None and (type(since) is not int or since < 0):
@@ -132,9 +134,13 @@ class Watcher:
                 return
             if log.sync():  # the log was replaced (compaction): reread it from the top
                 self._flag_through = self._header_rules(log.read_header())
+                self._rest = (-1, [])
             compacted_through = (log.header or Header()).compacted_through
             while len(self._pending) < _BATCH:
-                base, lines = log.read_chunk()
+                # The lines a full queue left over, if we are still where they start: a chunk is
+                # read (and split) once, not once per batch.
+                base, lines = self._rest if self._rest[0] == log.offset else log.read_chunk()
+                self._rest = (-1, [])
                 if not lines or not self._take(base, lines, compacted_through):
                     return
 
@@ -144,7 +150,7 @@ class Watcher:
         log, path, prefix, pending = self._log, self._log.path, self.prefix, self._pending
         prefix_bytes, flag = self._prefix_bytes, self._flag_through
         offset = base
-        for line in lines:
+        for i, line in enumerate(lines):
             start = offset
             offset += len(line) + 1
             position = self.seq
@@ -174,8 +180,8 @@ class Watcher:
                         pending.append((event, seq))
                 else:  # a transaction: its events of our prefix, one seq
                     events = [e for e in events_of(rec, compacted=seq <= flag) if e.key.startswith(prefix)]
-                    for i, event in enumerate(events, 1 - len(events)):
-                        pending.append((event, seq if i == 0 else seq - 1))
+                    for left, event in enumerate(events, 1 - len(events)):
+                        pending.append((event, seq if left == 0 else seq - 1))
             except (CorruptLog, ValueError) as exc:
                 log.offset, self.seq = start, position  # stay at the bad record: report it again
                 if pending:
@@ -185,6 +191,7 @@ class Watcher:
                 raise CorruptLog(str(path), start, str(exc)) from None
             if len(pending) >= _BATCH:
                 log.offset = offset
+                self._rest = (offset, lines[i + 1 :])
                 return False
         log.offset = offset
         return True
