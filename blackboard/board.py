@@ -95,6 +95,8 @@ class Board:
         self._closed = False
         #: what the last background batch failed with, if it failed (the next batch retries)
         self.flush_error: BaseException | None = None
+        #: the log's size after this handle's last compaction (see _maybe_compact)
+        self._compacted_to = 0
         #: size and seconds of the last checkpoint this handle wrote
         self.checkpoint_bytes = 0
         self.checkpoint_seconds = 0.0
@@ -247,10 +249,13 @@ class Board:
     def commit(
         self, ops: list[Op], *, expect: dict[str, int], author: str | None = None, idem: str | None = None
     ) -> Committed:
-        """Append one record of `ops` (checked by the caller) if every key of `expect` is at its version.
-
-        The seam `transaction()` and the layers above build on; most callers want `write`.
-        """
+        """Append one record of `ops` if every key of `expect` is at its version: the seam that
+        `transaction()` builds on; most callers want `write`. Each op's value must come from
+        `codec.encode_value` (its keys and ops are checked here, its bytes are not)."""
+        for op in ops:
+            validate_key(op.key)
+            if op.op not in (PUT, DELETE) or type(op.value) is not bytes:
+                raise InvalidValue(f"not an op: {op!r}")
         self._check_writable()
         if self._closed:
             raise ReadOnlyBoard(str(self.path), "this handle is closed")
@@ -386,15 +391,25 @@ class Board:
 
         return materialize(self.engine.layout, self.engine.snapshot)
 
-    def _flush_once(self) -> None:
+    def _flush_once(self) -> float:
+        """One background batch: entry files, the checkpoint, a compaction if due. Returns the
+        seconds to pace the next batch by (the compaction's are not counted)."""
+        started = time.monotonic()
         try:
             self.flush()
             self._save_checkpoint()
-            self._maybe_compact()
-            self.flush_error = None
         except Exception as exc:  # keep the thread alive: the next batch retries from the watermark
             self.flush_error = exc
-            warn("%s: could not update entry files: %s", self.path, exc)
+            warn("%s: could not update entry files or the checkpoint: %s", self.path, exc)
+            return time.monotonic() - started
+        spent = time.monotonic() - started
+        try:
+            self._maybe_compact()
+            self.flush_error = None
+        except Exception as exc:
+            self.flush_error = exc
+            warn("%s: could not compact: %s", self.path, exc)
+        return spent
 
     def _save_checkpoint(self) -> None:
         """Write a checkpoint once enough changes came after the last one (writers' batches, and any
@@ -414,8 +429,10 @@ class Board:
                 return
             started = time.perf_counter()
             offset = engine.log.offset
-            data = _checkpoint.encode(index, header.line, offset, _checkpoint.line_ending_at(engine.log, offset))
+            last_line = _checkpoint.line_ending_at(engine.log, offset)
+            view = _checkpoint.View(index)  # encoded outside the mutex: writers need it meanwhile
             engine.since_checkpoint = 0
+        data = _checkpoint.encode(view, header.line, offset, last_line)
         size = _checkpoint.save(engine.layout, data)
         if size:
             self.checkpoint_bytes, self.checkpoint_seconds = size, time.perf_counter() - started
@@ -530,13 +547,18 @@ class Board:
         return {**stats(self.engine), "cursors": len(self.cursors())}
 
     def _maybe_compact(self) -> None:
-        """Writers compact opportunistically when the board says so (compact_at_bytes)."""
-        if self.config.compact_at_bytes is None or self.engine.log.offset < self.config.compact_at_bytes:
+        """Writers compact opportunistically when the board says so (compact_at_bytes), and again only
+        once the log has doubled since: records kept for their idempotency keys count as dead, and a
+        compaction that can remove little must not run at every batch."""
+        threshold = self.config.compact_at_bytes
+        if threshold is None or self.engine.log.offset < max(threshold, 2 * self._compacted_to):
             return
         from .core.compact import compact, needs_compaction
 
         if needs_compaction(self.engine):
-            compact(self.engine, wait=False)
+            report = compact(self.engine, wait=False)
+            if report.skipped is None or report.skipped.startswith("nothing"):
+                self._compacted_to = report.bytes_after
 
     def check(self) -> Report:
         """Compare entry files with the log; report a torn log tail. Changes nothing.
@@ -574,7 +596,6 @@ def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked childre
 
     for board in list(_open_boards):
         board.engine.mutex = threading.RLock()
-        board.engine.lock._thread_lock = threading.Lock()
         board._flusher.after_fork()
 
 

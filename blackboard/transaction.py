@@ -90,12 +90,12 @@ class Transaction:
     def _apply(self) -> None:
         if self.committed:
             raise InvalidValue("this transaction was committed already")
-        self.committed = True
         if self.ops:
             self._done = self.board.commit(
                 self.ops, expect=self.expected, author=self.author, idem=self.idempotency_key
             )
             self.seq = self._done.seq
+        self.committed = True  # only once it is: a refused commit leaves it False
 
     @property
     def entries(self) -> list[Entry]:

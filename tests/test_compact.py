@@ -1041,3 +1041,64 @@ def test_a_handle_kept_across_a_compaction_misses_no_record_and_reuses_no_seq(bo
     assert (a.read("k3"), a.read("k4"), a.read("k2")) == (3, 4, None)
     assert a.stats()["events"] == Board.open(board_path, read_only=True).stats()["events"]
     a.close()
+
+
+def test_history_reads_past_a_line_longer_than_half_a_chunk(board_path: Path) -> None:
+    """Found in review: the log reader stopped after a chunk it used less than half of (a line of
+    over 2 MiB across the 4 MiB chunk's end), so history, tail and as-of reads missed what followed."""
+    with Board.init(board_path, max_value_bytes=1 << 20, flush_interval=60) as board:
+        for i in range(1600):  # ~1.5 MiB of small records
+            board.write(f"small/{i}", "y" * 900)
+        with board.transaction() as tx:  # one ~2.7 MiB line across the chunk's end
+            for k in range(3):
+                tx.write(f"big/{k}", "x" * 900_000)
+        for i in range(5):
+            board.write("after", i)
+        last = board.last_seq
+        assert [e.seq for e in board.tail(2)] == [last - 1, last]
+        assert [e.value for e in board.history("after")] == [0, 1, 2, 3, 4]
+        assert board.read("after", at=last) == 4
+
+
+def test_a_watch_that_lost_a_delete_to_compaction_stays_failed(board_path: Path) -> None:
+    """Found in review: a watcher raised Compacted once, and its next step went on in the new log,
+    never delivering the delete it had lost. Every later step must fail the same way."""
+    with Board.init(board_path, flush_interval=60) as board:
+        board.write("a", 1)
+        watcher = board.watch(since=0, poll=True, timeout=0.5)
+        assert next(watcher).seq == 1
+        board.write("gone", 1)
+        board.delete("gone")
+        board.write("a", 2)
+        board.flush()
+        board.compact(retention=0)  # purges the tombstone at seq 3, after the watcher's position
+        for _ in range(2):
+            with pytest.raises(Compacted):
+                next(watcher)
+        watcher.close()
+
+
+def test_compaction_by_a_writer_waits_for_the_log_to_double(board_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: records kept for their idempotency keys count as dead, so a writer whose
+    every write carries one ran a compaction (a full pass over the log) at every batch. It now
+    waits for the log to double since its last one."""
+    import blackboard.core.compact as compact_module
+
+    runs: list[int] = []
+    real = compact_module.compact
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        report = real(*args, **kwargs)
+        runs.append(report.bytes_before)
+        return report
+
+    monkeypatch.setattr(compact_module, "compact", counted)
+    with Board.init(board_path, compact_at_bytes=20_000, flush_interval=3600) as board:
+        for i in range(400):
+            board.write(f"k/{i % 5}", {"i": i, "pad": "x" * 40}, idempotency_key=f"req-{i}")
+            if i % 20 == 0:
+                board._flush_once()  # a background batch, run here: deterministic
+        size = board.stats()["log_bytes"]
+    # Every record is young and carries a key: no compaction can remove any. One run per doubling
+    # of the log past 20 kB, not one per batch (there were 20 batches).
+    assert size > 40_000 and 1 <= len(runs) <= 3, (runs, size)

@@ -10,7 +10,8 @@ replayed from its start. It is written to tmp/ and renamed into place (a reader 
 a new one), not fsynced: after a power loss the CRC or the offset check fails and the log is replayed.
 
     line 1: {"blackboard_checkpoint":1,"log_header":"<the log's first line>","offset":O,
-             "last_record_seq":S,"records":N,"first_seq":F,"authors":[...],"crc32":X}
+             "last_record_seq":S,"records":N,"first_seq":F,"last_line_crc32":L,"authors":[...],
+             "crc32":X}   (X: of the whole file as if "crc32" were not in it; L: of the line ending at O)
     line 2: [[key, seq, version, op, author, ts, txn, value], ...]   op 1 = put, 0 = delete;
             author an index into "authors"; txn 0/1; value the value's JSON, as a string
     line 3: [[idempotency key, seq, offset], ...]
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import CorruptLog
 from . import codec as _codec
 from .index import Index, Slot
+from .lock import side_lock
 from .record import DELETE, PUT, fast_seq, parse_record
 
 if TYPE_CHECKING:
@@ -231,7 +233,17 @@ def line_ending_at(log: LogFile, offset: int) -> bytes:
         return data[begin:-1]
 
 
-def encode(index: Index, header_line: bytes, offset: int, last_line: bytes) -> bytes:
+class View:
+    """A copy of what a checkpoint holds of an index (two dict copies, ~0.3 ms for 10,000 keys), so
+    that encoding it (~0.5 us a key) needs no lock while writers go on."""
+
+    def __init__(self, index: Index) -> None:
+        self.slots = dict(index.slots)
+        self.idem = dict(index.idem)
+        self.last_record_seq, self.records, self.first_seq = index.last_record_seq, index.records, index.first_seq
+
+
+def encode(index: Index | View, header_line: bytes, offset: int, last_line: bytes) -> bytes:
     """The checkpoint of `index`, which reflects the log file with that header up to `offset`,
     where `last_line` (without its newline) ends."""
     authors: dict[str, int] = {}
@@ -277,9 +289,9 @@ def save(layout: Layout, data: bytes, *, current_log_only: bool = True) -> int:
     """Replace the checkpoint with `data` (atomically). Returns its size; 0 if it could not be written
     here (read-only board, disk full): it is a cache, so that is no error, and nothing is left behind.
 
-    `current_log_only`: not if the log at the path is no longer the file `data` describes (a
-    compaction switched in a new log, and wrote its checkpoint, while this one was being made: it
-    must not be overwritten by one that no open can use). Compaction saves before its switch."""
+    `current_log_only`: not while a compaction runs, nor if the log at the path is no longer the
+    file `data` describes: compaction's checkpoint of the log it switches in must not be replaced by
+    one that no open can use. Compaction itself saves with it False, before its switch."""
     tmp = None
     try:
         layout.tmp.mkdir(exist_ok=True)
@@ -291,10 +303,17 @@ def save(layout: Layout, data: bytes, *, current_log_only: bool = True) -> int:
                 view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
-        if current_log_only and not _describes_current_log(layout, data):
-            os.unlink(tmp)
-            return 0
-        os.replace(tmp, layout.checkpoint)
+        if current_log_only:
+            # Not while a compaction runs (it holds compact.lock from its checkpoint to its switch:
+            # one saved in between would describe the log it is about to replace), and only for
+            # the file at the path.
+            with side_lock(layout.root / "compact.lock", wait=False) as free:
+                if not free or not _describes_current_log(layout, data):
+                    os.unlink(tmp)
+                    return 0
+                os.replace(tmp, layout.checkpoint)
+        else:
+            os.replace(tmp, layout.checkpoint)
     except OSError:
         if tmp is not None:
             with contextlib.suppress(OSError):

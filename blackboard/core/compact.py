@@ -167,7 +167,7 @@ def _build_and_switch(
     # Every removed record is in archive/ if this compaction archives and every earlier one did.
     archived = last_seq if archive and old.archived_through >= old.compacted_through else old.archived_through
     header = log_header(last_seq, purged, archived_through=archived)
-    # The new file's index, built as its lines are written: saved as its checkpoint after the switch,
+    # The new file's index, built as its lines are written: saved as its checkpoint before the switch,
     # so that no open handle has to replay the new log (compactions must not stall writers).
     index = Index(last_seq)
     with open(tmp, "wb", buffering=1 << 20) as out:
@@ -302,7 +302,9 @@ def _plan(
             report.deletes_purged += 1
     report.deletes_kept = sum(1 for _seq, offset, is_delete, _ts in latest.values() if is_delete and offset in keep)
     if len(keep) == report.events_before:
-        report.skipped = "nothing to compact: every record is the latest of its key"
+        report.skipped = (
+            "nothing to compact: every record is kept (the latest of a key, or young with an idempotency key)"
+        )
         report.bytes_after, report.events_after = report.bytes_before, report.events_before
         return None
     return keep, last_seq, purged, header

@@ -98,7 +98,15 @@ class Engine:
                 # A new file (first look, or compaction replaced it): start from a checkpoint of it
                 # if a valid one exists (keeping our index across a compaction), else from its header.
                 old = self.index if self.index.last_record_seq else None
-                self.index = _checkpoint.load(self.layout, log, carry=old) or Index(log.read_header().compacted_through)
+                try:
+                    new = _checkpoint.load(self.layout, log, carry=old) or Index(log.read_header().compacted_through)
+                except BaseException:
+                    # The fd is on the new file but the index is not: forget both, so that the next
+                    # look starts over (else it would replay the new file onto the old index).
+                    log.close()
+                    self.index = Index()
+                    raise
+                self.index = new
                 self.since_checkpoint = 0
             index = self.index
             apply, path = index.apply, log.path
@@ -167,7 +175,9 @@ class Engine:
         # the few records that land meanwhile (the others wait on it). One fstat when nothing did.
         with self.mutex:  # another thread (the flusher) may reopen the log, closing this fd
             log = self.log
-            if log.fd < 0 or os.fstat(log.fd).st_size > log.offset:
+            # A grown log, or one that compaction replaced (the old fd does not grow): either way the
+            # work of catching up (a replay, a checkpoint load) is done before the lock, not under it.
+            if log.fd < 0 or os.fstat(log.fd).st_size > log.offset or log.replaced():
                 self.refresh(writable=True)
         self.lock.acquire(self.lock_timeout)
         try:
@@ -204,7 +214,7 @@ class Engine:
                     # forget this view, so that the next look rereads the log rather than reuse the seq.
                     self.log.close()
                     raise
-                # A duplicate: another thread may reopen the log (and close its fd) once we let go.
+                # A dup of the fd: another thread may reopen the log (and close its fd) once we let go.
                 durable_fd = os.dup(self.log.fd) if self.config.fsync else -1
                 if self.log.reopen:
                     self.log.release_fd()  # NFS: close before the lock goes (spec section 9)

@@ -22,7 +22,7 @@ PACING = 10.0
 class Flusher:
     """Runs `job()` in a daemon thread after each `poke()`, paced; `stop()` ends it."""
 
-    def __init__(self, job: Callable[[], None], interval: float) -> None:
+    def __init__(self, job: Callable[[], float | None], interval: float) -> None:
         self._job = weakref.WeakMethod(job)  # a bound method of the board
         self.interval = interval
         self._dirty = threading.Event()
@@ -65,8 +65,10 @@ class Flusher:
         if job is None:
             return
         started = time.monotonic()
-        job()
-        self.last_batch = time.monotonic() - started
+        paced = job()
+        # The job may say how much of its time to pace by (an occasional compaction must not hold
+        # entry files back for ten times its length).
+        self.last_batch = time.monotonic() - started if paced is None else paced
 
 
 def _loop(flusher: Flusher, dirty: threading.Event, stop: threading.Event) -> None:

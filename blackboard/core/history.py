@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import Compacted, InvalidValue
 from ..models import Event
 from . import codec as _codec
-from .record import TXN
+from .log import LogFile
+from .record import TXN, parse_record
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -77,13 +78,24 @@ def value_at(engine: Engine, key: str, at: int) -> Event | None:
     Exact from the current log when `at` is at or after its compacted prefix; before it, only if
     every compaction archived what it removed (the header's `archived_through`), else `Compacted`.
     """
-    header = engine.header()
-    last = engine.index.last_seq
     if type(at) is not int or at < 0:
         raise InvalidValue(f"at must be a seq >= 0, not {at!r}")
+    last = engine.last_seq
     if at > last:
         raise InvalidValue(f"seq {at} is in the future: the last seq is {last}")
-    records: Iterator[dict[str, Any]] = engine.scan()
+    # One file for the header and the records: a compaction between two opens would pair the
+    # header of one log file with the records of another.
+    log = LogFile(engine.layout.log)
+    try:
+        log.sync()
+        return _value_at(engine, log, key, at)
+    finally:
+        log.close()
+
+
+def _value_at(engine: Engine, log: LogFile, key: str, at: int) -> Event | None:
+    header = log.read_header()
+    records: Iterator[dict[str, Any]] = (parse_record(log.path, offset, line) for offset, line in log.read_lines())
     if at < header.compacted_through:
         if header.archived_through < header.compacted_through:
             raise Compacted(

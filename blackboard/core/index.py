@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import CorruptLog
-from .record import DELETE, PUT, TXN, Change, changes, is_gap, parse_record
+from .record import DELETE, PUT, Change, changes, is_gap, parse_record
 
 __all__ = ["DELETE", "PUT", "Index", "Slot"]
 
@@ -120,7 +120,3 @@ class Index:
             if slot.seq <= seq:
                 return
             yield key, slot
-
-
-# Re-exported for the modules that name the ops through the index.
-_ = TXN

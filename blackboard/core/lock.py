@@ -42,20 +42,12 @@ import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar
 
 from ..errors import LockTimeout, ReadOnlyBoard, open_or_read_only
 
 if TYPE_CHECKING:
     import filelock
-
-
-class WriterLock(Protocol):
-    path: Path
-
-    def acquire(self, timeout: float) -> None: ...
-
-    def release(self) -> None: ...
 
 
 class _LockPolicy(ABC):

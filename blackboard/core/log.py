@@ -59,9 +59,9 @@ class LogFile:
         On NFS the lock holder does this before releasing the lock, so that its appends reach the
         server before the next holder opens the file (close-to-open consistency).
         """
-        if self.fd >= 0 and self._pid == os.getpid():
-            os.close(self.fd)
-        self.fd = -1
+        fd, self.fd = self.fd, -1  # forgotten first: a close that raises (NFS) has freed the number anyway
+        if fd >= 0 and self._pid == os.getpid():
+            os.close(fd)
 
     def sync(self, writable: bool = False) -> bool:
         """Make sure our fd is the file at `path`. Returns True if we (re)opened it: start over at 0.
@@ -91,6 +91,13 @@ class LogFile:
             self._open(self._writable)
             return True
         return False
+
+    def replaced(self) -> bool:
+        """Whether another file is at the path now (compaction switched one in). One stat()."""
+        try:
+            return os.stat(self.path).st_ino != self.ino
+        except FileNotFoundError:
+            return False  # mid-switch on a filesystem without atomic rename: sync() decides
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -133,8 +140,6 @@ class LogFile:
                 offset += len(line) + 1
                 self.offset = offset
                 yield start, line
-            if offset - base < _CHUNK // 2:  # a short read reached the end (or nearly): done
-                return
 
     def _header_line(self) -> bytes:
         data = os.pread(self.fd, 4096, 0)

@@ -79,6 +79,8 @@ class Watcher:
         #: events read, each with the position a consumer has finished once it is handled: its seq,
         #: or seq - 1 while more events of its transaction follow (a cursor must not pass them)
         self._pending: deque[tuple[Event, int]] = deque()
+        #: the Compacted that ended this watch, raised again by every later step
+        self._gone: Compacted | None = None
         #: (offset, lines) read but not yet taken: what is left of a chunk when the queue filled
         self._rest: tuple[int, list[bytes]] = (-1, [])
         self._delivered: int | None = None
@@ -132,9 +134,15 @@ class Watcher:
         with self._io:
             if self._closed:
                 return
+            if self._gone is not None:
+                raise self._gone  # every later step too: the events after it cannot be delivered
             if log.sync():  # the log was replaced (compaction): reread it from the top
-                self._flag_through = self._header_rules(log.read_header())
                 self._rest = (-1, [])
+                try:
+                    self._flag_through = self._header_rules(log.read_header())
+                except Compacted as exc:
+                    self._gone = exc
+                    raise
             compacted_through = (log.header or Header()).compacted_through
             while len(self._pending) < _BATCH:
                 # The lines a full queue left over, if we are still where they start: a chunk is
