@@ -127,6 +127,18 @@ class CorruptLog(BlackboardError):
         self.reason = reason
 
 
+class LogGone(BlackboardError, FileNotFoundError):
+    """The log file this handle had open was deleted: nothing more is written to it (an append to the
+    unlinked file would be acknowledged and lost)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"{path}: the log file is gone (deleted while this process had it open); nothing more is "
+            "written to it: restore it from a copy, or move the board aside and init a new one"
+        )
+        self.path = path
+
+
 class Compacted(BlackboardError):
     """A watch or cursor started before history that compaction has removed, deletes included."""
 

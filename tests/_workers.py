@@ -34,6 +34,7 @@ from blackboard import (
     InvalidValue,
     KeyNotFound,
     LockTimeout,
+    LogGone,
     NotABoard,
     ReadOnlyBoard,
     VersionConflict,
@@ -139,6 +140,7 @@ def error_samples() -> dict[str, BlackboardError]:
         "ReadOnlyBoard": ReadOnlyBoard("/srv/b", "opened with read_only=True"),
         "CorruptLog": CorruptLog("/srv/b/log.jsonl", 120, "not JSON"),
         "Compacted": Compacted(5, 10),
+        "LogGone": LogGone("/srv/b/log.jsonl"),
     }
 
 

@@ -23,6 +23,7 @@ from blackboard import (
     Event,
     KeyNotFound,
     LockTimeout,
+    LogGone,
     NotABoard,
     ReadOnlyBoard,
     Report,
@@ -587,3 +588,36 @@ def test_an_interrupt_between_append_and_index_never_reuses_a_seq(
     assert [e.seq for e in board.history("k")] == [1, 2, 3]
     assert board.read("k") == 3
     board.close()
+
+
+def test_a_deleted_log_is_noticed_by_the_next_write(board_path: Path) -> None:
+    """Issue 8's reproduction: `rm BOARD/log.jsonl` under a running writer. The writer used to go on
+    appending to the unlinked file and acknowledge writes that are gone; its next write now fails."""
+    board = Board.init(board_path)
+    board.write("k", 1)
+    (board_path / "log.jsonl").unlink()
+    with pytest.raises(LogGone):
+        board.write("k", 2)
+    with pytest.raises(LogGone):
+        board.read("k")
+    with pytest.raises(LogGone):
+        board.close()  # it cannot bring entry files up to a log that is gone: it says so
+    assert not (board_path / "log.jsonl").exists()
+
+
+def test_check_counts_a_delete_after_the_watermark_as_pending(board_path: Path) -> None:
+    """Issue 8: `check` reported a delete not yet applied to entry files (seq above the watermark)
+    as "entry file for no live key", exit 6, though spec 7.1 calls it pending."""
+    Board.init(board_path).close()
+    code = (
+        "import os, sys, blackboard as x; b = x.Board.open(sys.argv[1]); b.write('k', 1); b.flush();"
+        " b.delete('k'); os._exit(0)"  # killed before the batch that removes the entry file
+    )
+    subprocess.run([sys.executable, "-c", code, str(board_path)], check=True, timeout=60)
+    assert (board_path / "entries" / "k.json").exists()
+    with Board.open(board_path, read_only=True) as board:
+        report = board.check()
+    assert report.ok, report.problems()
+    with Board.open(board_path) as board:
+        board.flush()
+    assert not (board_path / "entries" / "k.json").exists()

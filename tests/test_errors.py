@@ -53,6 +53,7 @@ EXPECTED: dict[str, tuple[type[Exception] | None, dict[str, Any], str]] = {
         "/srv/b/log.jsonl: corrupt record at byte 120: not JSON",
     ),
     "Compacted": (None, {"requested": 5, "purged_through": 10}, "events after seq 5 were compacted away"),
+    "LogGone": (FileNotFoundError, {"path": "/srv/b/log.jsonl"}, "/srv/b/log.jsonl: the log file is gone"),
 }
 
 NAMES = sorted(EXPECTED)

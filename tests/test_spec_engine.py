@@ -1974,3 +1974,18 @@ def test_14_every_known_deviation_has_an_expected_failure() -> None:
                     if mark.name == "xfail" and mark.kwargs.get("strict") is True:
                         marked.add(f"{name}[{value.values[0]}]")
     assert marked == listed
+
+
+def test_5_3_a_log_deleted_under_a_writer_stops_it(path: Path) -> None:
+    """5.3: the path is never missing mid-switch (compaction renames atomically); a writer that
+    finds no log there stops, rather than append to the unlinked file it holds."""
+    from blackboard import LogGone
+
+    board = Board.init(path)
+    board.write("k", 1)
+    (path / "log.jsonl").unlink()
+    with pytest.raises(LogGone):
+        board.write("k", 2)
+    assert not (path / "log.jsonl").exists()
+    with pytest.raises(LogGone):
+        board.close()

@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import open_or_read_only
+from ..errors import LogGone, open_or_read_only
 from .record import Header, log_header, parse_header
 
 _CHUNK = 1 << 22
@@ -86,7 +86,10 @@ class LogFile:
         try:
             ino = os.stat(self.path).st_ino
         except FileNotFoundError:
-            return False  # mid-switch by compaction on a filesystem without atomic rename: keep the old
+            # Compaction replaces the log with one atomic rename (spec 9: filesystems without one are
+            # not supported), so the path is never missing mid-switch: the log was deleted. A writer
+            # must not acknowledge an append to the unlinked file it still holds.
+            raise LogGone(str(self.path)) from None
         if ino != self.ino:
             self._open(self._writable)
             return True

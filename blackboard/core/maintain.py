@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .entries import Report, compare, materialize_lock, read_watermark, rebuild
+from .keys import key_to_relpath
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -62,6 +63,10 @@ def check(engine: Engine, *, read_only: bool = False) -> Report:
         pending = {k for k, _ in index.changed_since(mark)}
         report.missing = [k for k in report.missing if k not in pending]
         report.stale = [k for k in report.stale if k not in pending]
+        # An entry file whose key's delete is after the watermark is pending too (spec 7.1): the
+        # next batch removes it.
+        pending_paths = {key_to_relpath(k) for k in pending}
+        report.extra = [p for p in report.extra if p not in pending_paths]
     return report
 
 
