@@ -156,12 +156,6 @@ class Engine:
         finally:
             log.close()
 
-    def header(self) -> Any:
-        """The current log file's header (after a refresh)."""
-        with self.mutex:
-            self.refresh()
-            return self.log.read_header()
-
     # -- writing (lock held) ---------------------------------------------------------------------------
 
     def commit(self, ops: list[Op], expect: dict[str, int], author: str, idem: str | None = None) -> Committed:

@@ -27,8 +27,6 @@ from .keys import ENTRY_SUFFIX, key_to_relpath, relpath_to_key
 from .layout import Layout, format_watermark, parse_watermark
 from .lock import side_lock
 
-ENTRY_FIELDS = ("key", "value", "version", "seq", "author", "ts")
-
 
 def entry_document(key: str, slot: Slot) -> dict[str, Any]:
     """An entry file's content from its key's latest put: the record's fields less `op`."""
