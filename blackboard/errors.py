@@ -115,16 +115,57 @@ class ReadOnlyBoard(BlackboardError, PermissionError):
 
 
 class CorruptLog(BlackboardError):
-    """A complete line in the middle of the log is not a valid record: stop rather than skip data."""
+    """A complete line of the log is not a valid record (bad JSON, a checksum that does not match, a
+    seq out of order): stop rather than skip data. `blackboard repair` quarantines it."""
 
-    def __init__(self, path: str, offset: int, reason: str) -> None:
-        super().__init__(
-            f"{path}: corrupt record at byte {offset}: {reason} "
-            "(the log is the source of truth; restore it or remove the line by hand)"
-        )
+    def __init__(
+        self,
+        path: str,
+        offset: int,
+        reason: str,
+        *,
+        seq: int | None = None,
+        line: int | None = None,
+        advice: str | None = None,
+    ) -> None:
+        where = f"line {line}, byte {offset}" if line is not None else f"byte {offset}"
+        if seq is not None:
+            where += f" (seq {seq})"
+        if advice is None:
+            advice = f"run `blackboard --board {_board_of(path)} repair` to quarantine it and go on"
+        super().__init__(f"{path}: corrupt record at {where}: {reason}; {advice}")
         self.path = path
         self.offset = offset
         self.reason = reason
+        #: the seq the record claims (it may itself be damaged), if one could be read
+        self.seq = seq
+        #: the 1-based line number in the file, if it was counted
+        self.line = line
+
+
+class LogTruncated(CorruptLog):
+    """The log ends before a seq that a durable trace (the watermark, a checkpoint, an entry file, a
+    quarantine) proves was written: it lost its tail. Nothing is written until a repair continues it
+    after that seq, so that no seq is ever assigned twice."""
+
+    def __init__(self, path: str, offset: int, last_seq: int, seen: int, trace: str) -> None:
+        super().__init__(
+            path,
+            offset,
+            f"the log ends at seq {last_seq}, but {trace} shows seq {seen} was written (the log lost its "
+            "tail: cut, or restored from an older copy)",
+            advice=f"run `blackboard --board {_board_of(path)} repair` to go on after seq {seen} "
+            "(it recovers what the entry files still hold)",
+        )
+        self.last_seq = last_seq
+        self.seen = seen
+        self.trace = trace
+
+
+def _board_of(path: str) -> str:
+    import os
+
+    return os.path.dirname(path) or "."
 
 
 class LogGone(BlackboardError, FileNotFoundError):
