@@ -88,18 +88,36 @@ def init(
 @click.command()
 @board_option
 @click.option("--repair", is_flag=True, help="Cut a torn log tail and rebuild entry files that differ from the log.")
-def check(board_dir: Path, repair: bool) -> None:
-    """Compare entry files with the log (the source of truth). Exit 6 if they differ."""
-    # Not read-only: only the writer lock tells a torn tail from a write in progress (check writes nothing).
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object: last_seq, keys, watermark, ok, repaired, problems."
+)
+def check(board_dir: Path, repair: bool, as_json: bool) -> None:
+    """Compare entry files with the log (the source of truth). Exit 6 if they differ.
+
+    Each problem comes with what the log says of it: the key, the seq of its latest record (and its
+    line in the log when known). Keys changed after the watermark are pending, not problems. Without
+    --repair this only reads: it works on a board you cannot write (read-only mount, another user's).
+    """
+    # Not read-only: the writer lock tells a torn tail from a write in progress. check writes nothing,
+    # and where it cannot take the lock (a board it may not write) it looks as a reader does.
     with open_board(board_dir) as board:
         report = board.repair() if repair else board.check()
-    click.echo(f"last seq {report.last_seq}, {report.keys} keys, entry files at seq {report.watermark}")
-    for problem in report.problems():
-        click.echo(("repaired: " if report.repaired else "") + problem)
-    if report.ok or report.repaired:
-        click.echo("repaired" if report.repaired and not report.ok else "consistent")
-        return
-    sys.exit(EXIT_CHECK_FAILED)
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        click.echo(f"last seq {report.last_seq}, {report.keys} keys, entry files at seq {report.watermark}")
+        for problem in report.details():
+            click.echo(_one_line(("repaired: " if report.repaired else "") + problem.summary))
+            click.echo(_one_line(f"  {problem.detail}"))
+        if report.ok or report.repaired:
+            click.echo("repaired" if report.repaired and not report.ok else "consistent")
+    if not (report.ok or report.repaired):
+        sys.exit(EXIT_CHECK_FAILED)
+
+
+def _one_line(text: str) -> str:
+    # A file name under entries/ may hold a newline: it must not split a problem in two.
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 @click.command()

@@ -137,9 +137,48 @@ def scan_entries(layout: Layout) -> Iterator[tuple[str, Path]]:
             yield key, path
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One inconsistency `check()` found, with what the log says of it (spec 7.3).
+
+    `kind` is one of `torn_tail`, `watermark`, `missing`, `stale`, `extra`. `seq` is the log's seq
+    for it: the key's latest record (missing, stale), the delete of an extra file's key (None if
+    the log has no record of the key), the last complete record before a torn tail, the watermark.
+    `line` is that record's line in log.jsonl (1-based; the torn bytes' own line for a torn tail)
+    when it is known, `path` the file concerned relative to the board, `entry_seq` the seq a stale
+    entry file holds. `summary` is the one-line form `problems()` lists.
+    """
+
+    kind: str
+    key: str | None
+    seq: int | None
+    detail: str
+    summary: str
+    path: str | None = None
+    line: int | None = None
+    entry_seq: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The problem as `check --json` prints it (every field but `summary`)."""
+        return {
+            "kind": self.kind,
+            "key": self.key,
+            "seq": self.seq,
+            "line": self.line,
+            "path": self.path,
+            "entry_seq": self.entry_seq,
+            "detail": self.detail,
+        }
+
+
+def torn_tail_summary(size: int) -> str:
+    return f"log ends in an incomplete record ({size} bytes; a killed writer)"
+
+
 @dataclass
 class Report:
-    """What `check()` found. Empty lists and `torn_tail_bytes == 0` mean the board is consistent."""
+    """What `check()` found. Empty lists, `torn_tail_bytes == 0` and a watermark at or below the last
+    seq mean the board is consistent. `details()` says what the log says of each problem."""
 
     last_seq: int = 0
     keys: int = 0
@@ -149,37 +188,157 @@ class Report:
     stale: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)  # paths relative to entries/
     repaired: bool = False
+    #: the problems as `compare` (and check's look at the log's tail) found them, with their seqs
+    found: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not (self.torn_tail_bytes or self.missing or self.stale or self.extra)
+        return not (self.torn_tail_bytes or self.missing or self.stale or self.extra or self.watermark_ahead)
 
-    def problems(self) -> list[str]:
+    @property
+    def watermark_ahead(self) -> bool:
+        """Whether entry files claim a seq the log does not reach: the log lost its tail."""
+        return self.watermark > self.last_seq
+
+    def details(self) -> list[Problem]:
+        """Every problem, in the order `problems()` lists them: the log's tail, the watermark, then
+        missing, stale and extra entry files. One that the lists name but `found` lacks (a caller
+        edited the lists) comes with what the lists say of it."""
         out = []
         if self.torn_tail_bytes:
-            out.append(f"log ends in an incomplete record ({self.torn_tail_bytes} bytes; a killed writer)")
-        out += [f"entry file missing: {k}" for k in self.missing]
-        out += [f"entry file stale: {k}" for k in self.stale]
-        out += [f"entry file for no live key: entries/{p}" for p in self.extra]
+            torn = [p for p in self.found if p.kind == "torn_tail"]
+            out += torn or [
+                Problem(
+                    "torn_tail",
+                    None,
+                    None,
+                    f"log.jsonl ends in {self.torn_tail_bytes} bytes that are no complete line",
+                    torn_tail_summary(self.torn_tail_bytes),
+                    path="log.jsonl",
+                )
+            ]
+        if self.watermark_ahead:
+            out.append(
+                Problem(
+                    "watermark",
+                    None,
+                    self.watermark,
+                    f"the watermark says entry files reflect the log up to seq {self.watermark}, but the log "
+                    f"ends at seq {self.last_seq}: the log lost its tail (cut, or restored from an older copy)",
+                    f"entry files at seq {self.watermark}, after the log's last seq {self.last_seq}",
+                    path="materialized",
+                )
+            )
+        by_name = {(p.kind, p.key if p.kind != "extra" else p.path): p for p in self.found}
+        for key in self.missing:
+            out.append(by_name.get(("missing", key)) or _bare("missing", key, f"entry file missing: {key}"))
+        for key in self.stale:
+            out.append(by_name.get(("stale", key)) or _bare("stale", key, f"entry file stale: {key}"))
+        for rel in self.extra:
+            where = f"entries/{rel}"
+            summary = f"entry file for no live key: {where}"
+            out.append(by_name.get(("extra", where)) or _bare("extra", None, summary, where))
         return out
 
+    def problems(self) -> list[str]:
+        """One line per problem (`details()` says more of each)."""
+        return [p.summary for p in self.details()]
 
-def compare(layout: Layout, index: Index, report: Report) -> None:
-    """Fill `report` with every difference between entries/ and the index."""
+    def as_dict(self) -> dict[str, Any]:
+        """The report as `check --json` prints it."""
+        return {
+            "last_seq": self.last_seq,
+            "keys": self.keys,
+            "watermark": self.watermark,
+            "ok": self.ok,
+            "repaired": self.repaired,
+            "problems": [p.as_dict() for p in self.details()],
+        }
+
+
+def _bare(kind: str, key: str | None, summary: str, path: str | None = None) -> Problem:
+    return Problem(kind, key, None, summary, summary, path=path or (f"entries/{key_to_relpath(key)}" if key else None))
+
+
+def compare(layout: Layout, index: Index, report: Report, *, pending_after: int | None = None) -> None:
+    """Add to `report` every difference between entries/ and the index, each with its seqs.
+
+    `pending_after` (the watermark): an entry file of a key whose latest change is after this seq
+    is pending for a batch (spec 7.1): any earlier state of it, or none, is no problem.
+    """
     seen: set[str] = set()
     for key, path in scan_entries(layout):
-        slot = index.live_slot(key) if key else None
-        if slot is None:
-            report.extra.append(path.relative_to(layout.entries).as_posix())
+        slot = index.slots.get(key) if key else None
+        if slot is not None and pending_after is not None and slot.seq > pending_after:
+            seen.add(key)
+            continue
+        rel = path.relative_to(layout.entries).as_posix()
+        if slot is None or slot.op != PUT:
+            report.extra.append(rel)
+            report.found.append(_extra(key, slot, f"entries/{rel}"))
             continue
         seen.add(key)
-        try:
-            doc = _codec.decode(path.read_bytes())
-        except (OSError, _codec.DecodeError):
-            doc = None
-        if doc != entry_document(key, slot):
+        problem = _stale(key, slot, path, f"entries/{rel}")
+        if problem is not None:
             report.stale.append(key)
-    report.missing = [k for k in index.live if k not in seen]
+            report.found.append(problem)
+    for key in index.live:
+        slot = index.slots[key]
+        if key in seen or (pending_after is not None and slot.seq > pending_after):
+            continue
+        report.missing.append(key)
+        where = f"entries/{key_to_relpath(key)}"
+        detail = f"{_latest(key, slot)}; {where} does not exist"
+        report.found.append(Problem("missing", key, slot.seq, detail, f"entry file missing: {key}", where))
+
+
+def _latest(key: str, slot: Slot) -> str:
+    return f"the log's latest record for {key!r} is a put at seq {slot.seq} (version {slot.version})"
+
+
+def _extra(key: str, slot: Slot | None, where: str) -> Problem:
+    """An entry file for no live key: a name that is no key's, a key the log does not know, or a delete."""
+    if not key:
+        detail = f"{where} is not the entry file of any key (its name is no key's encoding, spec 4.1)"
+    elif slot is None:
+        detail = f"the log has no record of {key!r} (nor of its delete, if compaction removed it)"
+    else:
+        detail = f"{key!r} was deleted at seq {slot.seq}, but {where} is still there"
+    seq = slot.seq if slot is not None else None
+    return Problem("extra", key or None, seq, detail, f"entry file for no live key: {where}", where)
+
+
+def _stale(key: str, slot: Slot, path: Path, where: str) -> Problem | None:
+    """None if the entry file at `path` is exactly what the key's latest put makes, else what differs."""
+    expected = entry_document(key, slot)
+    unreadable = ""
+    doc: Any = None
+    try:
+        doc = _codec.decode(path.read_bytes())
+    except OSError as exc:  # e.g. another user's entry file that this one may not read
+        unreadable = f"{where} cannot be read here ({exc.strerror or exc})"
+    except _codec.DecodeError:
+        unreadable = f"{where} is not valid JSON"
+    if doc == expected:
+        return None
+    entry_seq = doc.get("seq") if isinstance(doc, dict) else None
+    if type(entry_seq) is not int:
+        entry_seq = None
+    if unreadable:
+        why = unreadable
+    elif entry_seq is None:
+        why = f"{where} holds no entry (no seq)"
+    elif entry_seq == slot.seq:
+        fields = [f for f in {**expected, **doc} if doc.get(f, _ABSENT) != expected.get(f, _ABSENT)]
+        why = f"{where} has seq {entry_seq} too, but differs in {', '.join(fields)}"
+    else:
+        why = f"{where} has seq {entry_seq}"
+    summary = f"entry file stale: {key}"
+    return Problem("stale", key, slot.seq, f"{_latest(key, slot)}; {why}", summary, where, entry_seq=entry_seq)
+
+
+#: a field an entry file lacks (None is a value)
+_ABSENT = object()
 
 
 def rebuild(layout: Layout, index: Index, report: Report) -> None:

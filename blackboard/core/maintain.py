@@ -6,15 +6,22 @@ Lock order, as everywhere: the writer lock, then the materialize lock, then the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import fcntl
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .entries import Report, compare, materialize_lock, read_watermark, rebuild
-from .keys import key_to_relpath
+from ..errors import LockTimeout, ReadOnlyBoard
+from . import codec as _codec
+from .entries import Problem, Report, compare, materialize_lock, read_watermark, rebuild, torn_tail_summary
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .index import Index
+    from .layout import Layout
+    from .log import LogFile
 
 
 def stats(engine: Engine) -> dict[str, Any]:
@@ -46,46 +53,177 @@ def stats(engine: Engine) -> dict[str, Any]:
 
 
 def check(engine: Engine, *, read_only: bool = False) -> Report:
-    """Compare entry files with the log; report a torn log tail. Changes nothing.
+    """Compare entry files and the watermark with the log; report a torn log tail. A read: it changes
+    nothing and works on a board this process cannot write (spec 7.3).
 
     Keys changed after the watermark are pending for a background flush, not inconsistent.
     """
     report = Report()
+    layout = engine.layout
     # Lock order everywhere: writer lock, then materialize lock, then _mutex. The torn-tail look
     # takes the writer lock, so it comes first, with nothing else held.
-    report.torn_tail_bytes = _torn_tail_under_lock(engine, read_only)
-    with materialize_lock(engine.layout), engine.mutex:
+    report.torn_tail_bytes, torn = _torn_tail_under_lock(engine, read_only)
+    if torn is not None:
+        report.found.append(torn)
+    with _batches_paused(layout), engine.mutex:
+        # The watermark before the log: every seq it names is then in the index we compare with
+        # (read after, a batch could have moved it past what we read).
+        report.watermark = read_watermark(layout)
         index = engine.refresh()
         report.last_seq, report.keys = index.last_seq, len(index.live)
-        report.watermark = read_watermark(engine.layout)
-        compare(engine.layout, index, report)
-        mark = report.watermark
-        pending = {k for k, _ in index.changed_since(mark)}
-        report.missing = [k for k in report.missing if k not in pending]
-        report.stale = [k for k in report.stale if k not in pending]
-        # An entry file whose key's delete is after the watermark is pending too (spec 7.1): the
-        # next batch removes it.
-        pending_paths = {key_to_relpath(k) for k in pending}
-        report.extra = [p for p in report.extra if p not in pending_paths]
+        compare(layout, index, report, pending_after=report.watermark)
+        if report.found:
+            _add_lines(engine, index, report)
     return report
 
 
-def _torn_tail_under_lock(engine: Engine, read_only: bool) -> int:
+@contextlib.contextmanager
+def _batches_paused(layout: Layout) -> Iterator[None]:
+    """Hold materialize.lock, so that no batch moves entry files or the watermark while we compare
+    (a batch writing a key changed after our look at the log would make it look stale). A process
+    that may not write the board takes it through a read-only fd; only a board that lacks the file
+    and where we may not create it (a copy made by hand) goes without: no batch has run there."""
+    with contextlib.ExitStack() as stack:
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            stack.enter_context(materialize_lock(layout))
+        yield
+
+
+def _add_lines(engine: Engine, index: Index, report: Report) -> None:
+    """The log line of each problem's record, where the index knows its offset: records that carry
+    an idempotency key (the index keeps no offset per key: that would cost every write)."""
+    offsets = {seq: offset for seq, offset in index.idem.values()}
+    known = [(i, p, offsets[p.seq]) for i, p in enumerate(report.found) if p.line is None and p.seq in offsets]
+    if not known:
+        return
+    log = engine.log
+    # Only if the record is still there (an index kept across a compaction has older offsets).
+    known = [(i, p, offset) for i, p, offset in known if _seq_at(log, offset) == p.seq]
+    lines = _line_numbers(log.fd, [offset for _, _, offset in known])
+    for i, p, offset in known:
+        report.found[i] = dataclasses.replace(p, line=lines.get(offset))
+
+
+def _seq_at(log: LogFile, offset: int) -> int | None:
+    """The seq of the record at `offset`, if a record starts there (only to find it: not checked)."""
+    try:
+        rec = _codec.decode(log.read_line_at(offset))
+    except (_codec.DecodeError, OSError):
+        return None
+    seq = rec.get("seq") if isinstance(rec, dict) else None
+    return seq if type(seq) is int else None
+
+
+def _line_numbers(fd: int, offsets: list[int]) -> dict[int, int]:
+    """offset -> the 1-based line of the file that the byte at that offset is on (one read up to the last)."""
+    out: dict[int, int] = {}
+    pos, line = 0, 1
+    for target in sorted(set(offsets)):
+        while pos < target:
+            chunk = os.pread(fd, min(1 << 20, target - pos), pos)
+            if not chunk:
+                return out
+            line += chunk.count(b"\n")
+            pos += len(chunk)
+        out[target] = line
+    return out
+
+
+class _Tail(NamedTuple):
+    size: int  # bytes after the last complete line
+    offset: int  # where they start
+    after: int  # the seq of the last complete record
+    fd: int  # a dup of the log's fd (-1 if there is no torn tail): to count lines once the lock is free
+
+
+def _torn_tail_under_lock(engine: Engine, read_only: bool) -> tuple[int, Problem | None]:
+    """The bytes after the log's last complete line, if no write is in progress, and the problem."""
+    engine.refresh()  # catch up before any lock, so that the lock is held only for the last records
+    tail = _look_at_tail(engine, read_only)
+    if not tail.size:
+        return 0, None
+    try:
+        line = _line_numbers(tail.fd, [tail.offset]).get(tail.offset)
+    finally:
+        os.close(tail.fd)
+    detail = (
+        f"log.jsonl ends in {tail.size} bytes that are no complete line, from byte {tail.offset}"
+        + (f" (line {line})" if line is not None else "")
+        + f", after the record of seq {tail.after}: a writer killed mid-append (the next write cuts them)"
+    )
+    return tail.size, Problem(
+        "torn_tail", None, tail.after, detail, torn_tail_summary(tail.size), path="log.jsonl", line=line
+    )
+
+
+def _look_at_tail(engine: Engine, read_only: bool) -> _Tail:
     # Only under the writer lock is an incomplete last line known to be torn, not in progress.
-    # A read-only handle cannot take it: report a tail that stays incomplete for a moment.
-    if read_only:
-        with engine.mutex:
-            engine.refresh()
-            torn = engine.log.torn_bytes()
-        if torn:
-            time.sleep(0.1)
-            with engine.mutex:
-                engine.refresh()
-                torn = engine.log.torn_bytes()
-        return torn
-    with engine.locked(), engine.mutex:
-        engine.refresh(writable=True)
-        return engine.log.torn_bytes()
+    if not read_only:
+        try:
+            with engine.locked():
+                return _tail(engine)
+        except ReadOnlyBoard:
+            pass  # a read-only mount, another user's board: look as a read-only handle does
+        except LockTimeout:
+            return _look_twice(engine)  # check is a read: a stuck writer must not make it fail
+    # flock needs no write access: a process that can read `lock` can take the writer lock with it.
+    if engine.config.lock == "flock":
+        with _read_only_flock(engine) as locked:
+            if locked:
+                return _tail(engine)
+    return _look_twice(engine)
+
+
+def _look_twice(engine: Engine) -> _Tail:
+    # No lock to be had (a soft-lock board we may not write, a lock we may not read, a holder past
+    # the timeout): report a tail that stays incomplete for a moment. A write is one write() of a
+    # whole line: it takes far less.
+    tail = _tail(engine)
+    if tail.size:
+        os.close(tail.fd)
+        time.sleep(0.1)
+        tail = _tail(engine)
+    return tail
+
+
+def _tail(engine: Engine) -> _Tail:
+    with engine.mutex:
+        index = engine.refresh()
+        log = engine.log
+        size = log.torn_bytes()
+        return _Tail(size, log.offset, index.last_record_seq, os.dup(log.fd) if size else -1)
+
+
+@contextlib.contextmanager
+def _read_only_flock(engine: Engine) -> Iterator[bool]:
+    """The flock writer lock through a read-only fd (it excludes writers like theirs: same inode), for
+    at most the lock timeout. Yields whether it was taken: not if the file cannot be opened read-only
+    or the filesystem refuses flock on such an fd (NFS: EBADF), nor after the timeout."""
+    try:
+        fd = os.open(engine.layout.lock, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        yield False
+        return
+    try:
+        yield _flock_within(fd, engine.lock_timeout)
+    finally:
+        os.close(fd)  # closing drops the flock
+
+
+def _flock_within(fd: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    delay = 0.0001
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+        except OSError:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.01)
 
 
 def repair(engine: Engine) -> Report:
