@@ -24,7 +24,7 @@ from .core.engine import Committed, Engine, Op, warn
 from .core.flusher import Flusher
 from .core.index import DELETE, PUT, Slot
 from .core.keys import validate_key, validate_prefix
-from .errors import BlackboardError, InvalidValue, ReadOnlyBoard
+from .errors import NO_ROOM, BlackboardError, InvalidValue, ReadOnlyBoard
 from .models import (
     DEFAULT_COMPACT_AT_BYTES,
     DEFAULT_COMPACT_AT_DEAD_RATIO,
@@ -168,7 +168,15 @@ class Board:
         try:
             if self._flusher.running:
                 self._flusher.stop()
-                self.flush()
+                try:
+                    self.flush()
+                except OSError as exc:
+                    if exc.errno not in NO_ROOM:
+                        raise
+                    # A full disk fails no close(): the log has every write and reads answer from
+                    # it; entry files catch up at any writer's next batch (or `check --repair`).
+                    self.flush_error = exc
+                    warn("%s: could not update entry files: %s", self.path, exc)
             self._save_checkpoint()
         finally:
             self._finalizer()
@@ -400,6 +408,7 @@ class Board:
             self._save_checkpoint()
         except Exception as exc:  # keep the thread alive: the next batch retries from the watermark
             self.flush_error = exc
+            self._flusher.retry_later()  # even if nothing is written meanwhile (room may be freed)
             warn("%s: could not update entry files or the checkpoint: %s", self.path, exc)
             return time.monotonic() - started
         spent = time.monotonic() - started

@@ -7,6 +7,7 @@ because they cross process boundaries (multiprocessing pools, `subscribe` callba
 
 from __future__ import annotations
 
+import errno as _errno
 from typing import Any
 
 
@@ -207,3 +208,39 @@ def open_or_read_only(path: str, flags: int, what: str) -> int:
         if exc.errno == errno.EROFS:
             raise ReadOnlyBoard(os.path.dirname(path), "read-only filesystem") from None
         raise
+
+
+#: The errnos of a write that stopped for lack of room, and how a user is told (with what to check).
+NO_ROOM: dict[int, str] = {
+    _errno.ENOSPC: "no space left on device",
+    _errno.EDQUOT: "disk quota exceeded",
+    _errno.EFBIG: "file too large (RLIMIT_FSIZE, or the filesystem's largest file)",
+}
+
+
+class OutOfSpace(BlackboardError, OSError):
+    """A write stopped for lack of room: a full filesystem (ENOSPC), a quota (EDQUOT), or a file that
+    would pass the process's file-size limit (EFBIG: RLIMIT_FSIZE, `ulimit -f`). `errno` is the real
+    one. What the write had put down was undone; `outcome` says what that left (by default nothing).
+
+    >>> str(OutOfSpace("b/log.jsonl", 28))
+    'b/log.jsonl: no space left on device (nothing was written)'
+    """
+
+    def __init__(self, path: str, errno: int, outcome: str = "nothing was written") -> None:
+        import os
+
+        OSError.__init__(self, errno, os.strerror(errno), path)
+        reason = NO_ROOM.get(errno) or os.strerror(errno).lower()
+        # "file too large (RLIMIT_FSIZE, ...)" + outcome: one pair of parentheses, not two.
+        detail = f"{reason[:-1]}; {outcome})" if reason.endswith(")") else f"{reason} ({outcome})"
+        self.message = f"{path}: {detail}"
+        self.path = path
+        self.outcome = outcome
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # OSError keeps errno and filename in C slots, which BlackboardError's __reduce__ would lose.
+        return (type(self), (self.path, self.errno, self.outcome))

@@ -20,7 +20,7 @@ import click
 from ..board import Board
 from ..core import codec as _codec
 from ..core import settings as _settings
-from ..errors import BlackboardError
+from ..errors import NO_ROOM, BlackboardError
 
 EXIT_CODES = """\b
 Exit codes:
@@ -134,7 +134,10 @@ class BoardGroup(click.Group):
             sys.stderr.close()
             sys.exit(0)
         except OSError as exc:
-            fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), 1)
+            # A full disk or RLIMIT_FSIZE from a write the library did not name (OutOfSpace is the
+            # BlackboardError above): the same words, not Python's "[Errno 28] ...".
+            reason = NO_ROOM.get(exc.errno) if exc.errno is not None else None
+            fail(f"{exc.filename or ''}: {reason or exc.strerror or exc}".lstrip(": "), 1)
 
 
 BOARD_HELP = f"Board directory [default: ${_settings.ENV_DIR}, else {_settings.DEFAULT_DIR}]."

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import CorruptLog
 from . import codec as _codec
 from .index import Index, Slot
+from .layout import write_all
 from .lock import side_lock
 from .record import DELETE, PUT, fast_seq, parse_record
 
@@ -298,9 +299,7 @@ def save(layout: Layout, data: bytes, *, current_log_only: bool = True) -> int:
         tmp = layout.tmp_file("checkpoint")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
         try:
-            view = memoryview(data)
-            while view:  # every byte or an error: a short write must not become the checkpoint
-                view = view[os.write(fd, view) :]
+            write_all(fd, data, layout.checkpoint)  # every byte or an error: never a short checkpoint
         finally:
             os.close(fd)
         if current_log_only:

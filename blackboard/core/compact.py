@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import NO_ROOM, OutOfSpace
 from .checkpoint import encode, save
 from .entries import materialize, read_watermark
 from .index import Index
@@ -139,11 +140,20 @@ def compact(
         tmp = layout.tmp / f"log.compact.{os.getpid()}.tmp"
         try:
             _build_and_switch(engine, fd, tmp, keep_after, archive, progress, report)
+        except OSError as exc:
+            if exc.errno in NO_ROOM and not isinstance(exc, OutOfSpace):
+                # Buffered writes fail naming no file: say which board, and what is left. The temp
+                # file still there means the switch (the last step) did not happen.
+                outcome = "compaction stopped; the log is unchanged" if tmp.exists() else "compaction stopped"
+                raise OutOfSpace(str(layout.log), exc.errno, outcome) from exc
+            raise
         finally:
             os.close(fd)
-            # Left only if we gave up or failed (a full disk must not keep the half-built log).
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            # Left only if we gave up or failed: a full disk must not keep the half-built log or
+            # archive segment (they hold the room that writes need, and the next try too).
+            for leftover in (tmp, _archive_tmp(layout)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(leftover)
     report.seconds = time.monotonic() - started
     return report
 
@@ -310,9 +320,13 @@ def _plan(
     return keep, last_seq, purged, header
 
 
+def _archive_tmp(layout: Layout) -> Path:
+    return layout.tmp / f"log.compact.{os.getpid()}.archive.tmp"
+
+
 def _write_archive(layout: Layout, fd: int, end: int, keep: set[int], report: CompactReport) -> None:
     """The records compaction removes, as one gzip ndjson segment in archive/, durable before the switch."""
-    segment_tmp = layout.tmp / f"log.compact.{os.getpid()}.archive.tmp"
+    segment_tmp = _archive_tmp(layout)  # compact() removes it if this fails
     first = last_archived = 0
     with gzip.open(segment_tmp, "wb", compresslevel=5) as segment:
         for offset, line in _lines(fd, 0, end, None):

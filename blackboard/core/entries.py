@@ -13,7 +13,6 @@ after a power loss `check` finds what was lost and `check --repair` rebuilds it.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -24,7 +23,7 @@ from typing import Any
 from . import codec as _codec
 from .index import PUT, Index, Slot
 from .keys import ENTRY_SUFFIX, key_to_relpath, relpath_to_key
-from .layout import Layout, format_watermark, parse_watermark
+from .layout import Layout, format_watermark, parse_watermark, write_all
 from .lock import side_lock
 
 
@@ -63,30 +62,51 @@ def read_watermark(layout: Layout) -> int:
 
 
 def write_watermark(layout: Layout, seq: int) -> None:
+    """Set the watermark to `seq`, or raise and leave it at a value that does not overstate.
+
+    Callers set it only once every entry file up to `seq` is written (a failed one raises first)."""
     # In place, fixed width: one small write, not a replace (~3 us against ~1.2 ms here).
+    data = format_watermark(seq)
     fd = os.open(layout.watermark, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
     try:
-        os.pwrite(fd, format_watermark(seq), 0)
+        done = os.pwrite(fd, data, 0)  # raises having written nothing: the old watermark stands
+        if done < len(data):
+            try:
+                write_all(fd, data[done:], layout.watermark, offset=done)
+            except OSError:
+                # A torn number can be larger than the truth ("19" overwritten by "20" and cut after
+                # one byte reads "29": records 21-29 would never reach entries/). Empty the file
+                # instead (shrinking needs no room): it reads as 0, and the next batch redoes every
+                # key, which is always safe.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
+                raise
     finally:
         os.close(fd)
 
 
 def write_entry(layout: Layout, key: str, slot: Slot) -> None:
+    """Replace `key`'s entry file with `slot`'s document: the whole file or, if a write fails (a full
+    disk), no change and no temp file left behind (it would hold the room the next batch needs)."""
     # Plain os calls on str paths: this runs once per changed key per batch, beside a busy writer.
     target = f"{layout.entries}/{key_to_relpath(key)}"
     tmp = f"{layout.tmp}/entry.{os.getpid()}.{threading.get_ident()}.tmp"
+    data = _codec.dumps_pretty(entry_document(key, slot))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
     try:
-        data = _codec.dumps_pretty(entry_document(key, slot))
-        if os.write(fd, data) != len(data):  # a short write (disk full) must not become the entry file
-            raise OSError(errno.ENOSPC, f"short write to {tmp}")
-    finally:
-        os.close(fd)
-    try:
-        os.replace(tmp, target)
-    except FileNotFoundError:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        os.replace(tmp, target)
+        try:
+            write_all(fd, data, target)  # a short write (disk full) must not become the entry file
+        finally:
+            os.close(fd)
+        try:
+            os.replace(tmp, target)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def remove_entry(layout: Layout, key: str) -> None:
@@ -105,7 +125,10 @@ def remove_entry(layout: Layout, key: str) -> None:
 
 def materialize(layout: Layout, snapshot: Callable[[int], tuple[int, list[tuple[str, Slot]]]]) -> int:
     """Bring entries/ up to the log. `snapshot(watermark)` returns (last seq, keys changed after it),
-    read from the log after the lock is taken. Returns the number of files written or removed."""
+    read from the log after the lock is taken. Returns the number of files written or removed.
+
+    A file that cannot be written (a full disk: `OutOfSpace`) stops the batch with the watermark where
+    it was: the keys written meanwhile are whole and newer, and the next batch redoes the rest."""
     with materialize_lock(layout):
         remove_stale_tmp(layout)
         mark = read_watermark(layout)

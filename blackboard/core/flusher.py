@@ -17,6 +17,11 @@ from collections.abc import Callable
 
 #: A batch is followed by a pause of at least this many times its duration.
 PACING = 10.0
+#: After a failed batch (a full disk) the next comes this long after, written to or not, the pause
+#: doubling per failure up to RETRY_MAX: the entry files catch up once room is freed with no write
+#: needed, and a disk that stays full costs a warning per pause, not one per batch of writes.
+RETRY_MIN = 1.0
+RETRY_MAX = 60.0
 
 
 class Flusher:
@@ -31,6 +36,9 @@ class Flusher:
         self._pid = -1
         self._mutex = threading.Lock()
         self.last_batch = 0.0
+        #: seconds until a retry of the failed last batch (0: it did not fail)
+        self.retry_in = 0.0
+        self._failed = False
 
     def poke(self) -> None:
         """Something changed: run a batch soon (starting the thread on first use, and in a fork)."""
@@ -60,20 +68,30 @@ class Flusher:
     def after_fork(self) -> None:
         self._mutex = threading.Lock()
 
+    def retry_later(self) -> None:
+        """Called by the job whose batch failed: run another after a pause even if nothing is poked."""
+        self._failed = True
+
     def run_once(self) -> None:
         job = self._job()
         if job is None:
             return
         started = time.monotonic()
+        self._failed = False
         paced = job()
         # The job may say how much of its time to pace by (an occasional compaction must not hold
         # entry files back for ten times its length).
         self.last_batch = time.monotonic() - started if paced is None else paced
+        self.retry_in = min(RETRY_MAX, max(RETRY_MIN, 2 * self.retry_in)) if self._failed else 0.0
 
 
 def _loop(flusher: Flusher, dirty: threading.Event, stop: threading.Event) -> None:
     while not stop.is_set():
-        dirty.wait()
+        if flusher.retry_in:  # the last batch failed: the next comes after the pause, poked or not
+            if stop.wait(flusher.retry_in):
+                return
+        else:
+            dirty.wait()
         # Let more writes arrive (one file per key per batch), and pace batches.
         pause = max(flusher.interval, PACING * flusher.last_batch)
         # stop() sets stop before waking us: checking it after each wait is what keeps a stop that

@@ -21,7 +21,7 @@ import errno
 import os
 from pathlib import Path
 
-from ..errors import NotABoard, ReadOnlyBoard
+from ..errors import NO_ROOM, NotABoard, OutOfSpace, ReadOnlyBoard
 from ..models import FORMAT_NAME, FORMAT_VERSION, READABLE_VERSIONS, BoardConfig
 from . import codec as _codec
 from .record import log_header
@@ -101,25 +101,51 @@ class Layout:
         return self.tmp / f"{stem}.{os.getpid()}.{os.urandom(6).hex()}.tmp"
 
 
+def write_all(fd: int, data: bytes, path: str | os.PathLike[str], offset: int | None = None) -> None:
+    """Write every byte of `data` to `fd` (at `offset` with pwrite, else at its position), or raise.
+
+    write() may write less than asked and say nothing: on a full disk, or past RLIMIT_FSIZE (Python
+    ignores SIGXFSZ). The rest is written again, which then fails with the real errno; for lack of
+    room (ENOSPC, EDQUOT, EFBIG) that is `OutOfSpace` naming `path`. Undoing what was written is the
+    caller's business (a temp file is removed, the log is truncated back).
+    """
+    view = memoryview(data)
+    try:
+        while view:
+            n = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset + len(data) - len(view))
+            if n == 0:  # no progress and no error: never loop forever
+                raise OSError(errno.EIO, "write() wrote nothing", os.fspath(path))
+            view = view[n:]
+    except OSError as exc:
+        if exc.errno in NO_ROOM and not isinstance(exc, OutOfSpace):
+            raise OutOfSpace(os.fspath(path), exc.errno) from exc
+        raise
+
+
 def write_new_file(layout: Layout, target: Path, data: bytes, *, fsync: bool = True) -> bool:
     """Create `target` holding `data`, atomically and only if it does not exist yet.
 
     Built in tmp/ then hard-linked into place: a reader sees no file or the whole file, and of two
-    processes racing to create it exactly one wins. Returns whether this call created it.
+    processes racing to create it exactly one wins. Returns whether this call created it. A write
+    that fails (a full disk) leaves nothing behind: no target, no temp file.
     """
     tmp = layout.tmp_file(target.name)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        if fsync:
-            f.flush()
-            os.fsync(f.fileno())
     try:
-        os.link(tmp, target)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        try:
+            write_all(fd, data, target)
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            return False
         return True
-    except FileExistsError:
-        return False
     finally:
-        os.unlink(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def init(root: Path, config: BoardConfig) -> BoardConfig:

@@ -11,12 +11,13 @@ Mechanics only; what a record means is the board's business. Rules (../shared/PI
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import LogGone, open_or_read_only
+from .layout import write_all
 from .record import Header, log_header, parse_header
 
 _CHUNK = 1 << 22
@@ -223,11 +224,19 @@ class LogFile:
             header_line = log_header()
             data = header_line + data
             start = len(header_line)
-        written = os.write(self.fd, data)
-        if written != len(data):
-            # A short write (disk full): leave no torn line behind for others to trip on.
-            os.ftruncate(self.fd, old)
-            raise OSError(errno.ENOSPC, f"short write to {self.path}")
+        try:
+            # One write() of the whole data. It comes back short only on a full disk or past
+            # RLIMIT_FSIZE: write_all then writes the rest, which fails with the real errno (ENOSPC
+            # or EFBIG, as OutOfSpace). Only this process appends meanwhile: we hold the lock.
+            write_all(self.fd, data, self.path)
+        except OSError:
+            # The line is incomplete (its last write failed), so no reader has consumed it: cut back
+            # to where this append started, leaving no torn line for the next lock holder, and raise.
+            # Nothing is acknowledged that is not in the log. (A KeyboardInterrupt is left alone: the
+            # line may be whole, and read by others; if torn, the next lock holder cuts it.)
+            with contextlib.suppress(OSError):  # if even that fails, the next lock holder cuts it
+                os.ftruncate(self.fd, old)
+            raise
         if new_header:
             self.header = parse_header(self.path, header_line[:-1])
         self.offset = old + len(data)
