@@ -94,16 +94,25 @@ class VersionConflict(BlackboardError):
 
 
 class LockTimeout(BlackboardError, TimeoutError):
-    """The writer lock could not be taken in time."""
+    """The writer lock could not be taken in time. `holder` names who holds it, when the lock can
+    tell (a soft lock's claim: "pid N on host H (...)"), else None."""
 
-    def __init__(self, lock_path: str, timeout: float) -> None:
-        super().__init__(
-            f"could not take the writer lock {lock_path} within {timeout:g} s (another writer holds it; "
-            f"on a soft-lock board a crashed host may have left its claim in {lock_path}.filelock/: "
-            "remove it only if that host's writer is dead)"
-        )
+    def __init__(self, lock_path: str, timeout: float, holder: str | None = None) -> None:
+        if holder is None:
+            why = (
+                f"another writer holds it; on a soft-lock board a crashed host may have left its claim "
+                f"in {lock_path}.filelock/: remove it only if that host's writer is dead"
+            )
+        else:
+            # A dead holder on this host is broken automatically; one on another host never is.
+            why = (
+                f"held by {holder}; a claim from another host is never broken automatically: if that "
+                f"process is dead, remove its claim files from {lock_path}.filelock/claims/"
+            )
+        super().__init__(f"could not take the writer lock {lock_path} within {timeout:g} s ({why})")
         self.lock_path = lock_path
         self.timeout = timeout
+        self.holder = holder
 
 
 class ReadOnlyBoard(BlackboardError, PermissionError):

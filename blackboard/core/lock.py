@@ -6,9 +6,11 @@ Two strategies, recorded in board.json so every process uses the same one:
   process dies, so a crash never leaves a stale lock. filelock's `FileLock` is the same flock under
   ~125 us of bookkeeping per acquire+release, which would be most of the cost of a write here, so
   we take the flock directly.
-- `soft` (NFS, SMB): filelock's `StrictSoftFileLock`, an exclusively created claim file, because
-  flock may exclude nothing across NFS clients. A claim left by a crashed host is never broken by
-  age; an operator breaks it (`blackboard check` names it).
+- `soft` (NFS, SMB): filelock's `StrictSoftFileLock`, owner-specific claim files, because flock may
+  exclude nothing across NFS clients. filelock itself never breaks a claim; we break one only on
+  proof that its owner is gone: it names this host, and the boot differs, or its pid is gone, a
+  zombie, or a different process (start time). Never by age, never another host's: an operator
+  breaks those, and `LockTimeout` names the holder's host and pid (spec section 9.1, issue 8).
 
 Both follow filelock's template (`BaseFileLock` owns the policy, each backend only `_acquire` and
 `_release`): `_LockPolicy` owns the thread lock, the deadline and the wait, fork safety, the
@@ -34,8 +36,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
+import hashlib
 import os
 import random
+import socket
 import threading
 import time
 import weakref
@@ -68,7 +73,7 @@ class _LockPolicy(ABC):
         """Take the lock within `timeout` seconds, else raise `LockTimeout` naming the lock's path."""
         deadline = time.monotonic() + timeout
         if not self._thread_lock.acquire(timeout=max(timeout, 0)):
-            raise LockTimeout(str(self.path), timeout)
+            raise LockTimeout(str(self.path), timeout, self._holder())
         try:
             if self._pid != os.getpid():  # first use, after close(), or a forked child: our own fd/claim
                 self._open()
@@ -77,7 +82,7 @@ class _LockPolicy(ABC):
             while not self._acquire():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise LockTimeout(str(self.path), timeout)
+                    raise LockTimeout(str(self.path), timeout, self._holder())
                 # Jitter: waiters that started together drift apart rather than retry in lockstep
                 # (for the soft lock each collision costs claim files; filelock jitters for this).
                 time.sleep(min(delay * random.uniform(0.5, 1.0), remaining))
@@ -106,6 +111,10 @@ class _LockPolicy(ABC):
             with contextlib.suppress(OSError):  # best effort: a hook must not fail the fork
                 self._close()
             self._pid = -1
+
+    def _holder(self) -> str | None:
+        """Who holds the lock, for the timeout's message, if this backend can tell."""
+        return None
 
     @abstractmethod
     def _open(self) -> None:
@@ -151,16 +160,21 @@ class FlockLock(_LockPolicy):
 
 
 class SoftLock(_LockPolicy):
-    """filelock's strict soft lock, for filesystems where flock cannot be trusted."""
+    """filelock's strict soft lock, for filesystems where flock cannot be trusted, breaking a claim
+    whose owner is provably gone (`claim_is_stale`)."""
 
     # An attempt scans the claim directory and publishes claim files (round trips on NFS): poll
     # more gently, up to filelock's own backoff cap for this lock.
     _first_poll = 0.001
     _max_poll = 0.05
+    #: A failed attempt looks for stale claims at most this often: that look reads every claim again,
+    #: which live contention (the common case) should not pay on each poll.
+    _stale_check_every: ClassVar[float] = 0.05
 
     def __init__(self, path: Path) -> None:
         self._lock: filelock.StrictSoftFileLock | None = None
         self._timeout: type[Exception] = TimeoutError  # filelock.Timeout, once imported
+        self._next_stale_check = 0.0
         super().__init__(path)
 
     def _open(self) -> None:
@@ -177,22 +191,186 @@ class SoftLock(_LockPolicy):
         self._lock = None
 
     def _acquire(self) -> bool:
-        assert self._lock is not None
         try:
-            self._lock.acquire(timeout=0)  # one attempt: filelock's Timeout if a claim is in the way
-        except self._timeout:
-            return False
+            if self._attempt():
+                return True
+            now = time.monotonic()
+            if now < self._next_stale_check:
+                return False
+            self._next_stale_check = now + self._stale_check_every
+            # A writer SIGKILLed while holding leaves its claims, which block every writer for good
+            # (issue 8): remove those of owners that are provably gone, then contend as usual.
+            return self._break_stale_claims() and self._attempt()
         except PermissionError:
             raise ReadOnlyBoard(str(self.path.parent), "cannot create the lock claim") from None
         except OSError as exc:
             if exc.errno == errno.EROFS:
                 raise ReadOnlyBoard(str(self.path.parent), "read-only filesystem") from None
             raise
+
+    def _attempt(self) -> bool:
+        assert self._lock is not None
+        try:
+            self._lock.acquire(timeout=0)  # one attempt: filelock's Timeout if a claim is in the way
+        except self._timeout:
+            return False
         return True
+
+    def _break_stale_claims(self) -> bool:
+        """Remove the claims of owners that are gone; True if there were any.
+
+        Race-free without a winner among breakers: every claim's name carries its owner's random
+        token, so a removal can only ever hit the dead owner's own files (never a successor that
+        reused a path, the race that sank shared soft markers, filelock #637), and it is the same
+        step as that owner's release (held, then intent: the names sort that way). Waiters that
+        broke the same claim then meet in filelock's doorway like any contenders after a release.
+        A second breaker finds the name gone, which is fine: its owner cannot come back.
+        """
+        assert self._lock is not None
+        broken = False
+        for claim in sorted(self._lock.claims, key=lambda c: c.name):
+            if claim_is_stale(claim.pid, claim.hostname, claim.start):
+                with contextlib.suppress(FileNotFoundError):  # another waiter broke it first
+                    self._lock.force_break(claim.name)
+                broken = True
+        return broken
+
+    def _holder(self) -> str | None:
+        lock = self._lock
+        if lock is None:
+            return None
+        try:
+            claims = sorted(lock.claims, key=lambda c: (c.state != "held", c.name))
+        except Exception:  # best effort: the message must not hide the timeout itself
+            return None
+        if not claims:
+            return None
+        owner = claims[0]
+        return f"pid {owner.pid} on host {owner.hostname} (claim files *-v1-{owner.token}.claim)"
 
     def _release(self) -> None:
         assert self._lock is not None
         self._lock.release()
+
+
+# -- who owns a claim, and whether it is gone (spec section 9.1) ------------------------------------------
+# This process's identity computed as filelock writes it into a claim, so that claims of this host
+# compare equal; tests/test_soft_lock_stale.py checks it against a claim filelock wrote, so that a
+# change in a filelock upgrade fails a test, not a board.
+
+_INITIAL_PID_NAMESPACE = 0xEFFFFFFC  # PROC_PID_INIT_INO: the inode of the host's PID namespace
+_INITIAL_TIME_NAMESPACE = 0xEFFFFFFA  # PROC_TIME_INIT_INO
+_HOST_VERBATIM = frozenset(range(0x21, 0x7F)) - {ord("?")}
+_LOW_64 = (1 << 64) - 1
+
+
+def this_host() -> str:
+    """This host as a claim names it: the host name (bytes outside printable ASCII, and `?`, as
+    `?xx`), plus `?pidns-<inode hex>` in a PID namespace other than the host's, where pids mean
+    something else; names over 253 characters end in a digest."""
+    name = "".join(
+        chr(byte) if byte in _HOST_VERBATIM else f"?{byte:02x}"
+        for byte in socket.gethostname().encode("utf-8", "surrogateescape")
+    )
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = _INITIAL_PID_NAMESPACE  # no procfs (not Linux), or a kernel before 3.8
+    if namespace != _INITIAL_PID_NAMESPACE:
+        name += f"?pidns-{namespace:x}"
+    if len(name) > 253:
+        name = f"{name[:244]}-{hashlib.sha256(name[244:].encode()).hexdigest()[:8]}"
+    return name or "?"
+
+
+@functools.cache
+def boot_id() -> int:
+    """This boot's id as an integer, or 0 if unknown (a file mounted over it may carry another's)."""
+    path = "/proc/sys/kernel/random/boot_id"
+    try:
+        if os.stat(path).st_dev != os.stat("/proc").st_dev:
+            return 0
+        with open("/proc/self/mountinfo", "rb") as mounts:
+            if any(line.split(b" ", 5)[4] == path.encode() for line in mounts):
+                return 0
+        with open(path, encoding="ascii") as file:
+            return int(file.read().strip().replace("-", ""), 16)
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _procfs_is_ours() -> bool:
+    """Whether /proc/PID describes pid PID of our namespace with start times as its owner saw them:
+    a procfs of another PID namespace names other processes, a shifted time namespace other times."""
+    try:
+        if os.readlink("/proc/self") != str(os.getpid()):
+            return False
+        with open("/proc/self/status", "rb") as status:  # NSpid lists one pid per nested namespace
+            if any(line.startswith(b"NSpid:") and len(line.split()) != 2 for line in status):
+                return False
+    except OSError:
+        return False  # no procfs (not Linux): nothing to read start times from
+    try:
+        return os.stat("/proc/thread-self/ns/time").st_ino == _INITIAL_TIME_NAMESPACE
+    except FileNotFoundError:
+        return True  # a kernel without time namespaces
+    except OSError:
+        return False
+
+
+def _process(pid: int) -> tuple[int, bool] | None:
+    """(start time in clock ticks since boot, is a zombie) of a process, or None if unknown."""
+    if not _procfs_is_ours():
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            stat = file.read()
+        # The command name may hold spaces and parentheses: count fields after the last ')'.
+        fields = stat[stat.rfind(b")") + 1 :].split()
+        state, start = fields[0], int(fields[19])  # fields 3 and 22 of proc_pid_stat(5)
+        with open(f"/proc/{pid}/status", "rb") as file:
+            threads = next((line.split()[1] for line in file if line.startswith(b"Threads:")), b"")
+    except (OSError, ValueError, IndexError):
+        return None
+    # A zombie thread-group leader whose other threads still run is alive: only Threads: 1 is dead.
+    return start, state in (b"Z", b"X") and threads == b"1"
+
+
+def start_token(pid: int) -> int | None:
+    """A process's start as a claim records it: (boot id << 64) | start ticks; None if unknown."""
+    seen = _process(pid)
+    return None if seen is None else boot_id() << 64 | seen[0]
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        pass  # EPERM: it exists, another user's
+    return True
+
+
+def claim_is_stale(pid: int, host: str, start: int | None) -> bool:
+    """Whether the process that wrote a claim (its pid, host and start token) is provably gone.
+
+    Only proof counts: a claim of another host, or one we cannot judge, is held (fail closed).
+    """
+    if host != this_host():
+        return False  # its pids are not ours to check: the operator's runbook (spec section 9)
+    if start is not None and (claimed_boot := start >> 64) and (ours := boot_id()) and claimed_boot != ours:
+        return True  # written before this host rebooted: start ticks of another boot prove nothing
+    if not _pid_exists(pid):
+        return True
+    seen = _process(pid)
+    if seen is None:
+        return False
+    ticks, zombie = seen
+    if zombie:
+        return True  # killed, not yet reaped: whoever wrote the claim runs no more under this pid
+    # A live pid with another start time is a recycled pid: the claim's writer is gone.
+    return start is not None and start & _LOW_64 != ticks
 
 
 #: Every writer lock of this process, for the after-fork hook.
