@@ -19,7 +19,9 @@ from .errors import (
     KeyNotFound,
     LockTimeout,
     LogGone,
+    LogTruncated,
     NotABoard,
+    OutOfSpace,
     ReadOnlyBoard,
     VersionConflict,
 )
@@ -28,6 +30,7 @@ from .models import BoardConfig, Entry, Event
 if TYPE_CHECKING:
     from .core.compact import CompactReport
     from .core.entries import Report
+    from .core.repair import RepairReport
     from .core.watch import Subscription, Watcher
     from .transaction import Transaction
 
@@ -47,8 +50,11 @@ __all__ = [
     "KeyNotFound",
     "LockTimeout",
     "LogGone",
+    "LogTruncated",
     "NotABoard",
+    "OutOfSpace",
     "ReadOnlyBoard",
+    "RepairReport",
     "Report",
     "Subscription",
     "Transaction",
@@ -59,6 +65,7 @@ __all__ = [
 
 _LAZY = {
     "CompactReport": ".core.compact",
+    "RepairReport": ".core.repair",
     "Report": ".core.entries",
     "Subscription": ".core.watch",
     "Transaction": ".transaction",

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
     from .core.compact import CompactReport
     from .core.entries import Report
+    from .core.repair import RepairReport
     from .core.watch import Subscription, Watcher
     from .transaction import Transaction
 
@@ -584,9 +585,11 @@ class Board:
 
         return check(self.engine, read_only=self.read_only)
 
-    def repair(self) -> Report:
-        """Cut a torn log tail and rebuild every entry file that differs from the log."""
-        from .core.maintain import repair
+    def repair(self) -> RepairReport:
+        """Take a damaged board back to a consistent, usable state (spec 12.1): damaged records go to
+        `quarantine/` and the log goes on after the highest seq any trace shows, a torn tail is cut,
+        entry files are rebuilt from the log. On a healthy board it only checks."""
+        from .core.repair import repair
 
         self._check_writable()
         return repair(self.engine)

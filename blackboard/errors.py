@@ -144,6 +144,7 @@ class CorruptLog(BlackboardError):
         if advice is None:
             advice = f"run `blackboard --board {_board_of(path)} repair` to quarantine it and go on"
         super().__init__(f"{path}: corrupt record at {where}: {reason}; {advice}")
+        self.advice = advice
         self.path = path
         self.offset = offset
         self.reason = reason
@@ -152,6 +153,12 @@ class CorruptLog(BlackboardError):
         #: the 1-based line number in the file, if it was counted
         self.line = line
 
+    def numbered(self, line: int) -> CorruptLog:
+        """The same error, naming the line too (counted by whoever has the file open)."""
+        if self.line is not None or type(self) is not CorruptLog:
+            return self
+        return CorruptLog(self.path, self.offset, self.reason, seq=self.seq, line=line, advice=self.advice)
+
 
 class LogTruncated(CorruptLog):
     """The log ends before a seq that a durable trace (the watermark, a checkpoint, an entry file, a
@@ -159,14 +166,15 @@ class LogTruncated(CorruptLog):
     after that seq, so that no seq is ever assigned twice."""
 
     def __init__(self, path: str, offset: int, last_seq: int, seen: int, trace: str) -> None:
-        super().__init__(
-            path,
-            offset,
-            f"the log ends at seq {last_seq}, but {trace} shows seq {seen} was written (the log lost its "
-            "tail: cut, or restored from an older copy)",
-            advice=f"run `blackboard --board {_board_of(path)} repair` to go on after seq {seen} "
-            "(it recovers what the entry files still hold)",
+        reason = f"the log ends at seq {last_seq}, but {trace} shows seq {seen} was written"
+        BlackboardError.__init__(
+            self,
+            f"{path}: {reason}: it lost its tail (cut, or restored from an older copy); nothing is written "
+            f"to it. Run `blackboard --board {_board_of(path)} repair` to go on after seq {seen} (it "
+            "recovers what the entry files still hold)",
         )
+        self.path, self.offset, self.reason, self.seq, self.line = path, offset, reason, None, None
+        self.advice = ""
         self.last_seq = last_seq
         self.seen = seen
         self.trace = trace
@@ -179,15 +187,21 @@ def _board_of(path: str) -> str:
 
 
 class LogGone(BlackboardError, FileNotFoundError):
-    """The log file this handle had open was deleted: nothing more is written to it (an append to the
-    unlinked file would be acknowledged and lost)."""
+    """The log file this handle had open was deleted (nothing more is written to it: an append to the
+    unlinked file would be acknowledged and lost), or the board has none (`while_open` False)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, while_open: bool = True) -> None:
+        what = (
+            "the log file is gone (deleted while this process had it open); nothing more is written to it"
+            if while_open
+            else "the board has no log file (deleted, or a partial copy of the board)"
+        )
         super().__init__(
-            f"{path}: the log file is gone (deleted while this process had it open); nothing more is "
-            "written to it: restore it from a copy, or move the board aside and init a new one"
+            f"{path}: {what}. Restore it from a copy, or run `blackboard --board {_board_of(path)} repair`: "
+            "a new log that goes on after every seq the entry files show, with the values they hold"
         )
         self.path = path
+        self.while_open = while_open
 
 
 class Compacted(BlackboardError):

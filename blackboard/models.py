@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 FORMAT_NAME: Literal["blackboard"] = "blackboard"
 #: 2: transaction records, idempotency keys and the log header's generation (spec/FORMAT.md).
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: Boards of these format versions open; a writer upgrades board.json to FORMAT_VERSION (spec 3).
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
 
 
 class _Record:

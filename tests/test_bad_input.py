@@ -286,7 +286,6 @@ CALLS: dict[str, Callable[[Board], Any]] = {
     "write_if_absent": lambda b: b.write("fresh", "new", expect_version=0),
     "delete": lambda b: b.delete("k0"),
     "check": lambda b: b.check(),
-    "repair": lambda b: b.repair(),
     "flush": lambda b: b.flush(),
 }
 
@@ -300,7 +299,9 @@ def test_corrupt_record_stops_reads_and_writes(corrupt_board: tuple[Path, int]) 
             call(board)
         err = info.value
         assert err.offset == offset, name
-        assert f"corrupt record at byte {offset}" in str(err), name
+        line = path.joinpath("log.jsonl").read_bytes()[:offset].count(b"\n") + 1
+        assert f"corrupt record at line {line}, byte {offset}" in str(err), name
+        assert f"blackboard --board {path} repair" in str(err), name  # the advice is the command to run
         assert err.path == str(path / "log.jsonl"), name
     with Board.open(path, read_only=True) as reader, pytest.raises(CorruptLog):
         reader.read("k0")

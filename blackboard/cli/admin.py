@@ -87,7 +87,7 @@ def init(
 
 @click.command()
 @board_option
-@click.option("--repair", is_flag=True, help="Cut a torn log tail and rebuild entry files that differ from the log.")
+@click.option("--repair", is_flag=True, help="Repair what check finds: the same as `blackboard repair`.")
 @click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object: last_seq, keys, watermark, ok, repaired, problems."
 )
@@ -100,8 +100,11 @@ def check(board_dir: Path, repair: bool, as_json: bool) -> None:
     """
     # Not read-only: the writer lock tells a torn tail from a write in progress. check writes nothing,
     # and where it cannot take the lock (a board it may not write) it looks as a reader does.
+    if repair:
+        _repair(board_dir, as_json)
+        return
     with open_board(board_dir) as board:
-        report = board.repair() if repair else board.check()
+        report = board.check()
     if as_json:
         emit_json(report.as_dict())
     else:
@@ -113,6 +116,35 @@ def check(board_dir: Path, repair: bool, as_json: bool) -> None:
             click.echo("repaired" if report.repaired and not report.ok else "consistent")
     if not (report.ok or report.repaired):
         sys.exit(EXIT_CHECK_FAILED)
+
+
+@click.command("repair")
+@board_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def repair(board_dir: Path, as_json: bool) -> None:
+    """Take a damaged board back to a consistent, usable state; on a healthy one, only check.
+
+    Damaged records (bad JSON, a checksum that does not match, a seq out of order) are moved to
+    quarantine/ with their offsets (nothing is deleted); the log goes on after the highest seq any
+    trace shows (the log, entry files, the watermark, the checkpoint, the quarantine), never reusing
+    one; records that entry files newer than the log still hold are put back; a torn tail is cut;
+    entry files are rebuilt. The report says which keys may have lost which versions.
+    """
+    _repair(board_dir, as_json)
+
+
+def _repair(board_dir: Path, as_json: bool) -> None:
+    with open_board(board_dir) as board:
+        report = board.repair()
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    click.echo(f"last seq {report.last_seq}, {report.keys} keys, entry files at seq {report.watermark}")
+    for line in report.problems():
+        click.echo(_one_line(f"repaired: {line}"))
+    if report.quarantine_file:
+        click.echo(_one_line(f"the damaged lines are in {board_dir / report.quarantine_file}"))
+    click.echo("consistent" if report.ok else "repaired")
 
 
 def _one_line(text: str) -> str:

@@ -51,6 +51,10 @@ def fail(message: str, code: int) -> NoReturn:
 COMMANDS: dict[str, tuple[str, str]] = {
     "blame": ("history", "Who last changed each key starting with PREFIX, when, at which seq."),
     "check": ("admin", "Compare entry files with the log (the source of truth)."),
+    "repair": (
+        "admin",
+        "Take a damaged board back to a usable state: quarantine damaged records, rebuild entry files.",
+    ),
     "compact": ("admin", "Rewrite the log to the latest state of every key, safely while others write and watch."),
     "cursors": ("live", "List the named consumers (watch --cursor) with their position and lag, or reset one."),
     "demo": ("live", "Agents coordinating through a board, live: a research -> analysis pipeline of processes."),

@@ -62,6 +62,25 @@ def load(layout: Layout, log: LogFile, carry: Index | None = None) -> Index | No
         return None  # torn, corrupt or foreign: replay instead
 
 
+def seen_seq(layout: Layout) -> int:
+    """The last seq of the log file a whole checkpoint was written for, whichever file that was (0 if
+    there is none, or it is torn): a durable trace that seqs up to it were used (spec 5.3)."""
+    try:
+        data = layout.checkpoint.read_bytes()
+        first = data.find(b"\n")
+        head = _codec.decode(data[:first])
+        if (
+            isinstance(head, dict)
+            and head.get(_KEY) == FORMAT
+            and crc_of(data[:first], data[first + 1 :]) == head["crc32"]
+        ):
+            seq = head["last_record_seq"]
+            return seq if type(seq) is int else 0
+    except (OSError, ValueError, TypeError, KeyError, _codec.DecodeError):
+        pass
+    return 0
+
+
 def _check(data: bytes, log: LogFile) -> tuple[dict[str, Any], bytes] | None:
     """The checkpoint's head and body if it is whole and describes `log`'s file as it is."""
     first = data.find(b"\n")
@@ -86,7 +105,9 @@ def _check(data: bytes, log: LogFile) -> tuple[dict[str, Any], bytes] | None:
         if zlib.crc32(line) != head["last_line_crc32"]:
             return None
         seq = fast_seq(line)
-        if (seq if seq is not None else parse_record(log.path, offset - len(line) - 1, line)["seq"]) != last_seq:
+        if seq is None:
+            seq = parse_record(log.path, offset - len(line) - 1, line, sealed=log.sealed)["seq"]
+        if seq != last_seq:
             return None
     return head, body
 
@@ -190,7 +211,7 @@ def _pass_over(log: LogFile, offset: int, have: int, idem: dict[str, tuple[int, 
             seq = fast_seq(line)
             rec = None
             if seq is None or b'"idem":' in line:
-                rec = parse_record(log.path, offset + pos, line)
+                rec = parse_record(log.path, offset + pos, line, sealed=log.sealed)
                 seq = rec["seq"]
             if seq > have:
                 return offset + pos, skipped

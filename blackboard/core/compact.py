@@ -22,10 +22,11 @@ from ..errors import NO_ROOM, OutOfSpace
 from .checkpoint import encode, save
 from .entries import materialize, read_watermark
 from .index import Index
+from .layout import upgrade_config
 from .lock import side_lock
 from .log import LogFile
 from .maintain import stats
-from .record import DELETE, TXN, Header, log_header, parse_header, parse_record
+from .record import DELETE, LOST, TXN, Header, log_header, parse_header, parse_record, reseal
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -177,6 +178,11 @@ def _build_and_switch(
     # Every removed record is in archive/ if this compaction archives and every earlier one did.
     archived = last_seq if archive and old.archived_through >= old.compacted_through else old.archived_through
     header = log_header(last_seq, purged, archived_through=archived)
+    # An older board's log is rewritten at the current format: every line gets its checksum (each was
+    # checked by the plan's pass), and board.json says so first, so that older releases refuse it.
+    sealed = old.sealed
+    if not sealed:
+        engine.config = upgrade_config(layout.root, engine.config)
     # The new file's index, built as its lines are written: saved as its checkpoint before the switch,
     # so that no open handle has to replay the new log (compactions must not stall writers).
     index = Index(last_seq)
@@ -187,9 +193,10 @@ def _build_and_switch(
         last_line = b""
         for offset, line in _lines(fd, 0, end, None):
             if offset in keep:
-                index.apply(tmp, out.tell(), line)
-                out.write(line + b"\n")
-                last_line = line
+                kept = line if sealed else reseal(line)
+                index.apply(tmp, out.tell(), kept, True)
+                out.write(kept + b"\n")
+                last_line = kept
         report.events_after = len(keep)
         # The new log's checkpoint (of what is written so far), in place before the new log is: a
         # handle that finds the new log keeps its index (see checkpoint.load), or loads this (~2 us a
@@ -205,8 +212,10 @@ def _build_and_switch(
                 if os.pread(fresh, len(old.line) + 1, 0) != old.line + b"\n":
                     report.skipped = "the log was replaced meanwhile (another compaction?)"
                     return
-                for _offset, line in _lines(fresh, end, _complete_end(fresh), None):
-                    out.write(line + b"\n")
+                for offset, line in _lines(fresh, end, _complete_end(fresh), None):
+                    # Checked before it is copied: a checksum added to a damaged line would vouch for it.
+                    parse_record(layout.log, offset, line, sealed=sealed)
+                    out.write((line if sealed else reseal(line)) + b"\n")
                     report.events_after += 1
             finally:
                 os.close(fresh)
@@ -241,8 +250,12 @@ def _scan(
         if offset == 0:
             header = parse_header(path, line)
             continue
-        rec = parse_record(path, offset, line)
+        rec = parse_record(path, offset, line, sealed=header is not None and header.sealed)
         seq, ts = rec["seq"], rec["ts"]
+        if rec["op"] == LOST:  # seqs a repair quarantined: the new log's compacted prefix covers them
+            last_seq = seq
+            report.events_before += 1
+            continue
         changes = rec["ops"] if rec["op"] == TXN else (rec,)
         for change in changes:
             key = change["key"]
@@ -328,10 +341,13 @@ def _write_archive(layout: Layout, fd: int, end: int, keep: set[int], report: Co
     """The records compaction removes, as one gzip ndjson segment in archive/, durable before the switch."""
     segment_tmp = _archive_tmp(layout)  # compact() removes it if this fails
     first = last_archived = 0
+    sealed = True
     with gzip.open(segment_tmp, "wb", compresslevel=5) as segment:
         for offset, line in _lines(fd, 0, end, None):
-            if offset and offset not in keep:
-                last_archived = parse_record(layout.log, offset, line)["seq"]
+            if not offset:
+                sealed = parse_header(layout.log, line).sealed
+            elif offset not in keep:
+                last_archived = parse_record(layout.log, offset, line, sealed=sealed)["seq"]
                 first = first or last_archived
                 segment.write(line + b"\n")
                 report.archived += 1
@@ -351,7 +367,8 @@ def _last_seq(layout: Layout) -> int:
         log.sync()
         last = log.seek_end()
         floor = log.read_header().compacted_through
-        return max(parse_record(layout.log, log.offset, last)["seq"], floor) if last is not None else floor
+        seq = parse_record(layout.log, log.offset, last, sealed=log.sealed)["seq"] if last is not None else 0
+        return max(seq, floor)
     finally:
         log.close()
 

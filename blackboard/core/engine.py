@@ -19,10 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..errors import InvalidValue, KeyNotFound, VersionConflict
+from ..errors import CorruptLog, InvalidValue, KeyNotFound, LogTruncated, VersionConflict
 from ..models import FORMAT_VERSION, BoardConfig
 from . import checkpoint as _checkpoint
 from . import codec as _codec
+from .entries import read_watermark
 from .index import Index
 from .layout import Layout, upgrade_config
 from .lock import FlockLock, SoftLock
@@ -87,11 +88,17 @@ class Engine:
         self.clock = _Clock()
         #: records in the index since it was loaded from (or saved to) a checkpoint
         self.since_checkpoint = 0
+        #: the highest seq a durable trace outside the log file showed when we opened it, and which
+        #: trace: a log that ends below it lost its tail (spec 5.3), and is neither read nor written
+        self.floor: tuple[int, str] = (0, "")
 
     # -- the view of the log -------------------------------------------------------------------------
 
-    def refresh(self, writable: bool = False) -> Index:
-        """Bring the index up to the log's end. Cheap when nothing changed: one fstat and one stat."""
+    def refresh(self, writable: bool = False, *, truncated_ok: bool = False) -> Index:
+        """Bring the index up to the log's end. Cheap when nothing changed: one fstat and one stat.
+
+        A log that ends below a seq a durable trace shows raises `LogTruncated` (after the replay),
+        unless `truncated_ok` (check and repair look at such a log)."""
         with self.mutex:
             log = self.log
             if log.sync(writable):
@@ -99,7 +106,12 @@ class Engine:
                 # if a valid one exists (keeping our index across a compaction), else from its header.
                 old = self.index if self.index.last_record_seq else None
                 try:
-                    new = _checkpoint.load(self.layout, log, carry=old) or Index(log.read_header().compacted_through)
+                    # Traces first, the log after: every seq they show was in the log before we look.
+                    watermark = read_watermark(self.layout)
+                    new = _checkpoint.load(self.layout, log, carry=old)
+                    checkpointed = 0 if new is not None else _checkpoint.seen_seq(self.layout)
+                    self.floor = max((watermark, "the watermark (materialized)"), (checkpointed, "the checkpoint"))
+                    new = new or Index(log.read_header().compacted_through)
                 except BaseException:
                     # The fd is on the new file but the index is not: forget both, so that the next
                     # look starts over (else it would replay the new file onto the old index).
@@ -113,13 +125,17 @@ class Engine:
             while True:
                 base, lines = log.read_chunk()
                 if not lines:
+                    if index.last_seq < self.floor[0] and not truncated_ok:
+                        raise LogTruncated(str(path), log.offset, index.last_seq, *self.floor)
                     return index
-                offset, done = base, 0
+                offset, done, sealed = base, 0, log.sealed
                 try:
                     for line in lines:
-                        apply(path, offset, line)
+                        apply(path, offset, line, sealed)
                         offset += len(line) + 1
                         done += 1
+                except CorruptLog as exc:
+                    raise exc.numbered(log.line_number(offset)) from None
                 finally:
                     # Up to the bad record, if one stopped us: it is reported again, never skipped.
                     self.since_checkpoint += done
@@ -150,7 +166,7 @@ class Engine:
         try:
             log.sync()
             for offset, line in log.read_lines():
-                rec = parse_record(log.path, offset, line)
+                rec = parse_record(log.path, offset, line, sealed=log.sealed)
                 if rec["seq"] > after:
                     yield rec
         finally:
@@ -194,11 +210,12 @@ class Engine:
                     self.config = upgrade_config(self.layout.root, self.config)
                 seq = index.last_seq + 1
                 ts = self.clock.now()
+                sealed = self.log.sealed  # an older board's log stays of its format until compacted
                 if len(made) == 1:
                     c = made[0]
-                    line = encode_record(seq, c.op, c.key, c.value, c.version, author, ts, idem)
+                    line = encode_record(seq, c.op, c.key, c.value, c.version, author, ts, idem, sealed=sealed)
                 else:
-                    line = encode_txn(seq, made, author, ts, idem)
+                    line = encode_txn(seq, made, author, ts, idem, sealed=sealed)
                 offset = self.log.append(line)
                 try:
                     index.add(self.log.path, offset, seq, made, author, ts, idem)
@@ -228,7 +245,7 @@ class Engine:
         """The record an idempotency key names, if it made the same changes as `ops`."""
         seq, offset = index.idem[idem]
         line = self.log.read_line_at(offset)
-        rec = parse_record(self.log.path, offset, line)
+        rec = parse_record(self.log.path, offset, line, sealed=self.log.sealed)
         if rec["seq"] != seq:  # the index and the file disagree: never answer from a wrong record
             raise InvalidValue(f"idempotency key {idem!r}: its record moved (seq {seq}); retry")
         made = changes(rec)

@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import Compacted, InvalidValue
 from ..models import Event
-from . import codec as _codec
 from .log import LogFile
-from .record import TXN, parse_record
+from .record import LOST, TXN, is_sealed, parse_record
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -25,7 +24,10 @@ if TYPE_CHECKING:
 
 
 def events_of(rec: dict[str, Any], *, compacted: bool = False) -> list[Event]:
-    """The events a checked record makes: one for a put or delete, one per change of a transaction."""
+    """The events a checked record makes: one for a put or delete, one per change of a transaction,
+    none for a repair's `lost` record."""
+    if rec["op"] == LOST:
+        return []
     if rec["op"] != TXN:
         return [
             Event(
@@ -40,14 +42,20 @@ def events_of(rec: dict[str, Any], *, compacted: bool = False) -> list[Event]:
 
 
 def archived_records(layout: Layout) -> Iterator[dict[str, Any]]:
-    """Every record in archive segments, oldest segment first (segments may overlap: dedupe by seq)."""
+    """Every record in archive segments, oldest segment first (segments may overlap: dedupe by seq),
+    each checked: a segment cut from a sealed log has a checksum on every line."""
     with contextlib.suppress(FileNotFoundError):
         for name in sorted(os.listdir(layout.archive)):
             if name.endswith(".jsonl.gz"):
-                with gzip.open(layout.archive / name, "rb") as f:
-                    for line in f:
+                path, sealed, offset = layout.archive / name, None, 0
+                with gzip.open(path, "rb") as f:
+                    for raw in f:
+                        line = raw.rstrip(b"\n")
                         if line.strip():
-                            yield _codec.decode(line)
+                            if sealed is None:
+                                sealed = is_sealed(line)
+                            yield parse_record(path, offset, line, sealed=sealed, check_ts=False)
+                        offset += len(raw)
 
 
 def history(engine: Engine, key: str, *, include_archive: bool = False) -> list[Event]:
@@ -60,6 +68,8 @@ def history(engine: Engine, key: str, *, include_archive: bool = False) -> list[
 
 
 def _touches(rec: dict[str, Any], key: str) -> bool:
+    if rec["op"] == LOST:
+        return False
     if rec["op"] != TXN:
         return bool(rec["key"] == key)
     return any(op["key"] == key for op in rec["ops"])
@@ -95,7 +105,9 @@ def value_at(engine: Engine, key: str, at: int) -> Event | None:
 
 def _value_at(engine: Engine, log: LogFile, key: str, at: int) -> Event | None:
     header = log.read_header()
-    records: Iterator[dict[str, Any]] = (parse_record(log.path, offset, line) for offset, line in log.read_lines())
+    records: Iterator[dict[str, Any]] = (
+        parse_record(log.path, offset, line, sealed=log.sealed) for offset, line in log.read_lines()
+    )
     if at < header.compacted_through:
         if header.archived_through < header.compacted_through:
             raise Compacted(

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import CorruptLog
-from .record import DELETE, PUT, Change, changes, is_gap, parse_record
+from .record import DELETE, PUT, Change, changes, first_seq, is_gap, parse_record
 
 __all__ = ["DELETE", "PUT", "Index", "Slot"]
 
@@ -51,10 +51,10 @@ class Index:
         and their seqs must never be assigned again."""
         return max(self.last_record_seq, self.compacted_through)
 
-    def apply(self, path: Path | str, offset: int, line: bytes) -> None:
-        """Check one log line and apply its changes."""
-        rec = parse_record(path, offset, line)
-        self.add(path, offset, rec["seq"], changes(rec), rec["author"], rec["ts"], rec.get("idem"))
+    def apply(self, path: Path | str, offset: int, line: bytes, sealed: bool) -> None:
+        """Check one log line (its checksum too, in a `sealed` log) and apply its changes."""
+        rec = parse_record(path, offset, line, sealed=sealed)
+        self.add(path, offset, rec["seq"], changes(rec), rec["author"], rec["ts"], rec.get("idem"), first_seq(rec))
 
     def add(
         self,
@@ -65,12 +65,15 @@ class Index:
         author: str,
         ts: str,
         idem: str | None = None,
+        first: int = 0,
     ) -> None:
-        """Apply one record's changes (checked, or built by our own writer)."""
+        """Apply one record's changes (checked, or built by our own writer). `first`: the first seq the
+        record covers, if not only its own (a repair's `lost` record)."""
         last = self.last_record_seq
         # Seqs are strictly increasing, and gapless after the compacted prefix.
-        if seq <= last or is_gap(last, seq, self.compacted_through):
-            raise CorruptLog(str(path), offset, f"seq {seq} after seq {last} (gap or reorder)")
+        first = first or seq
+        if first <= last or is_gap(last, first, self.compacted_through):
+            raise CorruptLog(str(path), offset, f"seq {first} after seq {last} (gap or reorder)", seq=seq)
         # One str per author, not one per record: an index holds a slot per key.
         known = self._authors.get(author)
         if known is not None:

@@ -93,6 +93,10 @@ class Layout:
         return self.root / "archive"
 
     @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
     def deadletter(self) -> Path:
         return self.root / "deadletter.jsonl"
 

@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import LogGone, open_or_read_only
+from ..errors import CorruptLog, LogGone, open_or_read_only
 from .layout import write_all
 from .record import Header, log_header, parse_header
 
@@ -42,7 +42,11 @@ class LogFile:
     def _open(self, writable: bool) -> None:
         self.release_fd()
         flags = (os.O_RDWR | os.O_APPEND) if writable else os.O_RDONLY
-        self.fd = open_or_read_only(str(self.path), flags, "the log for writing")
+        try:
+            self.fd = open_or_read_only(str(self.path), flags, "the log for writing")
+        except FileNotFoundError:
+            # Never created here (init makes it before board.json): it was deleted.
+            raise LogGone(str(self.path), while_open=False) from None
         self._writable = writable
         self._pid = os.getpid()
         self.ino = os.fstat(self.fd).st_ino
@@ -96,6 +100,12 @@ class LogFile:
             return True
         return False
 
+    @property
+    def sealed(self) -> bool:
+        """Whether this log's lines carry checksums (its header's format; a log with no header yet gets
+        the current one)."""
+        return self.header is None or self.header.sealed
+
     def replaced(self) -> bool:
         """Whether another file is at the path now (compaction switched one in). One stat()."""
         try:
@@ -114,6 +124,12 @@ class LogFile:
         size = self.size = os.fstat(self.fd).st_size
         base = self.offset
         if size <= base:
+            if size < base:
+                # Only complete lines are read, and only the torn bytes after them are ever cut (by
+                # the lock holder): records we have read were removed from under us.
+                raise CorruptLog(
+                    str(self.path), size, f"the log was cut from {base} to {size} bytes while open (records removed)"
+                )
             return base, []
         data = os.pread(self.fd, min(size - base, _CHUNK), base)
         end = data.rfind(b"\n")
@@ -149,6 +165,18 @@ class LogFile:
         data = os.pread(self.fd, 4096, 0)
         nl = data.find(b"\n")
         return data[:nl] if nl >= 0 else b""
+
+    def line_number(self, offset: int) -> int:
+        """The 1-based number of the line that starts at `offset` (for error messages: reads the file
+        up to there)."""
+        count, pos = 1, 0
+        while pos < offset:
+            chunk = os.pread(self.fd, min(1 << 22, offset - pos), pos)
+            if not chunk:
+                break
+            count += chunk.count(b"\n")
+            pos += len(chunk)
+        return count
 
     def read_line_at(self, offset: int) -> bytes:
         """The complete line starting at `offset` (without its newline); b"" if there is none."""

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 def stats(engine: Engine) -> dict[str, Any]:
     """Keys, events and bytes of the log, its dead-record ratio, seqs, archive and checkpoint size."""
     with engine.mutex:
-        index = engine.refresh()
+        index = engine.refresh(truncated_ok=True)
         log_bytes = engine.log.offset
         live = len(index.live)
         records = index.records
@@ -69,7 +69,7 @@ def check(engine: Engine, *, read_only: bool = False) -> Report:
         # The watermark before the log: every seq it names is then in the index we compare with
         # (read after, a batch could have moved it past what we read).
         report.watermark = read_watermark(layout)
-        index = engine.refresh()
+        index = engine.refresh(truncated_ok=True)
         report.last_seq, report.keys = index.last_seq, len(index.live)
         compare(layout, index, report, pending_after=report.watermark)
         if report.found:
@@ -138,7 +138,7 @@ class _Tail(NamedTuple):
 
 def _torn_tail_under_lock(engine: Engine, read_only: bool) -> tuple[int, Problem | None]:
     """The bytes after the log's last complete line, if no write is in progress, and the problem."""
-    engine.refresh()  # catch up before any lock, so that the lock is held only for the last records
+    engine.refresh(truncated_ok=True)  # catch up before any lock, so that the lock is held only for the last records
     tail = _look_at_tail(engine, read_only)
     if not tail.size:
         return 0, None
@@ -188,7 +188,7 @@ def _look_twice(engine: Engine) -> _Tail:
 
 def _tail(engine: Engine) -> _Tail:
     with engine.mutex:
-        index = engine.refresh()
+        index = engine.refresh(truncated_ok=True)
         log = engine.log
         size = log.torn_bytes()
         return _Tail(size, log.offset, index.last_record_seq, os.dup(log.fd) if size else -1)
@@ -233,7 +233,7 @@ def repair(engine: Engine) -> Report:
         engine.refresh(writable=True)
         report.torn_tail_bytes = engine.log.truncate_torn_tail()
     with materialize_lock(engine.layout), engine.mutex:
-        index = engine.refresh()
+        index = engine.refresh(truncated_ok=True)
         report.last_seq, report.keys = index.last_seq, len(index.live)
         compare(engine.layout, index, report)
         rebuild(engine.layout, index, report)

@@ -31,7 +31,7 @@ from .history import events_of
 from .keys import validate_prefix
 from .log import LogFile
 from .notify import Hub, hub_for
-from .record import TXN, Header, fast_seq, is_gap, key_starts_with, parse_record
+from .record import DELETE, LOST, PUT, Header, check_seal, fast_seq, first_seq, is_gap, key_starts_with, parse_record
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -83,6 +83,11 @@ class Watcher:
         self._gone: Compacted | None = None
         #: (offset, lines) read but not yet taken: what is left of a chunk when the queue filled
         self._rest: tuple[int, list[bytes]] = (-1, [])
+        #: the seq of the line before our offset in the file (0 at its top): every line's must be above
+        #: it, the lines we pass over included (a copied line must not hide behind our position)
+        self._line_last = 0
+        #: (offset, line number) of the bad record we stopped at, if any
+        self._line_of = (-1, 0)
         self._delivered: int | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
         if since is not None and (type(since) is not int or since < 0):
@@ -108,7 +113,8 @@ class Watcher:
         if start is None:
             last = self._log.seek_end()
             floor = self._log.read_header().compacted_through  # a compacted log may end before its last seq
-            self.seq = max(self._line_seq(last), floor) if last is not None else floor
+            self._line_last = self._line_seq(last) if last is not None else 0
+            self.seq = max(self._line_last, floor)
             self._flag_through = 0
         else:
             self.seq = start
@@ -118,7 +124,9 @@ class Watcher:
 
     def _line_seq(self, line: bytes) -> int:
         seq = fast_seq(line)
-        return seq if seq is not None else int(parse_record(self._log.path, self._log.offset, line)["seq"])
+        if seq is None:
+            seq = int(parse_record(self._log.path, self._log.offset, line, sealed=self._log.sealed)["seq"])
+        return seq
 
     def _header_rules(self, header: Header) -> int:
         """Decide, from a log header, what this watcher at `self.seq` may have lost to compaction."""
@@ -137,7 +145,7 @@ class Watcher:
             if self._gone is not None:
                 raise self._gone  # every later step too: the events after it cannot be delivered
             if log.sync():  # the log was replaced (compaction): reread it from the top
-                self._rest = (-1, [])
+                self._rest, self._line_last = (-1, []), 0
                 try:
                     self._flag_through = self._header_rules(log.read_header())
                 except Compacted as exc:
@@ -156,8 +164,8 @@ class Watcher:
         """Queue the events of `lines` (read from `base`) after our position; move the log's offset
         past what was taken. False once the queue is full or a bad record stops us."""
         log, path, prefix, pending = self._log, self._log.path, self.prefix, self._pending
-        prefix_bytes, flag = self._prefix_bytes, self._flag_through
-        offset = base
+        prefix_bytes, flag, sealed = self._prefix_bytes, self._flag_through, log.sealed
+        offset, last = base, self._line_last
         for i, line in enumerate(lines):
             start = offset
             offset += len(line) + 1
@@ -167,42 +175,64 @@ class Watcher:
                 seq = fast_seq(line) if prefix_bytes else None
                 rec = None
                 if seq is None:
-                    rec = parse_record(path, start, line)
+                    rec = parse_record(path, start, line, sealed=sealed)
                     seq = rec["seq"]
+                if seq <= last:
+                    raise CorruptLog(str(path), start, f"seq {seq} after seq {last} (a reorder or a copied line)")
                 if seq <= position:
+                    if rec is None and sealed:
+                        check_seal(path, start, line)  # passed over unparsed, but never unchecked
+                    last = seq
                     continue  # replayed part we already had, or before `since`
-                if is_gap(position, seq, compacted_through):
-                    raise CorruptLog(str(path), start, f"seq {seq} after seq {position} (a gap)")
                 if rec is None:
                     if key_starts_with(line, seq, prefix_bytes) is False:
-                        self.seq = seq  # another prefix's record, passed over unparsed
+                        if sealed:
+                            check_seal(path, start, line)
+                        _check_order(path, start, last, seq, compacted_through)
+                        self.seq = last = seq  # another prefix's record, passed over unparsed
                         continue
-                    rec = parse_record(path, start, line)
-                self.seq = seq
-                if rec["op"] != TXN:  # the common case, built here (a list per record costs)
+                    rec = parse_record(path, start, line, sealed=sealed)
+                first = first_seq(rec)
+                _check_order(path, start, last, first, compacted_through)
+                self.seq = last = seq
+                if rec["op"] == PUT or rec["op"] == DELETE:  # the common case, built here (a list costs)
                     key = rec["key"]
                     if key.startswith(prefix):
                         event = Event(
                             seq, rec["op"], key, rec["value"], rec["version"], rec["author"], rec["ts"], seq <= flag
                         )
                         pending.append((event, seq))
-                else:  # a transaction: its events of our prefix, one seq
-                    events = [e for e in events_of(rec, compacted=seq <= flag) if e.key.startswith(prefix)]
-                    for left, event in enumerate(events, 1 - len(events)):
-                        pending.append((event, seq if left == 0 else seq - 1))
+                else:
+                    self._queue_other(rec, first, seq)
             except (CorruptLog, ValueError) as exc:
                 log.offset, self.seq = start, position  # stay at the bad record: report it again
+                self._line_last = last
                 if pending:
                     return False  # deliver the good events before it first
-                if isinstance(exc, CorruptLog):
-                    raise
-                raise CorruptLog(str(path), start, str(exc)) from None
+                if not isinstance(exc, CorruptLog):
+                    exc = CorruptLog(str(path), start, str(exc))
+                raise self._numbered(exc) from None
             if len(pending) >= _BATCH:
-                log.offset = offset
+                log.offset, self._line_last = offset, last
                 self._rest = (offset, lines[i + 1 :])
                 return False
-        log.offset = offset
+        log.offset, self._line_last = offset, last
         return True
+
+    def _numbered(self, exc: CorruptLog) -> CorruptLog:
+        """The error with its line number, counted once per bad record (it is raised again each look)."""
+        if self._line_of[0] != exc.offset:
+            self._line_of = (exc.offset, self._log.line_number(exc.offset))
+        return exc.numbered(self._line_of[1])
+
+    def _queue_other(self, rec: dict[str, Any], first: int, seq: int) -> None:
+        """A transaction's events of our prefix, one seq; none for a repair's `lost` record."""
+        if rec["op"] == LOST:
+            _warn_lost(self._log.path, first, seq, self.prefix)
+            return
+        events = [e for e in events_of(rec, compacted=seq <= self._flag_through) if e.key.startswith(self.prefix)]
+        for left, event in enumerate(events, 1 - len(events)):
+            self._pending.append((event, seq if left == 0 else seq - 1))
 
     def next_nowait(self) -> Event | None:
         """The next event if one is already in the log, else None. Marks the previous one finished."""
@@ -433,3 +463,20 @@ def read_dead_letters(layout: Layout) -> list[dict[str, Any]]:
         return []
     # Complete lines only: a subscription may be appending the last one right now.
     return [_codec.decode(line) for line in data.split(b"\n")[:-1] if line.strip()]
+
+
+def _check_order(path: object, offset: int, last: int, first: int, compacted_through: int) -> None:
+    """Spec 5.2: a record's (first) seq is above the previous line's, and gapless after the compacted prefix."""
+    if first <= last or is_gap(last, first, compacted_through):
+        raise CorruptLog(str(path), offset, f"seq {first} after seq {last} (a gap or a reorder)")
+
+
+def _warn_lost(path: object, first: int, seq: int, prefix: str) -> None:
+    """A repair quarantined the records of these seqs: their events, of any prefix, cannot be delivered."""
+    logging.getLogger("blackboard").warning(
+        "%s: seqs %d..%d were lost to a repair (see quarantine/); events of %r among them are missing",
+        path,
+        first,
+        seq,
+        prefix,
+    )
