@@ -4,7 +4,8 @@ Spawned children import this module by name, so every function a child runs live
 (the watchers' own, `watch_and_record`, in `_workers`, shared with the watch tests).
 A child records what it did (a write that returned, an event it received) as one JSON line per fact,
 written with a single `os.write`, so the parent reads whole lines whatever happens to the child. The
-judges read the board's files with the standard library (`json`, `os`), never with the code under test.
+judges read the board's files with the standard library (`json`, `os`) and `xxhash` (the checksums of
+a log of version 3), never with the code under test.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 from typing import Any
 
+import xxhash
 from _workers import append_doc
 
 import blackboard.core.compact  # noqa: F401  (imported before the memory baseline is taken)
@@ -80,18 +82,36 @@ def write_big_log(board_dir: Path, records: int, keys: int, pad: int) -> int:
 # -- judging a board from its files ----------------------------------------------------------------------
 
 
+def checked_doc(line: bytes, sealed: bool) -> Doc:
+    """A log line's JSON object. In a log of version 3 or more (`sealed`) the line ends with its
+    checksum, `,"xxh3":"<16 hex>"}`, the XXH3-64 of the bytes before it (spec 5.6): checked here, and
+    dropped from the document (it is not part of the record). In an older log no line has one."""
+    doc: Doc = json.loads(line)
+    if sealed:
+        assert line[-27:-18] == b',"xxh3":"' and line.endswith(b'"}'), f"no checksum member last: {line!r}"
+        assert line[-18:-2] == xxhash.xxh3_64_hexdigest(line[:-27]).encode(), f"checksum mismatch: {line!r}"
+        del doc["xxh3"]
+    else:
+        assert "xxh3" not in doc, f"a checksum in a log of version 1 or 2: {line!r}"
+    return doc
+
+
 class Log:
-    """A log file read back with `json`: its header, records and raw record lines (no newline)."""
+    """A log file read back with `json`: its header, records and raw record lines (no newline); in a
+    log of version 3 every line's checksum is checked (the documents do not carry it)."""
 
     def __init__(self, board_dir: Path) -> None:
         data = (board_dir / "log.jsonl").read_bytes()
         assert data.endswith(b"\n"), f"the log ends in an incomplete line: {data[-80:]!r}"
         lines = data.split(b"\n")[:-1]
         self.size = len(data)
-        self.header: Doc = json.loads(lines[0])
-        assert self.header.get("blackboard_log") in (1, 2), lines[0]
+        version = json.loads(lines[0]).get("blackboard_log")
+        # 3 in logs our writer creates (and compaction writes); 1 or 2 in older ones, hand-made here.
+        assert version in (1, 2, 3), lines[0]
+        self.sealed = version >= 3
+        self.header: Doc = checked_doc(lines[0], self.sealed)
         self.lines = lines[1:]
-        self.records: list[Doc] = [json.loads(line) for line in self.lines]
+        self.records: list[Doc] = [checked_doc(line, self.sealed) for line in self.lines]
         self.compacted_through: int = self.header["compacted_through"]
         self.purged_deletes_through: int = self.header["purged_deletes_through"]
         self.seqs = [r["seq"] for r in self.records]

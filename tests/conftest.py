@@ -1,5 +1,5 @@
 """Fixtures shared by the tests: a fresh board on the real filesystem, closed afterwards, and child
-processes that never outlive their test."""
+processes that never outlive their test; and `sealed`, the checksum a hand-made log line needs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,18 @@ import pytest
 from _workers import CTX, Spawn
 
 from blackboard import Board
+from blackboard.core.record import is_sealed, reseal
+
+
+def sealed(line: bytes) -> bytes:
+    """A hand-made log line (a JSON object, with or without its newline) ending with a valid checksum
+    member, as a version-3 log needs on every line (spec 5.6): added, or recomputed if the line (an
+    edited copy of a sealed line) already ends with one. The newline is kept if it had one."""
+    newline = b"\n" if line.endswith(b"\n") else b""
+    body = line.rstrip(b"\n")
+    if is_sealed(body):
+        body = body[: -len(b',"xxh3":"0123456789abcdef"}')] + b"}"
+    return reseal(body) + newline
 
 
 @pytest.fixture

@@ -51,7 +51,7 @@ def test_init_creates_the_layout(board_path: Path) -> None:
         "archive",
     }
     config = json.loads((board_path / "board.json").read_bytes())
-    assert (config["format"], config["version"], config["lock"]) == ("blackboard", 2, "flock")
+    assert (config["format"], config["version"], config["lock"]) == ("blackboard", 3, "flock")
     assert log_records(board_path) == []
 
 
@@ -99,7 +99,7 @@ def test_open_a_missing_directory(tmp_path: Path) -> None:
     assert not (tmp_path / "missing").exists()
 
 
-@pytest.mark.parametrize("version", [3, 99])
+@pytest.mark.parametrize("version", [4, 99])
 def test_open_a_newer_format(board_path: Path, version: int) -> None:
     Board.init(board_path).close()
     config = json.loads((board_path / "board.json").read_bytes())

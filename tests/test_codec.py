@@ -191,9 +191,10 @@ def test_record_layout(board: Board) -> None:
         "purged_deletes_through",
         "archived_through",
         "generation",
+        "xxh3",
     ]
     put, delete = (json.loads(line) for line in lines[1:])
-    order = ["seq", "op", "key", "value", "version", "author", "ts"]
+    order = ["seq", "op", "key", "value", "version", "author", "ts", "xxh3"]  # the checksum last (5.6)
     assert list(put) == order
     assert list(delete) == order
     assert (put["op"], put["version"], put["author"], put["value"]) == ("put", 1, "someone", {"x": "multi\nline"})

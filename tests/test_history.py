@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from _engine_workers import expected_blame, latest_events, read_log, replay
+from conftest import sealed
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -314,10 +315,11 @@ def test_blame_lists_the_latest_event_of_every_key(board: Board, board_path: Pat
 
 
 def skewed_delete(path: Path, key: str, seq: int) -> None:
-    """Append by hand the delete of a writer whose clock is an hour behind (spec 5.2: order is by seq)."""
+    """Append by hand the delete of a writer whose clock is an hour behind (spec 5.2: order is by seq),
+    with its checksum (the board's log is of version 3: spec 5.6)."""
     line = {"seq": seq, "op": "delete", "key": key, "value": None, "version": 0, "author": "skewed", "ts": OLD_TS}
     with open(path / "log.jsonl", "ab") as log:
-        log.write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
+        log.write(sealed(json.dumps(line, separators=(",", ":")).encode() + b"\n"))
 
 
 @pytest.mark.parametrize("kept_for", ["transaction", "idempotency-key"])

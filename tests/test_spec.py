@@ -23,7 +23,9 @@ from typing import Any
 
 import filelock
 import pytest
+import xxhash
 from _workers import CTX, Spawn
+from conftest import sealed
 
 import blackboard
 from blackboard import (
@@ -60,10 +62,15 @@ def test_1_worked_example(tmp_path: Path) -> None:
         board.write("research_results/q1", {"findings": ["appends are cheap"]})
         board.write("research_results/q1", {"findings": ["readers never wait"]})
         board.delete("research_results/q1")
+    lines = (tmp_path / "b" / "log.jsonl").read_bytes().splitlines()
+    for line in lines:  # every line ends with its checksum: XXH3-64 of the bytes before the member (5.6)
+        assert line[-27:-18] == b',"xxh3":"' and line.endswith(b'"}')
+        assert line[-18:-2].decode() == xxhash.xxh3_64_hexdigest(line[:-27])
     header, *records = log_lines(tmp_path / "b")
     generation = header.pop("generation")
     assert re.fullmatch(r"[0-9a-f]{16}", generation)
-    assert header == {"blackboard_log": 2, "compacted_through": 0, "purged_deletes_through": 0, "archived_through": 0}
+    assert re.fullmatch(r"[0-9a-f]{16}", header.pop("xxh3"))
+    assert header == {"blackboard_log": 3, "compacted_through": 0, "purged_deletes_through": 0, "archived_through": 0}
     assert [(r["seq"], r["op"], r["version"]) for r in records] == [(1, "put", 1), (2, "put", 2), (3, "delete", 0)]
     assert records[2]["value"] is None
     assert not (tmp_path / "b" / "entries" / "research_results" / "q1.json").exists()
@@ -119,11 +126,11 @@ def test_2_layout_lock_file_never_replaced(tmp_path: Path) -> None:
 def test_3_board_json(tmp_path: Path) -> None:
     Board.init(tmp_path / "b", max_value_bytes=100).close()
     config = json.loads((tmp_path / "b" / "board.json").read_text())
-    assert config["format"] == "blackboard" and config["version"] == 2 and config["max_value_bytes"] == 100
+    assert config["format"] == "blackboard" and config["version"] == 3 and config["max_value_bytes"] == 100
     config["a_future_field"] = True
     (tmp_path / "b" / "board.json").write_text(json.dumps(config))
     Board.open(tmp_path / "b").close()  # unknown fields are ignored
-    config["version"] = 3
+    config["version"] = 4
     (tmp_path / "b" / "board.json").write_text(json.dumps(config))
     with pytest.raises(NotABoard, match="newer"):
         Board.open(tmp_path / "b")
@@ -234,29 +241,33 @@ def test_5_2_readers_ignore_field_order_and_unknown_fields(tmp_path: Path) -> No
     path = tmp_path / "b"
     with Board.init(path, author="alice@host") as board:
         board.write("k/ours", 1)  # seq 1, from our writer
-    with (path / "log.jsonl").open("ab") as f:
+    with (path / "log.jsonl").open("ab") as f:  # a version-3 log: each line with its checksum, last (5.6)
         f.write(
-            _hand_record(
-                ts="2026-11-21T09:00:05.123456Z",
-                x_origin={"writer": "rust", "pid": 7},
-                author="bob@host",
-                version=1,
-                value={"v": [2, "two"]},
-                key="k/hand",
-                op="put",
-                seq=2,
+            sealed(
+                _hand_record(
+                    ts="2026-11-21T09:00:05.123456Z",
+                    x_origin={"writer": "rust", "pid": 7},
+                    author="bob@host",
+                    version=1,
+                    value={"v": [2, "two"]},
+                    key="k/hand",
+                    op="put",
+                    seq=2,
+                )
             )
         )
         f.write(
-            _hand_record(
-                value=None,
-                op="delete",
-                x_reason="done",
-                seq=3,
-                version=0,
-                key="k/ours",
-                author="bob",
-                ts="2026-11-21T09:00:06.000000Z",
+            sealed(
+                _hand_record(
+                    value=None,
+                    op="delete",
+                    x_reason="done",
+                    seq=3,
+                    version=0,
+                    key="k/ours",
+                    author="bob",
+                    ts="2026-11-21T09:00:06.000000Z",
+                )
             )
         )
     with Board.open(path) as board:  # a fresh handle: its index is built from the log
@@ -474,7 +485,7 @@ def test_8_write_protocol_header_first(tmp_path: Path) -> None:
     with Board.open(tmp_path / "b") as board:
         board.write("k", 1)
     header, record = log_lines(tmp_path / "b")
-    assert header["blackboard_log"] == 2 and record["seq"] == 1
+    assert header["blackboard_log"] == 3 and record["seq"] == 1
 
 
 def test_8_write_protocol_conflict_writes_nothing(board: Board) -> None:

@@ -2,9 +2,10 @@
 records, idempotency keys, the checkpoint, the write protocol's conditions, transaction events,
 compaction's keep rule, reads as of a seq, blame). One or more tests per MUST, named after its section.
 
-Where the point is what a reader in another language sees, the files are read with `json`, `gzip` and
-`zlib`, not with the library. Tests marked `xfail(strict=True)` are the deviations of spec section 14:
-they pass (and so fail the suite) once the library is fixed, and section 14 must then lose that item.
+Where the point is what a reader in another language sees, the files are read with `json`, `gzip`,
+`zlib` and `xxhash` (the checksums of version 3), not with the library. Tests marked
+`xfail(strict=True)` are the deviations of spec section 14: they pass (and so fail the suite) once the
+library is fixed, and section 14 must then lose that item.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import xxhash
 from _workers import CTX, Spawn
+from conftest import sealed
 
 from blackboard import Board, Compacted, CorruptLog, InvalidValue, KeyNotFound, NotABoard, VersionConflict
 from blackboard.core.engine import Op
 from blackboard.core.log import LogFile
-from blackboard.core.record import parse_header, parse_record
+from blackboard.core.record import is_sealed, parse_header, parse_record
 from blackboard.models import FORMAT_VERSION, READABLE_VERSIONS
 
 ROOT = Path(__file__).parents[1]
@@ -67,13 +70,39 @@ def raw_lines(board: Path) -> list[bytes]:
     return data[: data.rfind(b"\n") + 1].split(b"\n")[:-1]
 
 
+def has_checksum(line: bytes) -> bool:
+    """Spec 5.6: whether the line's last 27 bytes are its checksum member and the checksum matches."""
+    return (
+        line[-27:-18] == b',"xxh3":"'
+        and line.endswith(b'"}')
+        and line[-18:-2] == xxhash.xxh3_64_hexdigest(line[:-27]).encode()
+    )
+
+
+def unsealed(line: bytes, sealed: bool) -> dict[str, Any]:
+    """A log line as a reader in another language reads it: in a log of version 3 or more, the
+    checksum verified and dropped (it is not part of the record, spec 5.6); in an older one, absent."""
+    value: dict[str, Any] = json.loads(line)
+    if sealed:
+        assert has_checksum(line), f"no valid checksum: {line!r}"
+        del value["xxh3"]
+    else:
+        assert "xxh3" not in value, f"a checksum in a log of version 1 or 2: {line!r}"
+    return value
+
+
+def is_sealed_log(board: Path) -> bool:
+    """Whether the log's header says its lines carry checksums (blackboard_log >= 3, spec 5.1)."""
+    return int(json.loads(raw_lines(board)[0])["blackboard_log"]) >= 3
+
+
 def records(board: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in raw_lines(board)[1:]]
+    sealed = is_sealed_log(board)
+    return [unsealed(line, sealed) for line in raw_lines(board)[1:]]
 
 
 def header(board: Path) -> dict[str, Any]:
-    value: dict[str, Any] = json.loads(raw_lines(board)[0])
-    return value
+    return unsealed(raw_lines(board)[0], is_sealed_log(board))
 
 
 def changes_of(rec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -108,7 +137,7 @@ def archived(board: Path) -> list[dict[str, Any]]:
     out: dict[int, dict[str, Any]] = {}
     for segment in sorted((board / "archive").glob("*.jsonl.gz")):
         for line in gzip.decompress(segment.read_bytes()).splitlines():
-            rec = json.loads(line)
+            rec = unsealed(line, is_sealed(line))  # lines as they were in their log (spec 5.6)
             out[rec["seq"]] = rec
     return list(out.values())
 
@@ -260,18 +289,19 @@ def many_writes(board: Board, count: int, keys: int = 50) -> None:
 
 def test_1_title_and_version() -> None:
     assert SPEC.splitlines()[0] == f"# The blackboard on-disk format, version {FORMAT_VERSION}"
-    assert FORMAT_VERSION == 2
-    assert READABLE_VERSIONS == (1, 2)
+    assert FORMAT_VERSION == 3
+    assert READABLE_VERSIONS == (1, 2, 3)
 
 
 def test_1_worked_example_header_line(path: Path) -> None:
     with Board.init(path, author="alice@host") as board:
         board.write("research_results/q1", {"findings": ["appends are cheap"]})
-    (example,) = [line for line in spec_blocks('{"blackboard_log":2,"compacted_through":0') if line]
-    expected, actual = json.loads(example), header(path)
-    assert list(actual) == list(expected) == HEADER_FIELDS
-    assert {k: v for k, v in actual.items() if k != "generation"} == {
-        k: v for k, v in expected.items() if k != "generation"
+    (example,) = [line for line in spec_blocks('{"blackboard_log":3,"compacted_through":0') if line]
+    assert has_checksum(example.encode()) and has_checksum(raw_lines(path)[0])
+    expected, actual = json.loads(example), json.loads(raw_lines(path)[0])
+    assert list(actual) == list(expected) == [*HEADER_FIELDS, "xxh3"]
+    assert {k: v for k, v in actual.items() if k not in ("generation", "xxh3")} == {
+        k: v for k, v in expected.items() if k not in ("generation", "xxh3")
     }
 
 
@@ -293,20 +323,20 @@ def test_2_layout_checkpoint_file(path: Path) -> None:
 # -- 3. board.json ------------------------------------------------------------------------------------
 
 
-def test_3_new_board_json_is_version_2_with_its_defaults(path: Path) -> None:
+def test_3_new_board_json_is_version_3_with_its_defaults(path: Path) -> None:
     Board.init(path).close()
     on_disk = json.loads((path / "board.json").read_bytes())
     block = SPEC.split("## 3. `board.json`")[1].split("| field |")[0]
     example = json.loads("\n".join(line[4:] for line in block.splitlines() if line.startswith("    ")))
     assert on_disk == example
-    assert on_disk["version"] == 2
+    assert on_disk["version"] == 3
     assert on_disk["compact_at_bytes"] == 64 << 20
     assert on_disk["compact_at_dead_ratio"] == 0.5
     assert on_disk["retention_seconds"] == 86400
 
 
-@pytest.mark.parametrize("version", [1, 2])
-def test_3_readers_accept_versions_1_and_2(path: Path, version: int) -> None:
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_3_readers_accept_versions_1_2_and_3(path: Path, version: int) -> None:
     Board.init(path).close()
     config = json.loads((path / "board.json").read_bytes())
     (path / "board.json").write_bytes(dumps({**config, "version": version}))
@@ -315,7 +345,7 @@ def test_3_readers_accept_versions_1_and_2(path: Path, version: int) -> None:
         assert board.read("k") == 1
 
 
-@pytest.mark.parametrize("version", [3, 0, "2", None])
+@pytest.mark.parametrize("version", [4, 0, "3", None])
 def test_3_readers_refuse_a_version_they_do_not_implement(path: Path, version: object) -> None:
     Board.init(path).close()
     config = json.loads((path / "board.json").read_bytes())
@@ -350,15 +380,46 @@ def test_3_dead_ratio_is_never_negative(board: Board) -> None:
     assert board.stats()["dead_ratio"] == 0.25
 
 
-def test_3_plain_records_and_compaction_leave_a_version_1_board_at_1(sample_v1: Path) -> None:
+def test_3_plain_records_leave_a_version_1_board_at_1_and_compaction_upgrades_it_to_3(
+    sample_v1: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = json.loads((sample_v1 / "board.json").read_bytes())
+    (sample_v1 / "board.json").write_bytes(dumps({**config, "x_future_setting": {"kept": [1, 2]}}))
     with opened(sample_v1) as board:
         board.write("research_results/q1", "plain")
         board.delete("ünï/ça va?")
         board.flush()
+        # A writer appends to a log in that log's own format: no checksums in a version-1 log
+        # (`records` checks that no line has one), and board.json stays at 1.
+        assert board_version(sample_v1) == 1 and header(sample_v1)["blackboard_log"] == 1
+        before = records(sample_v1)
+        assert [r["seq"] for r in before] == [1, 2, 3, 4, 5, 6, 7]
+        versions_at_switch: list[Any] = []
+        real_replace = os.replace
+
+        def spying_replace(src: Any, dst: Any) -> None:
+            if Path(dst) == sample_v1 / "log.jsonl":
+                versions_at_switch.append(board_version(sample_v1))
+            real_replace(src, dst)
+
+        monkeypatch.setattr(os, "replace", spying_replace)
         assert board.compact(retention=0).skipped is None
-    assert board_version(sample_v1) == 1
-    # The compacted log has a version-2 header: older releases ignore the fields they do not know.
-    assert list(header(sample_v1)) == HEADER_FIELDS
+        monkeypatch.undo()
+    # Compaction rewrote the log at version 3, every line with its checksum, and upgraded board.json
+    # to 3 before it switched the new log in (fields it does not know kept).
+    assert versions_at_switch == [3], "board.json says 3 before the new log is renamed into place"
+    assert json.loads((sample_v1 / "board.json").read_bytes()) == {
+        **config,
+        "version": 3,
+        "x_future_setting": {"kept": [1, 2]},
+    }
+    assert all(has_checksum(line) for line in raw_lines(sample_v1))
+    assert list(header(sample_v1)) == HEADER_FIELDS and header(sample_v1)["blackboard_log"] == 3
+    assert live(replay(records(sample_v1))) == live(replay(before))
+    with opened(sample_v1) as board:
+        assert board.read("research_results/q1") == "plain" and board.get("ünï/ça va?") is None
+        assert board.write("after/compaction", 1).seq == 8
+    assert has_checksum(raw_lines(sample_v1)[-1])
 
 
 @pytest.mark.parametrize("kind", ["transaction", "put with an idempotency key", "delete with an idempotency key"])
@@ -391,6 +452,21 @@ def test_3_writer_marks_a_version_1_board_2_before_a_record_older_releases_canno
         "x_future_setting": {"kept": [1, 2]},
     }
     assert not os.listdir(sample_v1 / "tmp"), "written in tmp/ and renamed into place"
+    # The log keeps its own format: the record is appended without a checksum (`records` checks).
+    assert header(sample_v1)["blackboard_log"] == 1 and records(sample_v1)[-1]["seq"] == 6
+
+
+def test_3_a_version_2_board_stays_at_2_while_its_log_is_of_version_2(sample_v2: Path) -> None:
+    with opened(sample_v2) as board:
+        with board.transaction(idempotency_key="t-1") as tx:
+            tx.write("a", 1)
+            tx.write("b", 2)
+        board.write("c", 3, idempotency_key="c-1")
+        board.delete("c", idempotency_key="c-2")
+    assert board_version(sample_v2) == 2
+    # Appended in the log's own format, without checksums (`records` checks that no line has one).
+    assert header(sample_v2)["blackboard_log"] == 2
+    assert [r["seq"] for r in records(sample_v2)][-3:] == [8, 9, 10]
 
 
 # -- 5.1 Log header -------------------------------------------------------------------------------------
@@ -398,17 +474,20 @@ def test_3_writer_marks_a_version_1_board_2_before_a_record_older_releases_canno
 
 def test_5_1_log_header_fields(path: Path) -> None:
     Board.init(path).close()
-    first = header(path)
+    assert list(json.loads(raw_lines(path)[0]))[-1] == "xxh3", "the checksum is the last member (5.6)"
+    first = header(path)  # its checksum checked and dropped
     assert list(first) == HEADER_FIELDS
     assert {k: v for k, v in first.items() if k != "generation"} == {
-        "blackboard_log": 2,
+        "blackboard_log": 3,
         "compacted_through": 0,
         "purged_deletes_through": 0,
         "archived_through": 0,
     }
     assert re.fullmatch(r"[0-9a-f]{16}", first["generation"])
-    (example,) = [line for line in spec_blocks('{"blackboard_log":2,"compacted_through":5') if line]
-    assert example.encode() == raw_lines(SAMPLE_V2)[0]
+    # The example is the v2 sample's header as a log of version 3 has it: with its checksum.
+    (example,) = [line for line in spec_blocks('{"blackboard_log":3,"compacted_through":5') if line]
+    assert has_checksum(example.encode())
+    assert example.encode() == sealed(raw_lines(SAMPLE_V2)[0].replace(b'"blackboard_log":2', b'"blackboard_log":3'))
 
 
 def test_5_1_every_new_log_file_has_a_new_generation(tmp_path: Path) -> None:
@@ -423,7 +502,7 @@ def test_5_1_every_new_log_file_has_a_new_generation(tmp_path: Path) -> None:
         board.compact()
     generations.append(header(tmp_path / "one")["generation"])
     # A log cut to nothing (its header was torn): the next writer writes a header with a new generation.
-    (tmp_path / "two" / "log.jsonl").write_bytes(b'{"blackboard_log":2,"compacted_thr')
+    (tmp_path / "two" / "log.jsonl").write_bytes(b'{"blackboard_log":3,"compacted_thr')
     with opened(tmp_path / "two") as board:
         board.write("k", 1)
     generations.append(header(tmp_path / "two")["generation"])
@@ -442,16 +521,18 @@ def test_5_1_reopened_file_is_the_same_log_only_if_its_header_line_is_identical(
             assert reader.read("a") == "one"
             inode = os.stat(path / "log.jsonl").st_ino
             head, rec_a, rec_b = raw_lines(path)
-            # In place (same inode), same header line, an earlier record altered: the same log, so
-            # the reader goes on from its offset and does not reread it.
+            # In place (same inode), same header line, an earlier record altered (its checksum
+            # recomputed): the same log, so the reader goes on from its offset and does not reread it.
+            rec_uno = sealed(rec_a.replace(b'"one"', b'"uno"'))
+            assert len(rec_uno) == len(rec_a)
             with open(path / "log.jsonl", "r+b") as f:
-                f.write(head + b"\n" + rec_a.replace(b'"one"', b'"uno"'))
+                f.write(head + b"\n" + rec_uno)
             assert reader.read("a") == "one"
             # In place (same inode), another header line: another file, read from its start.
             other = log_header(0, 0)
             with open(path / "log.jsonl", "r+b") as f:
                 f.truncate(0)
-                f.write(other + rec_a.replace(b'"one"', b'"uno"') + b"\n" + rec_b + b"\n")
+                f.write(other + rec_uno + b"\n" + rec_b + b"\n")
             assert os.stat(path / "log.jsonl").st_ino == inode
             assert reader.read("a") == "uno"
             board.write("c", "three")
@@ -464,15 +545,22 @@ def test_5_1_version_1_headers_and_other_log_version_numbers_read(sample_v1: Pat
     assert (parsed.archived_through, parsed.generation) == (0, "")
     with opened(sample_v1, read_only=True) as board:
         assert board.read("research_results/q1")["sources"] == 4
-    # A reader MUST NOT refuse a log for its blackboard_log number.
+    # A reader MUST NOT refuse a log for its blackboard_log number, other than by reading every line
+    # of a log of 3 or more as one that ends with its checksum.
     with Board.init(path, author="tester") as board:
         board.write("k", 1)
     head, *rest = raw_lines(path)
-    (path / "log.jsonl").write_bytes(
-        b"\n".join([head.replace(b'"blackboard_log":2', b'"blackboard_log":99'), *rest]) + b"\n"
-    )
+    head_99 = sealed(head.replace(b'"blackboard_log":3', b'"blackboard_log":99'))
+    assert head_99 != head
+    (path / "log.jsonl").write_bytes(b"\n".join([head_99, *rest]) + b"\n")
     with opened(path, read_only=True) as reader:
         assert reader.read("k") == 1
+    (path / "log.jsonl").write_bytes(b"\n".join([head_99, foreign_record(1, "k", 1, 1)]))
+    with opened(path, read_only=True) as reader, pytest.raises(CorruptLog, match="checksum"):
+        reader.read("k")
+
+
+_SEALED_HEADER = sealed(b'{"blackboard_log":3,"compacted_through":0,"purged_deletes_through":0}')
 
 
 @pytest.mark.parametrize(
@@ -483,6 +571,9 @@ def test_5_1_version_1_headers_and_other_log_version_numbers_read(sample_v1: Pat
         b'{"blackboard_log":2,"compacted_through":0,"purged_deletes_through":0,"generation":7}',
         b'{"compacted_through":0,"purged_deletes_through":0}',
         b'["blackboard_log"]',
+        # of version 3: without its checksum, or with one that does not match (5.6)
+        b'{"blackboard_log":3,"compacted_through":0,"purged_deletes_through":0,"archived_through":0}',
+        _SEALED_HEADER.replace(b'"compacted_through":0', b'"compacted_through":1'),
     ],
 )
 def test_5_1_bad_header_is_corruption(path: Path, first_line: bytes) -> None:
@@ -507,19 +598,21 @@ def test_5_2_idem_field(path: Path) -> None:
     assert "idem" not in plain
     assert list(delete)[-1] == "idem"
     assert delete["idem"] == "req-2"
-    assert raw_lines(path)[1].endswith(b',"idem":"req-1"}')
+    # idem is the last member before the checksum (5.2, 5.6)
+    assert list(json.loads(raw_lines(path)[1]))[-2:] == ["idem", "xxh3"]
+    assert raw_lines(path)[1][:-27].endswith(b',"idem":"req-1"')
 
 
 @pytest.mark.parametrize(("idem", "valid"), [(5, False), (["x"], False), (None, False), ("x", True)])
 def test_5_2_mistyped_idem_is_not_a_record(path: Path, idem: object, valid: bool) -> None:
     Board.init(path).close()
     rec = json.loads(foreign_record(1, "k", 1, 1))
-    append(path, dumps({**rec, "idem": idem}) + b"\n")
+    append(path, sealed(dumps({**rec, "idem": idem}) + b"\n"))
     with opened(path, read_only=True) as reader:
         if valid:
             assert reader.read("k") == 1
         else:
-            with pytest.raises(CorruptLog):
+            with pytest.raises(CorruptLog, match="not a record"):
                 reader.read("k")
 
 
@@ -542,8 +635,8 @@ def test_5_4_transaction_record_is_one_line(path: Path) -> None:
             tx.write("c", {"new": True})
     lines = raw_lines(path)
     assert len(lines) == before + 1
-    rec = json.loads(lines[-1])
-    assert list(rec) == ["seq", "op", "ops", "author", "ts", "idem"]
+    assert list(json.loads(lines[-1])) == ["seq", "op", "ops", "author", "ts", "idem", "xxh3"]
+    rec = unsealed(lines[-1], True)
     assert (rec["seq"], rec["op"], rec["author"], rec["idem"]) == (4, "txn", "mover", "move-1")
     assert [list(change) for change in rec["ops"]] == [["op", "key", "value", "version"]] * 3
     # Versions per change, counted from the state before the record.
@@ -597,7 +690,7 @@ def test_5_4_torn_transaction_record_is_none_of_it(path: Path) -> None:
     with Board.init(path, author="tester") as board:
         board.write("a", 1)
     ops = [{"op": "put", "key": "a", "value": 2, "version": 2}, {"op": "put", "key": "b", "value": 2, "version": 1}]
-    line = txn_line(2, ops)
+    line = sealed(txn_line(2, ops))
     append(path, line[: len(line) // 2])
     with opened(path, read_only=True) as reader:
         assert reader.read_prefix("") == {"a": 1}
@@ -657,9 +750,9 @@ GOOD_CHANGE = {"op": "put", "key": "a", "value": 1, "version": 1}
 )
 def test_5_4_bad_transaction_records_are_corruption(path: Path, fields: dict[str, Any]) -> None:
     Board.init(path).close()
-    good = foreign_record(1, "z", 0, 1)
-    append(path, good + dumps({"seq": 2, "op": "txn", **fields, "author": "w", "ts": OLD_TS}) + b"\n")
-    with opened(path, read_only=True) as reader, pytest.raises(CorruptLog) as info:
+    good = sealed(foreign_record(1, "z", 0, 1))
+    append(path, good + sealed(dumps({"seq": 2, "op": "txn", **fields, "author": "w", "ts": OLD_TS}) + b"\n"))
+    with opened(path, read_only=True) as reader, pytest.raises(CorruptLog, match="not a record") as info:
         reader.read("z")
     assert info.value.offset == len(raw_lines(path)[0]) + 1 + len(good)
 
@@ -667,8 +760,8 @@ def test_5_4_bad_transaction_records_are_corruption(path: Path, fields: dict[str
 @pytest.mark.parametrize("idem", [5, None, ["x"]])
 def test_5_4_mistyped_idem_of_a_transaction_is_not_a_record(path: Path, idem: object) -> None:
     Board.init(path).close()
-    append(path, txn_line(1, [GOOD_CHANGE, {**GOOD_CHANGE, "key": "b"}], idem=idem))
-    with opened(path, read_only=True) as reader, pytest.raises(CorruptLog):
+    append(path, sealed(txn_line(1, [GOOD_CHANGE, {**GOOD_CHANGE, "key": "b"}], idem=idem)))
+    with opened(path, read_only=True) as reader, pytest.raises(CorruptLog, match="not a record"):
         reader.read("a")
 
 
@@ -676,7 +769,7 @@ def test_5_4_readers_accept_one_change_other_layouts_and_unknown_fields(path: Pa
     Board.init(path).close()
     change = {"x_note": "ignored", "version": 1, "value": [1, 2], "key": "solo", "op": "put"}
     rec = {"ts": OLD_TS, "author": "w", "ops": [change], "x_sig": "ignored", "op": "txn", "seq": 1}
-    append(path, json.dumps(rec, indent=None).encode() + b"\n")
+    append(path, sealed(json.dumps(rec, indent=None).encode() + b"\n"))  # spaces, but not in the checksum member
     with opened(path, read_only=True) as reader:
         assert reader.read("solo") == [1, 2]
         (event,) = reader.watch(since=0, timeout=0.1)
@@ -743,11 +836,15 @@ def test_5_4_example_is_the_sample_boards_record() -> None:
 def test_5_examples_in_this_document_are_valid_records() -> None:
     examples = spec_blocks('{"seq":')
     assert len(examples) >= 6
+    # Every example is of a version-3 log (with its checksum) but 5.4's, the v2 sample's record.
+    (txn_example,) = spec_blocks('{"seq":6,"op":"txn"')
     for line in examples:
-        rec = parse_record("FORMAT.md", 0, line.encode())
-        assert json.loads(line) == rec
+        sealed = is_sealed(line.encode())
+        assert sealed == (line != txn_example), line
+        rec = parse_record("FORMAT.md", 0, line.encode(), sealed=sealed)
+        assert {k: v for k, v in json.loads(line).items() if k != "xxh3"} == rec
     for line in spec_blocks('{"blackboard_log":'):
-        parse_header("FORMAT.md", line.encode())
+        assert parse_header("FORMAT.md", line.encode()).sealed
 
 
 # -- 5.5 Idempotency keys -----------------------------------------------------------------------------
@@ -1121,7 +1218,7 @@ def test_7_2_written_by_rename_and_never_fsynced(path: Path, monkeypatch: pytest
 def test_7_2_any_handle_writes_one_when_it_closes(path: Path) -> None:
     Board.init(path).close()
     # Records appended by a writer that writes no checkpoint (another language's).
-    append(path, b"".join(foreign_record(seq, f"k{seq % 10}", seq, seq // 10 + 1) for seq in range(1, 2101)))
+    append(path, b"".join(sealed(foreign_record(seq, f"k{seq % 10}", seq, seq // 10 + 1)) for seq in range(1, 2101)))
     with opened(path, read_only=True) as reader:
         assert reader.read("k0") == 2100
     assert checkpoint_is_valid(path)
@@ -1181,9 +1278,10 @@ def test_7_2_last_line_crc32_covers_the_line_byte_for_byte(path: Path) -> None:
         many_writes(board, 2000)
     log = path / "log.jsonl"
     data = log.read_bytes()
-    # The last record altered in place (same length, same seq, another value): another log.
+    # The last record altered in place (same length, same seq, another value, its checksum
+    # recomputed, as another writer would have written it): another log.
     start = data.rindex(b"\n", 0, len(data) - 1) + 1
-    log.write_bytes(data[:start] + data[start:].replace(b'"v001999"', b'"v001998"'))
+    log.write_bytes(data[:start] + sealed(data[start:].replace(b'"v001999"', b'"v001998"')))
     assert len(log.read_bytes()) == len(data) and log.read_bytes() != data
     assert not checkpoint_is_valid(path)
     with opened(path, read_only=True) as reader:
@@ -1545,9 +1643,10 @@ def test_11_temporary_log_removed_when_compaction_fails(board: Board, monkeypatc
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(OSError, match="no space left on device") as info:
         board.compact()
     monkeypatch.undo()
+    assert info.value.errno == errno.ENOSPC
     assert (board.path / "log.jsonl").read_bytes() == before
     assert [n for n in os.listdir(board.path / "tmp") if n.startswith("log.compact.")] == []
     assert board.read("k2") == 17
@@ -1574,10 +1673,11 @@ def test_11_gives_up_when_the_log_has_another_header_line(board: Board, monkeypa
     @contextlib.contextmanager
     def locked() -> Iterator[None]:
         with real_locked():
-            # Another file at log.jsonl, by its header line only: same inode, same size.
-            data = log.read_bytes()
+            # Another file at log.jsonl, by its header line only (a valid one, its checksum
+            # recomputed): same inode, same size.
+            head, rest = log.read_bytes().split(b"\n", 1)
             generation = header(board.path)["generation"].encode()
-            replaced.append(data.replace(generation, generation[::-1], 1))
+            replaced.append(sealed(head.replace(generation, generation[::-1], 1)) + b"\n" + rest)
             with open(log, "r+b") as f:
                 f.write(replaced[0])
             yield
@@ -1697,7 +1797,8 @@ def test_11_checkpoint_of_the_kept_records_written_before_the_writer_lock(
     def locked() -> Iterator[None]:
         at_lock.append(read_checkpoint(board.path)[0])
         # A writer appends while the new log is built (another language's: no checkpoint of its own).
-        append(board.path, foreign_record(21, "late", "appended meanwhile", 1, ts=records(board.path)[-1]["ts"]))
+        late = foreign_record(21, "late", "appended meanwhile", 1, ts=records(board.path)[-1]["ts"])
+        append(board.path, sealed(late))
         with real_locked():
             yield
 
@@ -1933,7 +2034,7 @@ def test_13_checkpoint_cadence(path: Path) -> None:
     # With many keys the bar is a quarter of the keys: 12,000 keys -> 3,000 records.
     other = path.parent / "many"
     Board.init(other).close()
-    append(other, b"".join(foreign_record(seq, f"key{seq:05d}", seq, 1) for seq in range(1, 12001)))
+    append(other, b"".join(sealed(foreign_record(seq, f"key{seq:05d}", seq, 1)) for seq in range(1, 12001)))
     with opened(other, read_only=True) as reader:
         assert reader.read("key00001") == 1
     saved = (other / "checkpoint").read_bytes()
