@@ -95,6 +95,9 @@ class RepairReport:
     recovered: list[tuple[int, str]] = field(default_factory=list)
     #: key -> versions that no record of the log holds any more (a gap in its version numbers)
     lost_versions: dict[str, list[int]] = field(default_factory=dict)
+    #: live keys whose entry file a batch removed although the log has no delete for them: deleted at
+    #: a lost seq (or the file was removed by hand). Live again, at their last value the log holds.
+    probably_deleted: list[str] = field(default_factory=list)
     #: the highest seq a trace showed, and which trace: the repaired log's last seq is at least this
     seen: int = 0
     seen_in: str = "the log"
@@ -134,6 +137,10 @@ class RepairReport:
         out += [f"lost seqs {a}..{b}: no record holds them now" for a, b in self.lost]
         out += [f"recovered seq {seq} of {key!r} from its entry file" for seq, key in self.recovered]
         out += [
+            f"{key!r} is live in the log, but its entry file is gone: it was probably deleted at a lost seq"
+            for key in self.probably_deleted
+        ]
+        out += [
             f"{key!r} may have lost version{'s' if len(v) > 1 else ''} {', '.join(map(str, v))}"
             for key, v in sorted(self.lost_versions.items())
         ]
@@ -153,6 +160,7 @@ class RepairReport:
             "lost": [list(r) for r in self.lost],
             "recovered": [{"seq": s, "key": k} for s, k in self.recovered],
             "lost_versions": self.lost_versions,
+            "probably_deleted": self.probably_deleted,
             "seen": self.seen,
             "seen_in": self.seen_in,
             "torn_tail_bytes": self.torn_tail_bytes,
@@ -208,6 +216,8 @@ class _Rewrite:
             self.by_seq.setdefault(seq, []).append((key, doc))
         self.docs = sorted(self.by_seq)
         self.recovered: list[tuple[int, str]] = []
+        #: key -> the seq of its latest record written so far
+        self.latest: dict[str, int] = {}
 
     def record(self, line: bytes, rec: dict[str, Any], sealed: bool) -> None:
         first = first_seq(rec)
@@ -225,6 +235,7 @@ class _Rewrite:
                 if version > before + 1:
                     self.lost_versions.setdefault(key, []).extend(range(before + 1, version))
             self.versions[key] = version if change["op"] == PUT else 0
+            self.latest[key] = rec["seq"]
         if len(self.buffer) > 4096:
             self.flush()
 
@@ -321,6 +332,7 @@ def _repair_log(engine: Engine) -> RepairReport:
             new.switch(layout)
             report.rewrote_log = True
             report.lost, report.lost_versions = new.lost, new.lost_versions
+            report.probably_deleted = _probably_deleted(layout, new, docs) if new.lost else []
         elif only_torn:
             engine.refresh(writable=True, truncated_ok=True)
             engine.log.truncate_torn_tail()
@@ -394,6 +406,16 @@ def _copy(
             continue
         new.record(line, rec, sealed)
     return header, new
+
+
+def _probably_deleted(layout: Layout, new: _Rewrite, docs: list[tuple[int, str, dict[str, Any]]]) -> list[str]:
+    """Keys the repaired log has live, at a seq entry files were current through, with no entry file:
+    a batch removed it, so a delete the log lost came after (spec 12.1)."""
+    watermark = read_watermark(layout)
+    filed = {key for _, key, _ in docs}
+    return sorted(
+        key for key, version in new.versions.items() if version and key not in filed and new.latest[key] <= watermark
+    )
 
 
 def _damaged(offset: int, number: int, line: bytes, reason: str) -> Damaged:
