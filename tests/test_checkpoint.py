@@ -46,7 +46,7 @@ from hypothesis import strategies as st
 import blackboard.board
 from blackboard import Board, InvalidValue, KeyNotFound
 from blackboard.core import checkpoint as _checkpoint
-from blackboard.core.layout import Layout
+from blackboard.core.layout import Layout, format_watermark
 from blackboard.core.log import LogFile
 
 #: Keys of the shapes the codec and the key encoding care about (unicode, quotes, backslashes, dots).
@@ -381,10 +381,13 @@ def stale_log_header(d: Damaged) -> bytes:
 
 def restored_from_backup(d: Damaged) -> bytes:
     """The log cut back to its first 4 records (the same header, same file), then other records
-    appended: the checkpoint's offset no longer ends its record."""
+    appended: the checkpoint's offset no longer ends its record. (The watermark is cut back too, and
+    the checkpoint set aside meanwhile: either would make our writer refuse to reuse seqs 5-9, spec
+    5.3; a writer that does not honour them could still do this.)"""
     (d.path / "checkpoint").unlink()
     with open(d.path / "log.jsonl", "r+b") as f:
         f.truncate(d.ends[3])
+    (d.path / "materialized").write_bytes(format_watermark(4))
     with Board.open(d.path, author="after-restore", flush_interval=3600) as board:
         for i in range(6):
             board.write(f"restored/{i}", {"pad": "r" * (20 + i)})
@@ -410,10 +413,12 @@ def other_generation(d: Damaged) -> bytes:
 def grew_back(d: Damaged) -> bytes:
     """A log that lost its last records (a power loss without fsync) and grew back to the same size:
     records 5 and 6 written again, the same keys and lengths, other values. The record ending at the
-    checkpoint's offset has the seq it names; only its bytes differ."""
+    checkpoint's offset has the seq it names; only its bytes differ. (The watermark lost its last
+    update too; the checkpoint is set aside meanwhile, as in `restored_from_backup`.)"""
     (d.path / "checkpoint").unlink()
     with open(d.path / "log.jsonl", "r+b") as f:
         f.truncate(d.ends[3])
+    (d.path / "materialized").write_bytes(format_watermark(4))
     with Board.open(d.path, author="alice", flush_interval=3600) as board:
         with board.transaction(author="çarol") as tx:
             tx.write("t/1", "y")

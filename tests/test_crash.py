@@ -117,8 +117,7 @@ def crash_many(path: Path, kills: int, seed: int) -> int:
             # The next lock holder repairs whatever the kill left: a write, or repair().
             with Board.open(path, author="survivor") as board:
                 if round_ % 2:
-                    report = board.repair()
-                    assert report.repaired
+                    assert board.repair().repaired
                 else:
                     board.write("survivor", round_)
             assert_acknowledged_writes_kept(path, child.acks)

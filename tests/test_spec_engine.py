@@ -32,8 +32,9 @@ import xxhash
 from _workers import CTX, Spawn
 from conftest import sealed
 
-from blackboard import Board, Compacted, CorruptLog, InvalidValue, KeyNotFound, NotABoard, VersionConflict
+from blackboard import Board, Compacted, CorruptLog, InvalidValue, KeyNotFound, LogTruncated, NotABoard, VersionConflict
 from blackboard.core.engine import Op
+from blackboard.core.layout import format_watermark
 from blackboard.core.log import LogFile
 from blackboard.core.record import is_sealed, parse_header, parse_record
 from blackboard.models import FORMAT_VERSION, READABLE_VERSIONS
@@ -1180,6 +1181,13 @@ def test_7_2_loader_trusts_a_checkpoint_only_if_every_check_holds(path: Path, br
         body = dumps(rows) + b"\n"
         (path / "checkpoint").write_bytes(with_crc(head, body))
     assert checkpoint_is_valid(path) == (breakage == "none")
+    if breakage == "another last seq":
+        # Ignored as a snapshot, but a whole checkpoint is a trace of the seqs it saw: a log that ends
+        # before its last_record_seq lost its tail, and that is reported, not replayed around (5.3).
+        with opened(path, read_only=True) as reader, pytest.raises(LogTruncated) as info:
+            reader.read("k0000")
+        assert (info.value.last_seq, info.value.seen, info.value.trace) == (2000, 2001, "the checkpoint")
+        return
     with opened(path, read_only=True) as reader:
         assert reader.read("k0000") == ("from the checkpoint" if breakage == "none" else "v001950")
         assert reader.read("k0049") == "v001999"
@@ -1243,9 +1251,19 @@ def test_7_2_checkpoint_of_a_log_that_grew_again_is_not_trusted(path: Path) -> N
     # A power loss: the checkpoint reached the device, the log's last ten records did not.
     lines = raw_lines(path)
     (path / "log.jsonl").write_bytes(b"\n".join(lines[:-10]) + b"\n")
+    # Our writer will not write seqs 2091-2100 again: the checkpoint shows they were used (5.3).
+    with opened(path) as refused, pytest.raises(LogTruncated):
+        refused.write("k0000", "again")
+    # A writer that does not look at the checkpoint can: set it aside while that one writes (and the
+    # watermark back, which lost its last update too).
+    saved = (path / "checkpoint").read_bytes()
+    (path / "checkpoint").unlink()
+    (path / "materialized").write_bytes(format_watermark(2090))
     with opened(path, flush_interval=3600) as writer:
         for i in range(2090, 2100):
             writer.write(f"k{i % 50:04d}", f"new{i:04d}")
+    (path / "checkpoint").write_bytes(saved)
+    with opened(path, flush_interval=3600) as writer:
         # Grown back to the checkpoint's offset, a record of the same seq ending there: only the
         # line's CRC tells the logs apart.
         assert (path / "log.jsonl").stat().st_size == head["offset"]

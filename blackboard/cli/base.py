@@ -30,7 +30,7 @@ Exit codes:
   3  no such key
   4  version conflict (compare-and-set failed; nothing written)
   5  not a board, or a board of a newer format
-  6  check found inconsistencies (run `check --repair`)
+  6  check found inconsistencies (run `repair`)
   130 interrupted"""
 
 EXIT_CHECK_FAILED = 6
@@ -53,7 +53,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("admin", "Compare entry files with the log (the source of truth)."),
     "repair": (
         "admin",
-        "Take a damaged board back to a usable state: quarantine damaged records, rebuild entry files.",
+        "Take a damaged board back to a consistent, usable state; on a healthy one, only check.",
     ),
     "compact": ("admin", "Rewrite the log to the latest state of every key, safely while others write and watch."),
     "cursors": ("live", "List the named consumers (watch --cursor) with their position and lag, or reset one."),

@@ -324,7 +324,7 @@ def _plan(
             purged = max(purged, seq)
             report.deletes_purged += 1
     report.deletes_kept = sum(1 for _seq, offset, is_delete, _ts in latest.values() if is_delete and offset in keep)
-    if len(keep) == report.events_before:
+    if len(keep) == report.events_before and header.sealed:  # an older log is rewritten all the same (spec 3)
         report.skipped = (
             "nothing to compact: every record is kept (the latest of a key, or young with an idempotency key)"
         )

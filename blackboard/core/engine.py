@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..errors import CorruptLog, InvalidValue, KeyNotFound, LogTruncated, VersionConflict
-from ..models import FORMAT_VERSION, BoardConfig
+from ..models import BoardConfig
 from . import checkpoint as _checkpoint
 from . import codec as _codec
 from .entries import read_watermark
@@ -205,9 +205,10 @@ class Engine:
                         os.fdatasync(self.log.fd)
                     return done
                 made = _changes(index, ops, expect)
-                if (len(made) > 1 or idem is not None) and self.config.version < FORMAT_VERSION:
-                    # Records older releases cannot read: mark the board so that they refuse it.
-                    self.config = upgrade_config(self.layout.root, self.config)
+                if (len(made) > 1 or idem is not None) and self.config.version < 2:
+                    # Records older releases cannot read: mark the board so that they refuse it
+                    # (format 2; format 3 is for boards whose log carries checksums: spec 3).
+                    self.config = upgrade_config(self.layout.root, self.config, 2)
                 seq = index.last_seq + 1
                 ts = self.clock.now()
                 sealed = self.log.sealed  # an older board's log stays of its format until compacted

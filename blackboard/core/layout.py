@@ -203,16 +203,16 @@ def read_config(root: Path) -> BoardConfig:
         raise NotABoard(str(root), f"board.json has a bad setting ({exc})") from None
 
 
-def upgrade_config(root: Path, config: BoardConfig) -> BoardConfig:
-    """Mark a board of an older format as FORMAT_VERSION before writing what only it can read.
+def upgrade_config(root: Path, config: BoardConfig, version: int = FORMAT_VERSION) -> BoardConfig:
+    """Mark a board of an older format as `version` before writing what only it can read.
 
     Replaced atomically (a reader sees the old file or the new one), unknown fields kept. From then
     on, releases that read only the older format refuse the board instead of misreading it.
     """
-    if config.version >= FORMAT_VERSION:
+    if config.version >= version:
         return config
     layout = Layout(root)
-    upgraded = BoardConfig.from_dict({**config.as_dict(), "version": FORMAT_VERSION})
+    upgraded = BoardConfig.from_dict({**config.as_dict(), "version": version})
     layout.tmp.mkdir(exist_ok=True)
     tmp = layout.tmp_file("board.json")
     tmp.write_bytes(_codec.dumps_pretty(upgraded.as_dict()))

@@ -37,10 +37,8 @@ import contextlib
 import errno
 import fcntl
 import functools
-import hashlib
 import os
 import random
-import socket
 import threading
 import time
 import weakref
@@ -268,6 +266,8 @@ def this_host() -> str:
     """This host as a claim names it: the host name (bytes outside printable ASCII, and `?`, as
     `?xx`), plus `?pidns-<inode hex>` in a PID namespace other than the host's, where pids mean
     something else; names over 253 characters end in a digest."""
+    import socket  # here, not at the top: a read (a CLI command's start) never needs it
+
     name = "".join(
         chr(byte) if byte in _HOST_VERBATIM else f"?{byte:02x}"
         for byte in socket.gethostname().encode("utf-8", "surrogateescape")
@@ -279,6 +279,8 @@ def this_host() -> str:
     if namespace != _INITIAL_PID_NAMESPACE:
         name += f"?pidns-{namespace:x}"
     if len(name) > 253:
+        import hashlib
+
         name = f"{name[:244]}-{hashlib.sha256(name[244:].encode()).hexdigest()[:8]}"
     return name or "?"
 
