@@ -8,6 +8,7 @@ against.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import multiprocessing
@@ -35,7 +36,9 @@ from blackboard import (
     KeyNotFound,
     LockTimeout,
     LogGone,
+    LogTruncated,
     NotABoard,
+    OutOfSpace,
     ReadOnlyBoard,
     VersionConflict,
 )
@@ -141,6 +144,8 @@ def error_samples() -> dict[str, BlackboardError]:
         "CorruptLog": CorruptLog("/srv/b/log.jsonl", 120, "not JSON"),
         "Compacted": Compacted(5, 10),
         "LogGone": LogGone("/srv/b/log.jsonl"),
+        "LogTruncated": LogTruncated("/srv/b/log.jsonl", 417, 4, 9, "the watermark (materialized)"),
+        "OutOfSpace": OutOfSpace("/srv/b/log.jsonl", errno.ENOSPC),
     }
 
 

@@ -54,6 +54,16 @@ EXPECTED: dict[str, tuple[type[Exception] | None, dict[str, Any], str]] = {
     ),
     "Compacted": (None, {"requested": 5, "purged_through": 10}, "events after seq 5 were compacted away"),
     "LogGone": (FileNotFoundError, {"path": "/srv/b/log.jsonl"}, "/srv/b/log.jsonl: the log file is gone"),
+    "LogTruncated": (
+        None,
+        {"path": "/srv/b/log.jsonl", "last_seq": 4, "seen": 9, "trace": "the watermark (materialized)"},
+        "/srv/b/log.jsonl: the log ends at seq 4, but the watermark (materialized) shows seq 9 was written",
+    ),
+    "OutOfSpace": (
+        OSError,
+        {"path": "/srv/b/log.jsonl", "errno": 28, "outcome": "nothing was written"},
+        "/srv/b/log.jsonl: no space left on device",
+    ),
 }
 
 NAMES = sorted(EXPECTED)

@@ -85,7 +85,7 @@ def test_a_transaction_is_one_record(board: Board, board_path: Path) -> None:
     _header, records, _torn = read_log(board_path)
     assert len(records) == 3
     rec = records[-1]
-    assert set(rec) == {"seq", "op", "ops", "author", "ts"}
+    assert set(rec) == {"seq", "op", "ops", "author", "ts", "xxh3"}  # xxh3: the line's checksum (spec 5.6)
     assert (rec["seq"], rec["op"], rec["author"], rec["ts"]) == (3, "txn", "teller", tx.entries[0].ts_text)
     assert rec["ops"] == [
         {"op": "put", "key": "acct/a", "value": 7, "version": 2},

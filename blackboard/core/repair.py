@@ -33,7 +33,7 @@ from ..errors import CorruptLog
 from ..models import FORMAT_VERSION
 from . import codec as _codec
 from .checkpoint import seen_seq
-from .entries import Report, compare, materialize_lock, read_watermark, rebuild, scan_entries
+from .entries import Report, compare, materialize_lock, read_watermark, rebuild, scan_entries, torn_tail_summary
 from .index import Index
 from .layout import upgrade_config, write_all
 from .record import (
@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 REPAIR_AUTHOR = "blackboard-repair"
 QUARANTINE_FORMAT = 1
 _CHUNK = 1 << 22
+_TORN = "a torn tail: an append that never finished (never acknowledged)"
 _SEQ = re.compile(rb'"seq"\s*:\s*(\d{1,19})')
 
 
@@ -133,6 +134,7 @@ class RepairReport:
             + f": {d.reason}"
             + (f"; it named {', '.join(map(repr, d.keys))}" if d.keys else "")
             for d in self.quarantined
+            if d.reason != _TORN
         ]
         out += [f"lost seqs {a}..{b}: no record holds them now" for a, b in self.lost]
         out += [f"recovered seq {seq} of {key!r} from its entry file" for seq, key in self.recovered]
@@ -144,8 +146,8 @@ class RepairReport:
             f"{key!r} may have lost version{'s' if len(v) > 1 else ''} {', '.join(map(str, v))}"
             for key, v in sorted(self.lost_versions.items())
         ]
-        if self.torn_tail_bytes and not self.quarantined:
-            out.append(f"cut a torn tail of {self.torn_tail_bytes} bytes (an append that never finished)")
+        if self.torn_tail_bytes:
+            out.append(torn_tail_summary(self.torn_tail_bytes))  # cut, its bytes quarantined
         return out + self.entries.problems()
 
     def as_dict(self) -> dict[str, Any]:
@@ -320,8 +322,7 @@ def _repair_log(engine: Engine) -> RepairReport:
         report.torn_tail_bytes = size - reader.end if fd >= 0 else 0
         if report.torn_tail_bytes:
             torn = os.pread(fd, report.torn_tail_bytes, reader.end)
-            why = "a torn tail: an append that never finished (never acknowledged)"
-            damaged.append((Damaged(reader.end, reader.lines + 1, why, _claimed(torn)), torn))
+            damaged.append((Damaged(reader.end, reader.lines + 1, _TORN, _claimed(torn)), torn))
         if damaged:
             report.quarantined = [d for d, _ in damaged]
             report.quarantine_file = _write_quarantine(layout, header, damaged, new.last)
