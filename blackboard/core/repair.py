@@ -8,10 +8,11 @@ What it does, under the writer lock and the materialize lock (so that no write a
    files, earlier quarantine files, the seqs the damaged lines claim;
 3. if anything was damaged or lost, moves the damaged lines to a new file in `quarantine/` (with
    their offsets and line numbers; nothing is deleted), and rewrites the log beside the old one:
-   the good records, a `lost` record (spec 5.7) for every run of seqs that no longer has one, the
-   records that entry files newer than the log still hold, and a `lost` record up to the highest
-   seq seen, so that the next write takes a fresh seq. The new log replaces the old one with one
-   rename, as compaction does;
+   the good records byte for byte, and for every seq after the compacted prefix that no good record
+   holds, up to the highest seq seen, the record an entry file still holds for it (an entry file is
+   its key's put at its seq, word for word), else a `lost` record (spec 5.7) for each run of them:
+   the next write takes a fresh seq. The new log replaces the old one with one rename, as
+   compaction does;
 4. rebuilds the entry files from the log and sets the watermark.
 
 A torn tail alone (a writer killed mid-append: never acknowledged) is saved to the quarantine and
@@ -92,7 +93,7 @@ class RepairReport:
     quarantine_file: str | None = None
     #: runs of seqs (first, last) that no record holds any more: a `lost` record stands for each
     lost: list[tuple[int, int]] = field(default_factory=list)
-    #: (seq, key) of the records put back from entry files newer than the log
+    #: (seq, key) of the records put back from entry files (of seqs no good record held)
     recovered: list[tuple[int, str]] = field(default_factory=list)
     #: key -> versions that no record of the log holds any more (a gap in its version numbers)
     lost_versions: dict[str, list[int]] = field(default_factory=dict)
@@ -255,9 +256,10 @@ class _Rewrite:
         self._lost(through)
 
     def _lost(self, through: int) -> None:
-        if through > self.last:
-            self.buffer.append(encode_lost(self.last + 1, through, REPAIR_AUTHOR, self.ts))
-            self.lost.append((self.last + 1, through))
+        first = max(self.last, self.header.compacted_through) + 1  # seqs of the compacted prefix may be missing
+        if through >= first:
+            self.buffer.append(encode_lost(first, through, REPAIR_AUTHOR, self.ts))
+            self.lost.append((first, through))
             self.last = through
 
     def _put_back(self, seq: int) -> None:
