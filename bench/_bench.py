@@ -32,6 +32,8 @@ class Sizes:
     coldstart_runs: int = 15  # new processes timed per command in coldstart (after one untimed warm-up each)
     stall_keys: int = 20_000  # live keys on compaction_stall's board
     stall_writes: int = 100_000  # writes the writer makes, with and without a compactor
+    checksum_writes: int = 20_000  # writes timed per board in checksum (format 3 vs 2)
+    checksum_rounds: int = 5  # rounds of checksum's runs, each kind once per round; the median is reported
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -46,6 +48,8 @@ class Sizes:
             events=100_000,
             coldstart_runs=5,
             stall_writes=30_000,
+            checksum_writes=5_000,
+            checksum_rounds=2,
         )
 
 

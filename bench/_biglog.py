@@ -1,17 +1,23 @@
 """The large log that catchup replays and compaction compacts, and the fresh processes that do it.
 
 The log is written straight in the spec's format (spec/FORMAT.md, section 5: a header line, then
-one record per line, seq 1..N gapless), which takes ~2 s for a million events against minutes of
+one record per line, seq 1..N gapless), which takes ~1.5 s for a million events against minutes of
 `board.write`. N events over 10,000 keys `bench/gGG/kKK` (100 groups of 100 keys), each key once
 per block of 10,000 seqs in a shuffled order, so each key has N / 10,000 versions; the values are
-the writes section's `{"i": seq, "payload": "x" * 100}`, ~190 bytes a line. The prefix `bench/g07/`
-matches 1% of the keys and of the events. The watermark is set to N, as a writer's background
-flush leaves it once it has caught up (compaction's flush then has nothing to write); entry files
-are not created (neither replay nor compaction reads them).
+the writes section's `{"i": seq, "payload": "x" * 100}`. The prefix `bench/g07/` matches 1% of the
+keys and of the events. The watermark is set to N, as a writer's background flush leaves it once it
+has caught up (compaction's flush then has nothing to write); entry files are not created (neither
+replay nor compaction reads them).
+
+By default the log is of format 3, what this release writes: every line, the header's included,
+ends with its checksum (section 5.6), ~281 bytes a line. `sealed=False` builds the same records as
+a format-2 board (board.json version 2, a version-2 header, no checksums: ~255 bytes a line), as an
+older release left it: the checksum section replays both.
 
 Run as a script, this module is the fresh process that measures one replay or one compaction:
 
-    python bench/_biglog.py catchup BOARD PREFIX LAST_SEQ
+    python bench/_biglog.py catchup BOARD PREFIX LAST_SEQ   # a watcher from seq 0
+    python bench/_biglog.py index BOARD                     # open read-only, read last_seq
     python bench/_biglog.py compact BOARD
 
 and prints one JSON object.
@@ -36,7 +42,9 @@ _STRIDE = 7919  # a prime: seq -> key is a permutation of the keys within each b
 _PAYLOAD = "x" * 100
 _AUTHOR = "bench@builder"
 _BASE_EPOCH = 1_767_225_600  # 2026-01-01T00:00:00Z; events 10 us apart
-_LINE = '{"seq":%d,"op":"put","key":"%s","value":{"i":%d,"payload":"%s"},"version":%d,"author":"%s","ts":"%s.%06dZ"}\n'
+# A record without its closing brace, in our writer's field order (spec 5.2): `seal` closes it with its
+# checksum (format 3), or it is closed as it is (format 2).
+_BODY = b'{"seq":%d,"op":"put","key":"%s","value":{"i":%d,"payload":"%s"},"version":%d,"author":"%s","ts":"%s.%06dZ"'
 
 
 @dataclass(frozen=True)
@@ -47,47 +55,78 @@ class BigLog:
     narrow_events: int  # events under NARROW
     narrow_last: int  # the last seq under NARROW
     build_s: float
+    sealed: bool  # format 3, a checksum on every line; else format 2, none
 
 
 def key_name(k: int) -> str:
     return f"bench/g{k // (KEYS // GROUPS):02d}/k{k % (KEYS // GROUPS):02d}"
 
 
-def build(path: Path, events: int) -> BigLog:
-    """A board at `path` whose log holds `events` puts (see the module doc)."""
+def format_2_header() -> bytes:
+    """The first line of a new log of format 2 (spec 5.1), as the previous release wrote it: no checksum."""
+    from blackboard.core.record import new_generation
+
+    fields = b'"blackboard_log":2,"compacted_through":0,"purged_deletes_through":0,"archived_through":0'
+    return b'{%s,"generation":"%s"}\n' % (fields, new_generation().encode())
+
+
+def make_format_2(path: Path) -> None:
+    """Turn the new, empty board at `path` (`Board.init`, nothing written yet, so no checkpoint) into one
+    that the previous release created: board.json version 2 and a log of format 2. Writers append to a
+    log in its own format (spec 3), so every record written to it has no checksum."""
+    config = path / "board.json"
+    settings = json.loads(config.read_bytes())
+    settings["version"] = 2
+    config.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    (path / "log.jsonl").write_bytes(format_2_header())
+
+
+def _unsealed(body: bytes) -> bytes:
+    return body + b"}"
+
+
+def build(path: Path, events: int, *, sealed: bool = True) -> BigLog:
+    """A board at `path` whose log holds `events` puts, of format 3 or (`sealed=False`) 2 (see the module doc)."""
     from blackboard import Board
+    from blackboard.core.record import log_header, seal
 
     t0 = time.perf_counter()
     Board.init(path).close()
-    names = [key_name(k) for k in range(KEYS)]
-    narrow = {k for k in range(KEYS) if names[k].startswith(NARROW)}
+    if not sealed:
+        make_format_2(path)
+    close = seal if sealed else _unsealed
+    names = [key_name(k).encode() for k in range(KEYS)]
+    narrow = {k for k in range(KEYS) if names[k].startswith(NARROW.encode())}
+    payload, author = _PAYLOAD.encode(), _AUTHOR.encode()
     narrow_events = narrow_last = 0
     tmp = path / "tmp" / "biglog.tmp"
-    second, stamp = -1, ""
+    second, stamp = -1, b""
     with open(tmp, "wb", buffering=1 << 22) as out:
-        out.write(b'{"blackboard_log":1,"compacted_through":0,"purged_deletes_through":0}\n')
-        batch: list[str] = []
+        out.write(log_header() if sealed else format_2_header())
+        batch: list[bytes] = []
         for seq in range(1, events + 1):
             k = ((seq - 1) * _STRIDE) % KEYS
             micros = seq * 10
             if micros // 1_000_000 != second:
                 second = micros // 1_000_000
-                stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(_BASE_EPOCH + second))
-            batch.append(
-                _LINE % (seq, names[k], seq, _PAYLOAD, (seq - 1) // KEYS + 1, _AUTHOR, stamp, micros % 1_000_000)
-            )
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(_BASE_EPOCH + second)).encode()
+            version = (seq - 1) // KEYS + 1
+            batch.append(close(_BODY % (seq, names[k], seq, payload, version, author, stamp, micros % 1_000_000)))
             if k in narrow:
                 narrow_events += 1
                 narrow_last = seq
             if len(batch) == 10_000:
-                out.write("".join(batch).encode())
+                batch.append(b"")  # the last line's newline
+                out.write(b"\n".join(batch))
                 batch.clear()
-        out.write("".join(batch).encode())
+        if batch:
+            batch.append(b"")
+            out.write(b"\n".join(batch))
     os.replace(tmp, path / "log.jsonl")
     # The watermark (spec section 7): one decimal seq padded to 20 characters, and a newline.
     (path / "materialized").write_bytes(str(events).ljust(20).encode() + b"\n")
     size = (path / "log.jsonl").stat().st_size
-    return BigLog(path, events, size, narrow_events, narrow_last, time.perf_counter() - t0)
+    return BigLog(path, events, size, narrow_events, narrow_last, time.perf_counter() - t0, sealed)
 
 
 def _run_script(*args: str, timeout: float) -> dict[str, Any]:
@@ -107,6 +146,13 @@ def _run_script(*args: str, timeout: float) -> dict[str, Any]:
 def replay(log: BigLog, prefix: str, last: int) -> dict[str, Any]:
     """Replay the log from seq 0 in a fresh process: seconds, events delivered, the last seq seen."""
     return _run_script("catchup", str(log.path), prefix, str(last), timeout=60 + log.events / 20_000)
+
+
+def index_replay(log: BigLog) -> dict[str, Any]:
+    """Open the board read-only in a fresh process and read `last_seq`, after deleting its checkpoint
+    (a handle's close may write one): the index is replayed from the log's first line."""
+    (log.path / "checkpoint").unlink(missing_ok=True)
+    return _run_script("index", str(log.path), timeout=60 + log.events / 20_000)
 
 
 def compact_copy(path: Path) -> dict[str, Any]:
@@ -150,6 +196,17 @@ def _main_catchup(path: str, prefix: str, last: int) -> dict[str, Any]:
     return {"seconds": seconds, "count": count, "last": seen, "peak_rss_mb": _peak_mb(), "ru_maxrss_mb": _maxrss_mb()}
 
 
+def _main_index(path: str) -> dict[str, Any]:
+    from blackboard import Board
+
+    t0 = time.perf_counter()
+    board = Board.open(path, read_only=True)
+    last = board.last_seq  # the index is built on first use: every line read, parsed, verified
+    seconds = time.perf_counter() - t0
+    board.close()
+    return {"seconds": seconds, "last": last, "peak_rss_mb": _peak_mb()}
+
+
 def _main_compact(path: str) -> dict[str, Any]:
     from blackboard import Board
 
@@ -178,6 +235,8 @@ if __name__ == "__main__":
     command = sys.argv[1]
     if command == "catchup":
         out = _main_catchup(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif command == "index":
+        out = _main_index(sys.argv[2])
     elif command == "compact":
         out = _main_compact(sys.argv[2])
     else:

@@ -417,15 +417,16 @@ def latency(bench: Bench) -> list[Row]:
 # -- the big log: catch-up replay and compaction -------------------------------------------------------
 
 
-def big_log(bench: Bench) -> BigLog:
-    """The log of `sizes.events` events over 10,000 keys, built once per run on the disk."""
-    name = f"biglog-{bench.sizes.events}"
+def big_log(bench: Bench, *, sealed: bool = True) -> BigLog:
+    """The log of `sizes.events` events over 10,000 keys, built once per run on the disk: of format 3
+    (a checksum on every line), or with `sealed=False` the same records in a format-2 board."""
+    name = f"biglog-{bench.sizes.events}" + ("" if sealed else "-unsealed")
     if name not in bench.cache:
         fs = bench.big_fs()
-        log = build(bench.fresh_dir(fs, "biglog") / "board", bench.sizes.events)
+        log = build(bench.fresh_dir(fs, "biglog") / "board", bench.sizes.events, sealed=sealed)
         bench.log(
             f"built   {fs.label:5} a log of {log.events:,} events over {KEYS:,} keys, {log.bytes / 1e6:,.0f} MB,"
-            f" in {log.build_s:.1f} s"
+            f" format {3 if sealed else 2}, in {log.build_s:.1f} s"
         )
         bench.cache[name] = log
     cached: BigLog = bench.cache[name]

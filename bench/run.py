@@ -6,6 +6,7 @@
     python bench/run.py --only writes,reads --reps 5
     python bench/run.py --only coldstart --events 100000 --coldstart-runs 5   # a smaller written board
     python bench/run.py --only compaction_stall,txn --fs disk
+    python bench/run.py --only checksum --checksum-rounds 9   # format 3's checksums vs none
     python bench/run.py --list             # the sections
 
 Each figure is the median of --reps runs, measured on the machine's disk (a temp dir under /tmp
@@ -27,7 +28,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-import _coldstart  # noqa: F401  (each registers its section, after those of _sections)
+import _checksum  # noqa: F401  (each registers its section, after those of _sections)
+import _coldstart  # noqa: F401
 import _stall  # noqa: F401
 import _txn  # noqa: F401
 from _bench import Bench, Sizes
@@ -73,10 +75,10 @@ WHAT = """\
   CPU time (getrusage, all threads) over ~2 s of watching with nothing written, as % of one core;
   for redis and etcd the server process's CPU over the same window is added (from /proc).
 - **catchup**: a log of `--events` puts (default 1,000,000) over 10,000 keys, written straight in the
-  spec's format on the disk, ~255 bytes a line; a fresh process opens the board and counts
-  `board.watch(prefix, since=0)` events up to the last seq (it is in the page cache: just written).
-  The prefix row watches `bench/g07/`, 1% of the keys and of the events; its figure is log events
-  read per second.
+  spec's format 3 on the disk (every line with its checksum), ~281 bytes a line; a fresh process
+  opens the board and counts `board.watch(prefix, since=0)` events up to the last seq (it is in the
+  page cache: just written). The prefix row watches `bench/g07/`, 1% of the keys and of the events;
+  its figure is log events read per second.
 - **compaction**: `board.compact()` on a copy of that log, in a fresh process: the report's seconds,
   and the process's peak RSS after it, with the peak before it (imports and an open board) as the
   baseline. Peak RSS is VmHWM from /proc/self/status: `ru_maxrss` would do, but Linux carries it
@@ -106,6 +108,19 @@ WHAT = """\
   `with board.transaction() as tx:` of 10 `tx.write(f"t/{j}", value)`; sqlite3: one transaction of
   one INSERT (log row) + UPSERT vs one of 10 pairs. The mean time per call (seconds / calls), and
   transaction / single write for each system on its own. Skipped if this build has no transactions.
+- **checksum**: what format 3's checksums cost (the issue's bound: at most 10% of write throughput
+  and of replay speed), against the same work on a log of format 2, which has none and which this
+  release still appends to in its own format. Writes: one helper process makes, `--checksum-rounds`
+  times (default 5), a fresh board of each kind in a rotating order and times `--checksum-writes`
+  (default 20,000) `board.write` calls on it after one warm-up write, 1,000 keys round-robin, the
+  writes section's values (`close()` timed apart); the format-2 board is `Board.init` with board.json
+  set to version 2 and a version-2 log header before any write. Replay: catchup's log and the same
+  records in a format-2 board, on the disk, in the page cache; a fresh process each run, in turns:
+  `Board.open(read_only=True).last_seq` with no checkpoint (deleted before each run: the index is
+  replayed from the first line), and `board.watch(prefix, since=0)` up to the last seq with the
+  empty prefix and with `bench/g07/` (1%: the other lines are verified but not parsed). Medians; the
+  peer column is format 2, the ratio format 3 / format 2, the target >= 0.9x. The notes add each
+  round's own ratio (median), which the round-to-round noise does not move.
 - Ratios are ours / peer. "better" says which way is good for the figure and for its ratios.
 """
 
@@ -169,7 +184,8 @@ def render_markdown(
         f" {s.list_repeats} listings per repetition; latency: {s.latency_events} changes per system and"
         f" filesystem over all repetitions, {s.idle_seconds:g} s idle; catchup and compaction: a log of"
         f" {s.events:,} events on {bench.big_fs().label}; coldstart: {s.coldstart_runs} runs per command, a"
-        f" board of {s.events:,} writes; compaction_stall: {s.stall_writes:,} writes over {s.stall_keys:,} keys"
+        f" board of {s.events:,} writes; compaction_stall: {s.stall_writes:,} writes over {s.stall_keys:,} keys;"
+        f" checksum: {s.checksum_rounds} rounds, {s.checksum_writes:,} writes per board"
     )
     parts = [
         "# Benchmark results",
