@@ -42,6 +42,9 @@ SEALED_VERSION = 3
 #: The checksum member, as the last 27 bytes of a line of a sealed log: `,"xxh3":"`, 16 hex digits, `"}`.
 _SEAL = b',"xxh3":"'
 _SEAL_TAIL = len(_SEAL) + 16 + 2
+assert _SEAL_TAIL == 27  # spelled out on the hot paths
+_NO_SEAL = "no checksum (a log of format 3 has one on every line)"
+_MISMATCH = "checksum mismatch (the record was damaged)"
 
 
 class Change(NamedTuple):
@@ -128,13 +131,11 @@ def is_sealed(line: bytes) -> bool:
 def check_seal(path: Path | str, offset: int, line: bytes) -> None:
     """Raise `CorruptLog` unless the line ends with its checksum member and the checksum matches.
 
-    For lines a hot path passes over without parsing them (another prefix's, already seen). ~0.2 us.
+    For lines a hot path passes over without parsing them (another prefix's, already seen). ~0.25 us:
+    the member is rebuilt and compared whole, layout included, in one comparison.
     """
-    tail = len(line) - _SEAL_TAIL
-    if tail < 1 or not line.startswith(_SEAL, tail) or not line.endswith(b'"}'):
-        raise corrupt(path, offset, "no checksum (a log of format 3 has one on every line)", line)
-    if _xxh3(line[:tail]).encode() != line[tail + len(_SEAL) : -2]:
-        raise corrupt(path, offset, "checksum mismatch (the record was damaged)", line)
+    if line[-27:] != b'%s%s"}' % (_SEAL, _xxh3(line[:-27]).encode()):
+        raise corrupt(path, offset, _MISMATCH if is_sealed(line) else _NO_SEAL, line)
 
 
 def corrupt(path: Path | str, offset: int, reason: str, line: bytes = b"") -> CorruptLog:
@@ -252,11 +253,12 @@ def parse_record(path: Path | str, offset: int, line: bytes, *, sealed: bool, ch
     if sealed:
         # The member's value against the bytes before it: if the line is not laid out as the spec
         # says (the member last, no spaces), the cut is elsewhere and the digest cannot match.
-        digest = rec.pop("xxh3", None) if type(rec) is dict else None
-        if digest is None:
-            raise corrupt(path, offset, "no checksum (a log of format 3 has one on every line)", line)
-        if digest != _xxh3(line[: len(line) - _SEAL_TAIL]):
-            raise corrupt(path, offset, "checksum mismatch (the record was damaged)", line)
+        try:
+            matches = rec.pop("xxh3") == _xxh3(line[:-27])  # -_SEAL_TAIL, spelled out: ~30 ns a line
+        except (KeyError, AttributeError, TypeError):  # no member, or not an object at all
+            raise corrupt(path, offset, _NO_SEAL, line) from None
+        if not matches:
+            raise corrupt(path, offset, _MISMATCH, line)
     try:
         op = rec["op"]
         seq = rec["seq"]
