@@ -110,7 +110,14 @@ class Engine:
                     watermark = read_watermark(self.layout)
                     new = _checkpoint.load(self.layout, log, carry=old)
                     checkpointed = 0 if new is not None else _checkpoint.seen_seq(self.layout)
-                    self.floor = max((watermark, "the watermark (materialized)"), (checkpointed, "the checkpoint"))
+                    # Our own view of the file this one replaced is a trace too: a compaction's file
+                    # holds every seq the old one had, a copy restored over it may not.
+                    seen = old.last_seq if old is not None else 0
+                    self.floor = max(
+                        (watermark, "the watermark (materialized)"),
+                        (checkpointed, "the checkpoint"),
+                        (seen, "this process's view of the log file it replaced"),
+                    )
                     new = new or Index(log.read_header().compacted_through)
                 except BaseException:
                     # The fd is on the new file but the index is not: forget both, so that the next
