@@ -25,7 +25,7 @@ import pytest
 from _integrity_workers import KEYS_PER_WRITER, ack_writer, repair_when_told
 from _workers import CTX, Spawn, join_ok, snapshot, wait_until
 from conftest import sealed
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from xxhash import xxh3_64_hexdigest
 
@@ -298,12 +298,6 @@ def test_a_lost_final_newline_is_a_torn_tail_that_the_watermark_reveals(mixed: P
         assert "misc/m8" not in state  # the key seq 30 created
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: a header whose format digit is flipped 3 -> 2 (or 1) still ends with a valid "
-    "checksum member, but blackboard/core/record.py parse_header (line 157) trusts the number and treats the whole "
-    "file as unsealed (no line's checksum is checked), so a second flip in a value is read silently",
-)
 def test_a_header_that_claims_an_older_format_still_has_its_checksum_checked(mixed: Path, tmp_path: Path) -> None:
     """The header's format digit is the one byte whose flip the property above finds harmless: "3" ->
     "2" turns off checksums for the whole file, so that a second flip, in a value, is read silently.
@@ -416,8 +410,6 @@ def test_repair_round_trip(small: Path, tmp_path: Path, data: st.DataObject) -> 
     by_seq = {rec["seq"]: rec for rec in map(json.loads, lines[1:])}
     damaged_log = damage(lines, data)
     # Known bug, tested on its own (xfail): a log whose only damage is a missing line is not rewritten.
-    # Remove this `assume` once test_repair_accounts_for_a_deleted_line passes.
-    assume(not only_gaps(damaged_log, max(by_seq)))
     root = copy_board(small, tmp_path)
     write_log(root, damaged_log)
 
@@ -549,14 +541,6 @@ def test_a_deleted_line_is_a_seq_gap_every_reader_reports(tmp_path: Path) -> Non
     assert snapshot(root) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: blackboard/core/repair.py _repair_log (line 332) rewrites the log only if a line is "
-    "damaged, the log or header is missing, or the traces go past the log's end (`new.last > "
-    "log_last`); a gap inside an otherwise good log (a line deleted whole) fills `new.lost` / "
-    "`new.recovered` but the new log is discarded, and the repair's own refresh then raises the "
-    "CorruptLog it was meant to repair (spec 12.1 step 5: 'if anything was damaged or lost')",
-)
 @pytest.mark.parametrize(
     ("writes", "lost", "recovered"),
     [
@@ -612,12 +596,6 @@ def test_a_copied_line_with_another_key_is_corruption_not_a_replay(tmp_path: Pat
     assert [bytes.fromhex(row["hex"]) for row in quarantined(root)] == [copy]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: blackboard/core/watch.py raises the seq-order CorruptLog (lines 181 and 471, "
-    "`_check_order`) without `seq=`, so a watcher's error names line and offset but not the seq the "
-    "line claims (spec 5.3; the index's error, blackboard/core/index.py:76, does)",
-)
 def test_a_watcher_names_the_seq_a_copied_line_claims(tmp_path: Path) -> None:
     root = tmp_path / "board"
     lines = board_of(root, [(f"k/{i}", i) for i in range(4)])
@@ -627,13 +605,6 @@ def test_a_watcher_names_the_seq_a_copied_line_claims(tmp_path: Path) -> None:
     assert error.seq == 2 and "(seq 2)" in str(error)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: blackboard/core/watch.py Watcher._start (line 116, since=None) takes its position from "
-    "the log's last line with fast_seq, checking neither its checksum nor its order: on a copied "
-    "line it starts at that older seq and, once repaired, delivers events written before it "
-    "started; on a flipped seq digit it starts past the end and silently skips the next writes",
-)
 @pytest.mark.parametrize("damage_kind", ["copied-line", "flipped-seq-digit"])
 def test_a_live_watcher_started_on_a_damaged_last_line_delivers_exactly_the_new_writes(
     tmp_path: Path, damage_kind: str
@@ -647,9 +618,14 @@ def test_a_live_watcher_started_on_a_damaged_last_line_delivers_exactly_the_new_
         last[len(b'{"seq":')] ^= 0x02  # "seq":4 -> "seq":6, the checksum no longer matches
         write_log(root, b"".join(line + b"\n" for line in [*lines[:-1], bytes(last)]))
     with Board.open(root, author="tester") as board:
+        # The start "from now" comes from the last line, which is checked like any other: a damaged
+        # or copied one must not set the position (an older seq would replay, a larger one skip).
+        with pytest.raises(CorruptLog) as info:
+            board.watch("", since=None)
+        assert info.value.line == 6 if damage_kind == "copied-line" else info.value.line == 5
+        board.repair()
         watcher = board.watch("", since=None)
         assert watcher.next_nowait() is None
-        board.repair()
         new = [board.write("n/a", 1).seq, board.write("n/b", 2).seq]
         delivered = []
         while (event := watcher.next_nowait()) is not None:
@@ -770,13 +746,6 @@ def test_a_damaged_header_is_replaced_and_every_record_kept(tmp_path: Path) -> N
     assert [bytes.fromhex(row["hex"]) for row in quarantined(root)] == [bytes(header)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: with the header damaged, blackboard/core/repair.py _copy (line 397) lets each line say "
-    "by its own layout whether it is sealed, so a record whose checksum member is itself damaged "
-    '(`"xxh3"` -> `"yxh3"`) reads as an unsealed record and is kept (resealed) with its other '
-    "damage: in one file every line has a checksum or none has, and the good lines show which",
-)
 def test_a_damaged_header_does_not_make_a_damaged_record_pass_as_unsealed(tmp_path: Path) -> None:
     root = tmp_path / "board"
     lines = board_of(root, [(f"k/{i}", i) for i in range(4)])
@@ -952,14 +921,6 @@ def test_a_repair_killed_at_any_moment_leaves_a_board_that_repair_finishes(tmp_p
         assert bad.hex() in {row["hex"] for row in quarantined(root)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: a repair killed mid-way leaves its temp files (tmp/log.repair.<pid>.<hex>.tmp, "
-    "a copy of the whole log; tmp/quarantine.<pid>.<hex>.tmp) and nothing removes them: "
-    "blackboard/core/entries.py remove_stale_tmp (run by repair under both locks) removes only "
-    "`entry.` files, blackboard/core/compact.py _remove_leftovers only `log.compact.`, `checkpoint.` "
-    "and `board.json.` ones",
-)
 def test_what_a_killed_repair_left_in_tmp_is_removed(tmp_path: Path) -> None:
     root = tmp_path / "board"
     board_of(root, [("a", 1), ("a", 2)])

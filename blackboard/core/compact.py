@@ -365,7 +365,7 @@ def _last_seq(layout: Layout) -> int:
     log = LogFile(layout.log)
     try:
         log.sync()
-        last = log.seek_end()
+        _before, last = log.seek_end()
         floor = log.read_header().compacted_through
         seq = parse_record(layout.log, log.offset, last, sealed=log.sealed)["seq"] if last is not None else 0
         return max(seq, floor)

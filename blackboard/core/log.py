@@ -201,8 +201,10 @@ class LogFile:
             self.offset = nl + 1
         return self.header or Header()
 
-    def seek_end(self) -> bytes | None:
-        """Move our offset past the last complete line and return that line (None if no record yet)."""
+    def seek_end(self) -> tuple[bytes | None, bytes | None]:
+        """Move our offset past the last complete line and return (the line before it, that line):
+        None for what is not there (no record yet, one record). The one before lets a reader that
+        starts here check that the last line's seq follows it (a copied line must not set our start)."""
         self.read_header()
         size = os.fstat(self.fd).st_size
         floor = self.offset
@@ -213,15 +215,16 @@ class LogFile:
             end = data.rfind(b"\n")
             if end < 0:
                 if start == floor:
-                    return None
+                    return None, None
                 span *= 4
                 continue
             begin = data.rfind(b"\n", 0, end) + 1
-            if begin == 0 and start > floor:  # the line starts before this window
+            before = data.rfind(b"\n", 0, max(begin - 1, 0)) + 1 if begin else 0
+            if (begin == 0 or before == 0) and start > floor:  # a line starts before this window
                 span *= 4
                 continue
             self.offset = start + end + 1
-            return data[begin:end]
+            return (data[before : begin - 1] if begin else None), data[begin:end]
 
     def torn_bytes(self) -> int:
         """Bytes after the last complete line (meaningful once read_lines() was exhausted): a write in

@@ -156,6 +156,10 @@ def parse_header(path: Path | str, line: bytes) -> Header:
         raise CorruptLog(str(path), 0, "the log header's format version is not a positive integer")
     if version >= SEALED_VERSION and raw.pop("xxh3", None) != _xxh3(line[: len(line) - _SEAL_TAIL]):
         raise CorruptLog(str(path), 0, "the log header's checksum is missing or does not match")
+    if version < SEALED_VERSION and "xxh3" in raw:
+        # No writer of an older format writes one: the version itself was damaged (a 3 read as 2
+        # would turn every line's check off).
+        raise CorruptLog(str(path), 0, f"a log header of format {version} with a checksum (its version was damaged)")
     through, purged = raw.get("compacted_through", 0), raw.get("purged_deletes_through", 0)
     archived, generation = raw.get("archived_through", 0), raw.get("generation", "")
     if type(through) is not int or type(purged) is not int or type(archived) is not int:

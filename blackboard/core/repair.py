@@ -306,6 +306,7 @@ def _repair_log(engine: Engine) -> RepairReport:
     layout = engine.layout
     report = RepairReport(entries=Report())
     damaged: list[tuple[Damaged, bytes]] = []
+    _remove_leftovers(layout)
     try:
         fd = os.open(layout.log, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -329,7 +330,8 @@ def _repair_log(engine: Engine) -> RepairReport:
             report.quarantined = [d for d, _ in damaged]
             report.quarantine_file = _write_quarantine(layout, header, damaged, new.last)
         only_torn = len(damaged) == 1 and report.torn_tail_bytes > 0
-        if fd < 0 or header is None or new.last > log_last or (damaged and not only_torn):
+        holes = bool(new.lost or new.recovered)  # a line removed from the middle: nothing damaged, a gap
+        if fd < 0 or header is None or holes or new.last > log_last or (damaged and not only_torn):
             if engine.config.version < FORMAT_VERSION:
                 engine.config = upgrade_config(layout.root, engine.config)
             new.switch(layout)
@@ -345,6 +347,16 @@ def _repair_log(engine: Engine) -> RepairReport:
         if fd >= 0:
             os.close(fd)
     return report
+
+
+def _remove_leftovers(layout: Layout) -> None:
+    """The temp files of a repair that was killed: we hold the writer lock, which every repair holds
+    from start to end, so none is being written."""
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(layout.tmp):
+            if name.startswith(("log.repair.", "quarantine.")):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(layout.tmp / name)
 
 
 class _Reader:
@@ -392,9 +404,10 @@ def _copy(
         except CorruptLog as exc:
             damaged.append((_damaged(head[0], head[1], head[2], exc.reason), head[2]))
     new = _Rewrite(layout, header, docs)
+    # Without a header, what most lines say: a log's lines all carry a checksum or none do, and a
+    # damaged line must not pass as one without (a flipped member name).
+    sealed = header.sealed if header is not None else _mostly_sealed(reader.fd)
     for offset, number, line in lines:
-        # Without a header, each line says for itself whether it carries a checksum.
-        sealed = header.sealed if header is not None else is_sealed(line)
         try:
             rec = parse_record(layout.log, offset, line, sealed=sealed)
             first = first_seq(rec)
@@ -419,6 +432,11 @@ def _probably_deleted(layout: Layout, new: _Rewrite, docs: list[tuple[int, str, 
     return sorted(
         key for key, version in new.versions.items() if version and key not in filed and new.latest[key] <= watermark
     )
+
+
+def _mostly_sealed(fd: int) -> bool:
+    votes = [is_sealed(line) for _offset, _number, line in _Reader(fd)]
+    return votes.count(True) >= votes.count(False)
 
 
 def _damaged(offset: int, number: int, line: bytes, reason: str) -> Damaged:

@@ -111,9 +111,22 @@ class Watcher:
     def _start(self, start: int | None, *, new_cursor: bool) -> None:
         self._log.sync()
         if start is None:
-            last = self._log.seek_end()
-            floor = self._log.read_header().compacted_through  # a compacted log may end before its last seq
-            self._line_last = self._line_seq(last) if last is not None else 0
+            log = self._log
+            before, last = log.seek_end()
+            floor = log.read_header().compacted_through  # a compacted log may end before its last seq
+            self._line_last = 0
+            if last is not None:
+                # Our start comes from the last line: checked as any line is, and after the one before
+                # it (a damaged or copied last line must not set where we start).
+                end = log.offset - len(last) - 1
+                try:
+                    rec = parse_record(log.path, end, last, sealed=log.sealed)
+                    if before is not None:
+                        previous = parse_record(log.path, end - len(before) - 1, before, sealed=log.sealed)
+                        _check_order(log.path, end, previous["seq"], first_seq(rec), floor)
+                except CorruptLog as exc:
+                    raise self._numbered(exc) from None
+                self._line_last = rec["seq"]
             self.seq = max(self._line_last, floor)
             self._flag_through = 0
         else:
@@ -121,12 +134,6 @@ class Watcher:
             self._flag_through = self._header_rules(self._log.read_header())
         if self._cursor is not None and new_cursor:
             self._cursor.save(self.seq)  # a new cursor starts where this watch starts
-
-    def _line_seq(self, line: bytes) -> int:
-        seq = fast_seq(line)
-        if seq is None:
-            seq = int(parse_record(self._log.path, self._log.offset, line, sealed=self._log.sealed)["seq"])
-        return seq
 
     def _header_rules(self, header: Header) -> int:
         """Decide, from a log header, what this watcher at `self.seq` may have lost to compaction."""
@@ -178,7 +185,9 @@ class Watcher:
                     rec = parse_record(path, start, line, sealed=sealed)
                     seq = rec["seq"]
                 if seq <= last:
-                    raise CorruptLog(str(path), start, f"seq {seq} after seq {last} (a reorder or a copied line)")
+                    raise CorruptLog(
+                        str(path), start, f"seq {seq} after seq {last} (a reorder or a copied line)", seq=seq
+                    )
                 if seq <= position:
                     if rec is None and sealed:
                         check_seal(path, start, line)  # passed over unparsed, but never unchecked
@@ -468,7 +477,7 @@ def read_dead_letters(layout: Layout) -> list[dict[str, Any]]:
 def _check_order(path: object, offset: int, last: int, first: int, compacted_through: int) -> None:
     """Spec 5.2: a record's (first) seq is above the previous line's, and gapless after the compacted prefix."""
     if first <= last or is_gap(last, first, compacted_through):
-        raise CorruptLog(str(path), offset, f"seq {first} after seq {last} (a gap or a reorder)")
+        raise CorruptLog(str(path), offset, f"seq {first} after seq {last} (a gap or a reorder)", seq=first)
 
 
 def _warn_lost(path: object, first: int, seq: int, prefix: str) -> None:
