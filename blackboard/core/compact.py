@@ -18,13 +18,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import NO_ROOM, OutOfSpace
+from ..errors import NO_ROOM, CorruptLog, OutOfSpace
 from .checkpoint import encode, save
 from .entries import materialize, read_watermark
 from .index import Index
 from .layout import upgrade_config
 from .lock import side_lock
-from .log import LogFile
+from .log import LogFile, line_number
 from .maintain import stats
 from .record import DELETE, LOST, TXN, Header, log_header, parse_header, parse_record, reseal
 
@@ -141,6 +141,8 @@ def compact(
         tmp = layout.tmp / f"log.compact.{os.getpid()}.tmp"
         try:
             _build_and_switch(engine, fd, tmp, keep_after, archive, progress, report)
+        except CorruptLog as exc:
+            raise exc.numbered(line_number(fd, exc.offset)) from None
         except OSError as exc:
             if exc.errno in NO_ROOM and not isinstance(exc, OutOfSpace):
                 # Buffered writes fail naming no file: say which board, and what is left. The temp

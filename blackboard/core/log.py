@@ -23,6 +23,19 @@ from .record import Header, log_header, parse_header
 _CHUNK = 1 << 22
 
 
+def line_number(fd: int, offset: int) -> int:
+    """The 1-based number of the line of an open file that starts at `offset` (for error messages:
+    reads the file up to there)."""
+    count, pos = 1, 0
+    while pos < offset:
+        chunk = os.pread(fd, min(_CHUNK, offset - pos), pos)
+        if not chunk:
+            break
+        count += chunk.count(b"\n")
+        pos += len(chunk)
+    return count
+
+
 class LogFile:
     """One process's open view of `log.jsonl`: an fd, the offset up to which it has consumed lines."""
 
@@ -167,16 +180,8 @@ class LogFile:
         return data[:nl] if nl >= 0 else b""
 
     def line_number(self, offset: int) -> int:
-        """The 1-based number of the line that starts at `offset` (for error messages: reads the file
-        up to there)."""
-        count, pos = 1, 0
-        while pos < offset:
-            chunk = os.pread(self.fd, min(1 << 22, offset - pos), pos)
-            if not chunk:
-                break
-            count += chunk.count(b"\n")
-            pos += len(chunk)
-        return count
+        """The 1-based number of the line that starts at `offset` (for error messages)."""
+        return line_number(self.fd, offset)
 
     def read_line_at(self, offset: int) -> bytes:
         """The complete line starting at `offset` (without its newline); b"" if there is none."""
