@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import CorruptLog, LogGone, open_or_read_only
+from ..errors import NO_ROOM, CorruptLog, LogGone, OutOfSpace, open_or_read_only
 from .layout import write_all
 from .record import Header, log_header, parse_header
 
@@ -264,14 +264,18 @@ class LogFile:
             # One write() of the whole data. It comes back short only on a full disk or past
             # RLIMIT_FSIZE: write_all then writes the rest, which fails with the real errno (ENOSPC
             # or EFBIG, as OutOfSpace). Only this process appends meanwhile: we hold the lock.
-            write_all(self.fd, data, self.path)
-        except OSError:
+            written = os.write(self.fd, data)  # the whole line, but for a full disk (~0.3 us less
+            if written != len(data):  # than write_all's loop on every write)
+                write_all(self.fd, data[written:], self.path)
+        except OSError as exc:
             # The line is incomplete (its last write failed), so no reader has consumed it: cut back
             # to where this append started, leaving no torn line for the next lock holder, and raise.
             # Nothing is acknowledged that is not in the log. (A KeyboardInterrupt is left alone: the
             # line may be whole, and read by others; if torn, the next lock holder cuts it.)
             with contextlib.suppress(OSError):  # if even that fails, the next lock holder cuts it
                 os.ftruncate(self.fd, old)
+            if exc.errno in NO_ROOM and not isinstance(exc, OutOfSpace):  # the first write() failed
+                raise OutOfSpace(str(self.path), exc.errno) from exc
             raise
         if new_header:
             self.header = parse_header(self.path, header_line[:-1])
