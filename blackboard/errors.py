@@ -181,9 +181,14 @@ class LogTruncated(CorruptLog):
 
 
 def _board_of(path: str) -> str:
+    """The board a file of it belongs to: its directory, or that directory's parent for the board's
+    subdirectories (an archive segment, a cursor, a temp file)."""
     import os
 
-    return os.path.dirname(path) or "."
+    parent = os.path.dirname(path) or "."
+    if os.path.basename(parent) in ("archive", "cursors", "tmp", "quarantine"):
+        return os.path.dirname(parent) or "."
+    return parent
 
 
 class LogGone(BlackboardError, FileNotFoundError):

@@ -181,10 +181,8 @@ def _build_and_switch(
     archived = last_seq if archive and old.archived_through >= old.compacted_through else old.archived_through
     header = log_header(last_seq, purged, archived_through=archived)
     # An older board's log is rewritten at the current format: every line gets its checksum (each was
-    # checked by the plan's pass), and board.json says so first, so that older releases refuse it.
+    # checked by the plan's pass), and board.json says so before the switch (under the writer lock).
     sealed = old.sealed
-    if not sealed:
-        engine.config = upgrade_config(layout.root, engine.config)
     # The new file's index, built as its lines are written: saved as its checkpoint before the switch,
     # so that no open handle has to replay the new log (compactions must not stall writers).
     index = Index(last_seq)
@@ -224,6 +222,8 @@ def _build_and_switch(
             out.flush()
             os.fsync(out.fileno())
             report.bytes_after = out.tell()
+            if not sealed:  # older releases must refuse the board before they can meet the new log
+                engine.config = upgrade_config(layout.root, engine.config)
             os.replace(tmp, layout.log)
             _fsync_path(layout.root)
     report.compacted_through = last_seq

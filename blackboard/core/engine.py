@@ -91,6 +91,7 @@ class Engine:
         #: the highest seq a durable trace outside the log file showed when we opened it, and which
         #: trace: a log that ends below it lost its tail (spec 5.3), and is neither read nor written
         self.floor: tuple[int, str] = (0, "")
+        self._seen_before = 0
 
     # -- the view of the log -------------------------------------------------------------------------
 
@@ -106,18 +107,12 @@ class Engine:
                 # if a valid one exists (keeping our index across a compaction), else from its header.
                 old = self.index if self.index.last_record_seq else None
                 try:
-                    # Traces first, the log after: every seq they show was in the log before we look.
-                    watermark = read_watermark(self.layout)
-                    new = _checkpoint.load(self.layout, log, carry=old)
-                    checkpointed = 0 if new is not None else _checkpoint.seen_seq(self.layout)
                     # Our own view of the file this one replaced is a trace too: a compaction's file
                     # holds every seq the old one had, a copy restored over it may not.
-                    seen = old.last_seq if old is not None else 0
-                    self.floor = max(
-                        (watermark, "the watermark (materialized)"),
-                        (checkpointed, "the checkpoint"),
-                        (seen, "this process's view of the log file it replaced"),
-                    )
+                    self._seen_before = old.last_seq if old is not None else 0
+                    new = _checkpoint.load(self.layout, log, carry=old)
+                    # A checkpoint of this very file shows nothing past it: read it again only if not.
+                    self.floor = self._traces(checkpoint=new is None)
                     new = new or Index(log.read_header().compacted_through)
                 except BaseException:
                     # The fd is on the new file but the index is not: forget both, so that the next
@@ -129,12 +124,22 @@ class Engine:
                 self.since_checkpoint = 0
             index = self.index
             apply, path = index.apply, log.path
+            rechecked = False
             while True:
                 base, lines = log.read_chunk()
                 if not lines:
-                    if index.last_seq < self.floor[0] and not truncated_ok:
+                    if index.last_seq >= self.floor[0] or truncated_ok:
+                        return index
+                    # The traces were read after the file was opened: a compaction or repair may have
+                    # put another file at the path meanwhile, whose records moved them on, and a
+                    # watermark read mid-rewrite may overstate. Look once more: the file at the
+                    # path, then the traces, then the log up to its end again.
+                    if log.replaced():
+                        return self.refresh(writable, truncated_ok=truncated_ok)
+                    if rechecked:
                         raise LogTruncated(str(path), log.offset, index.last_seq, *self.floor)
-                    return index
+                    rechecked, self.floor = True, self._traces()
+                    continue
                 offset, done, sealed = base, 0, log.sealed
                 try:
                     for line in lines:
@@ -147,6 +152,14 @@ class Engine:
                     # Up to the bad record, if one stopped us: it is reported again, never skipped.
                     self.since_checkpoint += done
                     log.offset = offset
+
+    def _traces(self, *, checkpoint: bool = True) -> tuple[int, str]:
+        """The highest seq a trace outside the log file shows, and which (spec 5.3)."""
+        return max(
+            (read_watermark(self.layout), "the watermark (materialized)"),
+            (_checkpoint.seen_seq(self.layout) if checkpoint else 0, "the checkpoint"),
+            (self._seen_before, "this process's view of the log file it replaced"),
+        )
 
     @property
     def last_seq(self) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import itertools
 import os
 from collections import deque
 from collections.abc import Iterator
@@ -47,13 +48,15 @@ def archived_records(layout: Layout) -> Iterator[dict[str, Any]]:
     with contextlib.suppress(FileNotFoundError):
         for name in sorted(os.listdir(layout.archive)):
             if name.endswith(".jsonl.gz"):
-                path, sealed, offset = layout.archive / name, None, 0
+                path, offset = layout.archive / name, 0
                 with gzip.open(path, "rb") as f:
-                    for raw in f:
+                    head = [next(f, b"") for _ in range(16)]
+                    # Cut from one log file, so all sealed or none: what the first lines say together
+                    # (one whose checksum member is damaged must not turn the checks off).
+                    sealed = any(is_sealed(raw.rstrip(b"\n")) for raw in head)
+                    for raw in itertools.chain(head, f):
                         line = raw.rstrip(b"\n")
                         if line.strip():
-                            if sealed is None:
-                                sealed = is_sealed(line)
                             yield parse_record(path, offset, line, sealed=sealed, check_ts=False)
                         offset += len(raw)
 

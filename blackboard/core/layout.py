@@ -211,8 +211,14 @@ def upgrade_config(root: Path, config: BoardConfig, version: int = FORMAT_VERSIO
     """
     if config.version >= version:
         return config
+    # From the file, not our copy: another process may have upgraded it further meanwhile (a
+    # compaction to 3 while we held a board of 1), and a version must never go down. Callers hold
+    # the writer lock, which every upgrade takes.
+    on_disk = read_config(root)
+    if on_disk.version >= version:
+        return on_disk
     layout = Layout(root)
-    upgraded = BoardConfig.from_dict({**config.as_dict(), "version": version})
+    upgraded = BoardConfig.from_dict({**on_disk.as_dict(), "version": version})
     layout.tmp.mkdir(exist_ok=True)
     tmp = layout.tmp_file("board.json")
     tmp.write_bytes(_codec.dumps_pretty(upgraded.as_dict()))

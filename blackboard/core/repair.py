@@ -34,7 +34,17 @@ from ..errors import CorruptLog
 from ..models import FORMAT_VERSION
 from . import codec as _codec
 from .checkpoint import seen_seq
-from .entries import Report, compare, materialize_lock, read_watermark, rebuild, scan_entries, torn_tail_summary
+from .entries import (
+    Report,
+    compare,
+    materialize_lock,
+    read_watermark,
+    rebuild,
+    remove_entry,
+    scan_entries,
+    torn_tail_summary,
+    write_entry,
+)
 from .index import Index
 from .layout import upgrade_config, write_all
 from .record import (
@@ -138,7 +148,10 @@ class RepairReport:
             if d.reason != _TORN
         ]
         out += [f"lost seqs {a}..{b}: no record holds them now" for a, b in self.lost]
-        out += [f"recovered seq {seq} of {key!r} from its entry file" for seq, key in self.recovered]
+        out += [
+            f"recovered seq {seq} of {key!r} from its entry file (without the idempotency key it may have had)"
+            for seq, key in self.recovered
+        ]
         out += [
             f"{key!r} is live in the log, but its entry file is gone: it was probably deleted at a lost seq"
             for key in self.probably_deleted
@@ -179,9 +192,18 @@ def repair(engine: Engine) -> RepairReport:
         # A fresh view of whatever is at log.jsonl now (the index may hold the old file's records).
         engine.log.close()
         engine.index = Index()
+        mark = read_watermark(layout)
         index = engine.refresh(writable=True)
-        entries = Report(last_seq=index.last_seq, keys=len(index.live))
-        compare(layout, index, entries)
+        entries = Report(last_seq=index.last_seq, keys=len(index.live), watermark=mark)
+        # Keys changed after the watermark are pending, not damage (as check says, spec 7.3): they
+        # are brought up to date as a batch would, and only the others are reported.
+        pending = list(index.changed_since(mark)) if mark <= index.last_seq else []
+        compare(layout, index, entries, pending_after=mark if pending else None)
+        for key, slot in pending:
+            if slot.op == PUT:
+                write_entry(layout, key, slot)
+            else:
+                remove_entry(layout, key)
         rebuild(layout, index, entries)
         entries.watermark = index.last_seq
         entries.repaired = True
@@ -196,9 +218,9 @@ class _Rewrite:
     """The new log, built in tmp/ while the old one is read: good lines copied, `lost` records for holes."""
 
     def __init__(self, layout: Layout, header: Header | None, docs: list[tuple[int, str, dict[str, Any]]]) -> None:
+        self.layout = layout
         self.path = layout.tmp_file("log.repair")
-        os.makedirs(layout.tmp, exist_ok=True)
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        self.fd = -1  # opened on the first flush: a repair that rewrites nothing writes nothing
         self.header = header or Header()
         line = log_header(
             self.header.compacted_through,
@@ -280,6 +302,9 @@ class _Rewrite:
         self.recovered += [(seq, k) for k, _ in group]
 
     def flush(self) -> None:
+        if self.fd < 0:
+            os.makedirs(self.layout.tmp, exist_ok=True)
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         data = b"".join(self.buffer)
         write_all(self.fd, data, self.path)
         self.size += len(data)
@@ -297,8 +322,8 @@ class _Rewrite:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
 
 
 def _repair_log(engine: Engine) -> RepairReport:
@@ -337,7 +362,8 @@ def _repair_log(engine: Engine) -> RepairReport:
             new.switch(layout)
             report.rewrote_log = True
             report.lost, report.lost_versions = new.lost, new.lost_versions
-            report.probably_deleted = _probably_deleted(layout, new, docs) if new.lost else []
+            # A lost record, or a transaction put back from entry files without its deletes.
+            report.probably_deleted = _probably_deleted(layout, new, docs) if holes else []
         elif only_torn:
             engine.refresh(writable=True, truncated_ok=True)
             engine.log.truncate_torn_tail()
@@ -397,13 +423,14 @@ def _copy(
     every damaged line goes to `damaged`."""
     lines = iter(reader)
     head = next(lines, None)
-    header = None
+    header = salvaged = None
     if head is not None:
         try:
             header = parse_header(layout.log, head[2])
         except CorruptLog as exc:
             damaged.append((_damaged(head[0], head[1], head[2], exc.reason), head[2]))
-    new = _Rewrite(layout, header, docs)
+            salvaged = _salvage_header(head[2])
+    new = _Rewrite(layout, header or salvaged, docs)
     # Without a header, what most lines say: a log's lines all carry a checksum or none do, and a
     # damaged line must not pass as one without (a flipped member name).
     sealed = header.sealed if header is not None else _mostly_sealed(reader.fd)
@@ -432,6 +459,19 @@ def _probably_deleted(layout: Layout, new: _Rewrite, docs: list[tuple[int, str, 
     return sorted(
         key for key, version in new.versions.items() if version and key not in filed and new.latest[key] <= watermark
     )
+
+
+def _salvage_header(line: bytes) -> Header | None:
+    """The seqs a damaged header still shows (its compacted prefix must not become `lost` records,
+    nor its purged deletes be forgotten); None unless they read as a header's would."""
+    seqs = []
+    for name in (b"compacted_through", b"purged_deletes_through", b"archived_through"):
+        match = re.search(b'"' + name + rb'"\s*:\s*(\d{1,19})', line)
+        seqs.append(int(match.group(1)) if match else -1)
+    through, purged, archived = seqs
+    if through < 0 or not 0 <= purged <= through or archived > through:
+        return None
+    return Header(through, purged, archived_through=max(archived, 0))
 
 
 def _mostly_sealed(fd: int) -> bool:
