@@ -31,6 +31,8 @@ from xxhash import xxh3_64_hexdigest
 
 from blackboard import Board, CorruptLog, LogTruncated
 
+ROOT = Path(__file__).resolve().parent.parent
+
 CLI = [sys.executable, "-m", "blackboard"]
 #: The checksum member that ends every line of a version-3 log: `,"xxh3":"<16 hex>"}` (spec 5.6).
 SEAL_TAIL = 27
@@ -934,3 +936,84 @@ def test_what_a_killed_repair_left_in_tmp_is_removed(tmp_path: Path) -> None:
         board.repair()
         board.compact()
     assert [path.name for path in leftovers if path.exists()] == []
+
+
+# -- from a review of the change -----------------------------------------------------------------------
+
+
+def test_a_file_switched_in_while_a_handle_opens_the_log_is_no_lost_tail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader opens the log (file A), and before it looks at the traces another handle compacts
+    (file B at the path), writes and flushes: the watermark is past A's end. That is no lost tail:
+    the reader looks at the path again and reads B (spec 5.3)."""
+    import blackboard.core.engine as engine_module
+    from blackboard.core.entries import read_watermark as real
+
+    root = tmp_path / "board"
+    writer = Board.init(root)
+    for i in range(20):
+        writer.write(f"k{i % 3}", i)
+    writer.flush()
+    fired: list[int] = []
+
+    def between_open_and_traces(layout: Any) -> int:
+        if not fired:  # the moment: the reader's log is open, its traces not read yet
+            fired.append(1)
+            assert writer.compact().skipped is None
+            for i in range(5):
+                writer.write("new", i)
+            writer.flush()
+        return real(layout)
+
+    monkeypatch.setattr(engine_module, "read_watermark", between_open_and_traces)
+    with Board.open(root, read_only=True) as reader:
+        assert reader.last_seq == 25 and reader.read("new") == 4
+    assert fired
+    writer.close()
+
+
+def test_board_json_is_never_downgraded(tmp_path: Path) -> None:
+    """A handle opened on a version-1 board, then compaction (another handle) makes it 3 with a
+    sealed log; the first handle's transaction (which needs 2) must not write 2 back: a release that
+    reads 2 would append lines without checksums to the sealed log (spec 3)."""
+    root = tmp_path / "board"
+    Board.init(root).close()
+    (root / "board.json").write_text(json.dumps({**json.loads((root / "board.json").read_text()), "version": 1}))
+    write_log(
+        root,
+        b'{"blackboard_log":1,"compacted_through":0,"purged_deletes_through":0}\n'
+        b'{"seq":1,"op":"put","key":"a","value":1,"version":1,"author":"x","ts":"2026-01-01T00:00:00.000000Z"}\n'
+        b'{"seq":2,"op":"put","key":"a","value":2,"version":2,"author":"x","ts":"2026-01-01T00:00:01.000000Z"}\n',
+    )
+    with Board.open(root) as old_view:
+        assert old_view.read("a") == 2 and old_view.config.version == 1
+        with Board.open(root) as compactor:
+            assert compactor.compact().skipped is None
+        assert json.loads((root / "board.json").read_text())["version"] == 3
+        with old_view.transaction() as tx:
+            tx.write("b", 1)
+            tx.write("c", 2)
+    assert json.loads((root / "board.json").read_text())["version"] == 3
+    lines = (root / "log.jsonl").read_bytes().splitlines()
+    assert all(line.endswith(b'"}') and b',"xxh3":"' in line for line in lines), "a line without a checksum"
+    with Board.open(root, read_only=True) as reader:
+        assert reader.read_prefix("") == {"a": 2, "b": 1, "c": 2}
+
+
+def test_a_transaction_put_back_from_entry_files_reports_the_key_it_deleted(tmp_path: Path) -> None:
+    """The sample's seq-6 transaction deletes research_request/q1; damaged, it is put back from the
+    entry files of its puts, and its delete is unknown: the key is live again, and the report says
+    it was probably deleted (spec 12.1)."""
+    root = tmp_path / "board"
+    shutil.copytree(ROOT / "spec" / "examples" / "board-v2", root)
+    lines = (root / "log.jsonl").read_bytes().split(b"\n")
+    txn = next(i for i, line in enumerate(lines) if b'"op":"txn"' in line)
+    lines[txn] = lines[txn].replace(b'"ops":[', b'"ops":{', 1)  # no longer JSON
+    write_log(root, b"\n".join(lines))
+    with Board.open(root, author="tester") as board:
+        report = board.repair()
+        assert [seq for seq, _key in report.recovered] and {seq for seq, _ in report.recovered} == {6}
+        assert "research_request/q1" in report.probably_deleted
+        assert any("probably deleted" in line for line in report.problems())
+        assert board.check().ok

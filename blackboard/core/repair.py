@@ -576,6 +576,7 @@ def _write_quarantine(layout: Layout, header: Header | None, damaged: list[tuple
             text = None
         rows.append(_codec.dumps({**d.as_dict(), "text": text, "hex": data.hex()}))
     tmp = layout.tmp_file("quarantine")
+    os.makedirs(layout.tmp, exist_ok=True)  # a board copied by git has no empty directories
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     try:
         try:
