@@ -24,16 +24,25 @@ _CHUNK = 1 << 22
 
 
 def line_number(fd: int, offset: int) -> int:
-    """The 1-based number of the line of an open file that starts at `offset` (for error messages:
-    reads the file up to there)."""
-    count, pos = 1, 0
-    while pos < offset:
-        chunk = os.pread(fd, min(_CHUNK, offset - pos), pos)
-        if not chunk:
-            break
-        count += chunk.count(b"\n")
-        pos += len(chunk)
-    return count
+    """The 1-based number of the line of an open file that the byte at `offset` is on (for error
+    messages: reads the file up to there)."""
+    return line_numbers(fd, [offset]).get(offset, 1)
+
+
+def line_numbers(fd: int, offsets: list[int]) -> dict[int, int]:
+    """offset -> the 1-based line the byte at that offset is on, for each offset the file reaches
+    (one read up to the last)."""
+    out: dict[int, int] = {}
+    pos, line = 0, 1
+    for target in sorted(set(offsets)):
+        while pos < target:
+            chunk = os.pread(fd, min(_CHUNK, target - pos), pos)
+            if not chunk:
+                return out
+            line += chunk.count(b"\n")
+            pos += len(chunk)
+        out[target] = line
+    return out
 
 
 class LogFile:

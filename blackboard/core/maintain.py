@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import LockTimeout, ReadOnlyBoard
 from . import codec as _codec
-from .entries import Problem, Report, compare, materialize_lock, read_watermark, rebuild, torn_tail_summary
+from .entries import Problem, Report, compare, materialize_lock, read_watermark, torn_tail_summary
+from .log import line_numbers
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -99,7 +100,7 @@ def _add_lines(engine: Engine, index: Index, report: Report) -> None:
     log = engine.log
     # Only if the record is still there (an index kept across a compaction has older offsets).
     known = [(i, p, offset) for i, p, offset in known if _seq_at(log, offset) == p.seq]
-    lines = _line_numbers(log.fd, [offset for _, _, offset in known])
+    lines = line_numbers(log.fd, [offset for _, _, offset in known])
     for i, p, offset in known:
         report.found[i] = dataclasses.replace(p, line=lines.get(offset))
 
@@ -112,21 +113,6 @@ def _seq_at(log: LogFile, offset: int) -> int | None:
         return None
     seq = rec.get("seq") if isinstance(rec, dict) else None
     return seq if type(seq) is int else None
-
-
-def _line_numbers(fd: int, offsets: list[int]) -> dict[int, int]:
-    """offset -> the 1-based line of the file that the byte at that offset is on (one read up to the last)."""
-    out: dict[int, int] = {}
-    pos, line = 0, 1
-    for target in sorted(set(offsets)):
-        while pos < target:
-            chunk = os.pread(fd, min(1 << 20, target - pos), pos)
-            if not chunk:
-                return out
-            line += chunk.count(b"\n")
-            pos += len(chunk)
-        out[target] = line
-    return out
 
 
 class _Tail(NamedTuple):
@@ -143,7 +129,7 @@ def _torn_tail_under_lock(engine: Engine, read_only: bool) -> tuple[int, Problem
     if not tail.size:
         return 0, None
     try:
-        line = _line_numbers(tail.fd, [tail.offset]).get(tail.offset)
+        line = line_numbers(tail.fd, [tail.offset]).get(tail.offset)
     finally:
         os.close(tail.fd)
     detail = (
@@ -224,19 +210,3 @@ def _flock_within(fd: int, timeout: float) -> bool:
             return False
         time.sleep(delay)
         delay = min(delay * 2, 0.01)
-
-
-def repair(engine: Engine) -> Report:
-    """Cut a torn log tail and rebuild every entry file that differs from the log."""
-    report = Report()
-    with engine.locked(), engine.mutex:
-        engine.refresh(writable=True)
-        report.torn_tail_bytes = engine.log.truncate_torn_tail()
-    with materialize_lock(engine.layout), engine.mutex:
-        index = engine.refresh(truncated_ok=True)
-        report.last_seq, report.keys = index.last_seq, len(index.live)
-        compare(engine.layout, index, report)
-        rebuild(engine.layout, index, report)
-        report.watermark = index.last_seq
-    report.repaired = True
-    return report
