@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -463,3 +464,29 @@ def test_check_of_a_writing_handle_is_a_read(flushed: Path) -> None:
         report = board.check()
     assert [(p.kind, p.key) for p in report.details()] == [("torn_tail", None), ("missing", "a")]
     assert snapshot(flushed) == before
+
+
+def test_a_batch_leaves_another_hosts_entry_temp_file_until_it_is_stale(tmp_path: Path) -> None:
+    """Two hosts sharing a board have the same PIDs, and the materialize lock may not cross them
+    (a network filesystem): a batch removes only this host's entry temp files (a killed batch's),
+    and another host's once nobody has touched it for 10 minutes (spec 2, tmp/)."""
+    from blackboard.core.lock import host_tag
+
+    root = tmp_path / "board"
+    with Board.init(root) as board:
+        board.write("k", 1)
+        tmp = root / "tmp"
+        now = time.time()
+        names = {
+            f"entry.{host_tag()}.4242.1.tmp": (now, False),  # ours: a killed batch's
+            "entry.0badf00d.4242.1.tmp": (now - 60, True),  # another host's: maybe being written
+            "entry.0badf00d.4243.1.tmp": (now - 700, False),  # another host's, stale
+        }
+        for name, (mtime, _kept) in names.items():
+            (tmp / name).write_bytes(b"{")
+            os.utime(tmp / name, (mtime, mtime))
+        board.write("k", 2)
+        board.flush()
+        left = sorted(n for n in os.listdir(tmp) if n.startswith("entry."))
+        assert left == sorted(name for name, (_mtime, kept) in names.items() if kept)
+        assert json.loads((root / "entries" / "k.json").read_bytes())["value"] == 2

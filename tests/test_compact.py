@@ -47,6 +47,7 @@ from _workers import CTX, Spawn, join_ok, read_docs, wait_until, watch_and_recor
 
 from blackboard import Board, Compacted, Event
 from blackboard.core.compact import CompactReport
+from blackboard.core.lock import host_tag
 from blackboard.core.watch import Watcher
 
 #: Keys of every shape the key encoding cares about (spec 4.1), so that entry files of all kinds exist.
@@ -346,8 +347,9 @@ def test_a_purged_delete_not_yet_in_entry_files_leaves_no_entry_file(board_path:
 def test_compaction_removes_leftover_temporary_files(board: Board, board_path: Path) -> None:
     """Section 11: temporary files of a killed compaction are removed by the next one."""
     fill(board)
-    (board_path / "tmp" / "log.compact.99999.tmp").write_bytes(b'{"blackboard_log":1')
-    (board_path / "tmp" / "log.compact.99999.archive.tmp").write_bytes(b"\x1f\x8b")
+    ours = host_tag()
+    (board_path / "tmp" / f"log.compact.{ours}.99999.tmp").write_bytes(b'{"blackboard_log":1')
+    (board_path / "tmp" / f"log.compact.{ours}.99999.archive.tmp").write_bytes(b"\x1f\x8b")
     assert board.compact().skipped is None
     assert compaction_leftovers(board_path) == []
 

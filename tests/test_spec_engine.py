@@ -35,6 +35,7 @@ from conftest import sealed
 from blackboard import Board, Compacted, CorruptLog, InvalidValue, KeyNotFound, LogTruncated, NotABoard, VersionConflict
 from blackboard.core.engine import Op
 from blackboard.core.layout import format_watermark
+from blackboard.core.lock import host_tag
 from blackboard.core.log import LogFile
 from blackboard.core.record import is_sealed, parse_header, parse_record
 from blackboard.models import FORMAT_VERSION, READABLE_VERSIONS
@@ -1677,7 +1678,8 @@ def test_11_leftovers_of_a_killed_compaction_removed_by_the_next(board: Board) -
     board.write("k", 1)
     board.write("k", 2)
     board.flush()
-    for name in ("log.compact.999999.tmp", "log.compact.999999.archive.tmp"):
+    ours = host_tag()  # this host's: compact.lock (flock) excludes this host's other compactions
+    for name in (f"log.compact.{ours}.999999.tmp", f"log.compact.{ours}.999999.archive.tmp"):
         (board.path / "tmp" / name).write_bytes(b"half a log")
     board.compact()
     assert [n for n in os.listdir(board.path / "tmp") if n.startswith("log.compact.")] == []
@@ -1793,7 +1795,10 @@ def test_11_leftover_temporary_files_removed_by_age(board: Board) -> None:
         "board.json.999999.0a0b0c0d0e0f.tmp": (now - 601, False),
         "checkpoint.999998.0a0b0c0d0e0f.tmp": (now - 60, True),  # young: maybe a live process's
         "board.json.999998.0a0b0c0d0e0f.tmp": (now - 590, True),
-        "log.compact.999999.tmp": (now, False),  # a compaction's: any age (compact.lock is ours)
+        f"log.compact.{host_tag()}.999999.tmp": (now, False),  # ours: any age (compact.lock is ours)
+        "log.compact.0badf00d.999999.tmp": (now - 60, True),  # another host's: it may be running
+        "log.compact.0badf00d.999998.tmp": (now - 700, False),  # another host's, untouched 10 min
+        "log.compact.999997.tmp": (now - 60, True),  # an older release's (no host in the name)
         "unknown.999999.tmp": (now - 7200, True),  # not a name compaction removes
     }
     for name, (mtime, _kept) in names.items():

@@ -22,8 +22,8 @@ from ..errors import NO_ROOM, CorruptLog, OutOfSpace
 from .checkpoint import encode, save
 from .entries import materialize, read_watermark
 from .index import Index
-from .layout import upgrade_config
-from .lock import side_lock
+from .layout import STALE_TMP_SECONDS, upgrade_config
+from .lock import host_tag, side_lock
 from .log import LogFile, line_number
 from .maintain import stats
 from .record import DELETE, LOST, TXN, Header, log_header, parse_header, parse_record, reseal
@@ -97,18 +97,19 @@ def _complete_end(fd: int) -> int:
 
 #: A checkpoint's or board.json's temp file older than this was left by a killed process (one that
 #: is alive renames its file within milliseconds).
-_STALE_TMP_SECONDS = 600
-
-
 def _remove_leftovers(layout: Layout) -> None:
-    # Under compact.lock no other compaction is running: any compaction temp file is a crashed one's.
+    # Under compact.lock no other compaction of this host is running: a compaction temp file of this
+    # host is a crashed one's. Another host's (the lock may not cross hosts), like the temp files of
+    # checkpoints and board.json, only once it is stale.
     now = time.time()
+    ours = f"log.compact.{host_tag()}."
     with contextlib.suppress(FileNotFoundError):
         for name in os.listdir(layout.tmp):
             path = layout.tmp / name
             with contextlib.suppress(FileNotFoundError):
-                if name.startswith("log.compact.") or (
-                    name.startswith(("checkpoint.", "board.json.")) and now - path.stat().st_mtime > _STALE_TMP_SECONDS
+                if name.startswith(ours) or (
+                    name.startswith(("log.compact.", "checkpoint.", "board.json."))
+                    and now - path.stat().st_mtime > STALE_TMP_SECONDS
                 ):
                     os.unlink(path)
 
@@ -138,7 +139,7 @@ def compact(
         if read_watermark(layout) < _last_seq(layout):
             materialize(layout, engine.snapshot)
         fd = os.open(layout.log, os.O_RDONLY | os.O_CLOEXEC)
-        tmp = layout.tmp / f"log.compact.{os.getpid()}.tmp"
+        tmp = layout.tmp / f"log.compact.{host_tag()}.{os.getpid()}.tmp"
         try:
             _build_and_switch(engine, fd, tmp, keep_after, archive, progress, report)
         except CorruptLog as exc:
@@ -336,7 +337,7 @@ def _plan(
 
 
 def _archive_tmp(layout: Layout) -> Path:
-    return layout.tmp / f"log.compact.{os.getpid()}.archive.tmp"
+    return layout.tmp / f"log.compact.{host_tag()}.{os.getpid()}.archive.tmp"
 
 
 def _write_archive(layout: Layout, fd: int, end: int, keep: set[int], report: CompactReport) -> None:

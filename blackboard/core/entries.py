@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,8 @@ from typing import Any
 from . import codec as _codec
 from .index import PUT, Index, Slot
 from .keys import ENTRY_SUFFIX, key_to_relpath, relpath_to_key
-from .layout import Layout, format_watermark, parse_watermark, write_all
-from .lock import side_lock
+from .layout import STALE_TMP_SECONDS, Layout, format_watermark, parse_watermark, write_all
+from .lock import host_tag, side_lock
 
 
 def entry_document(key: str, slot: Slot) -> dict[str, Any]:
@@ -46,12 +47,18 @@ def materialize_lock(layout: Layout) -> Iterator[None]:
 
 
 def remove_stale_tmp(layout: Layout) -> None:
-    """Under the materialize lock no batch is writing, so an entry temp file is a killed batch's."""
+    """Under the materialize lock no batch of this host is writing, so an entry temp file of this
+    host is a killed batch's; another host's is left alone until it is stale (the lock may not
+    cross hosts: a network filesystem)."""
     os.makedirs(layout.tmp, exist_ok=True)  # a board copied by git or by hand may lack empty dirs
+    ours = f"entry.{host_tag()}."
+    now = time.time()
     for name in os.listdir(layout.tmp):
         if name.startswith("entry."):
+            path = layout.tmp / name
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(layout.tmp / name)
+                if name.startswith(ours) or now - path.stat().st_mtime > STALE_TMP_SECONDS:
+                    os.unlink(path)
 
 
 def read_watermark(layout: Layout) -> int:
@@ -90,7 +97,7 @@ def write_entry(layout: Layout, key: str, slot: Slot) -> None:
     disk), no change and no temp file left behind (it would hold the room the next batch needs)."""
     # Plain os calls on str paths: this runs once per changed key per batch, beside a busy writer.
     target = f"{layout.entries}/{key_to_relpath(key)}"
-    tmp = f"{layout.tmp}/entry.{os.getpid()}.{threading.get_ident()}.tmp"
+    tmp = f"{layout.tmp}/entry.{host_tag()}.{os.getpid()}.{threading.get_ident()}.tmp"
     data = _codec.dumps_pretty(entry_document(key, slot))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
     try:

@@ -105,6 +105,11 @@ class Layout:
         return self.tmp / f"{stem}.{os.getpid()}.{os.urandom(6).hex()}.tmp"
 
 
+#: A temp file of another host (or an older release) untouched this long is a dead process's: a
+#: live writer renames its own within milliseconds, and a compaction keeps writing to its own.
+STALE_TMP_SECONDS = 600
+
+
 def write_all(fd: int, data: bytes, path: str | os.PathLike[str], offset: int | None = None) -> None:
     """Write every byte of `data` to `fd` (at `offset` with pwrite, else at its position), or raise.
 

@@ -286,6 +286,16 @@ def this_host() -> str:
 
 
 @functools.cache
+def host_tag() -> str:
+    """This host (and PID namespace) in the names of temp files, 8 hex digits: processes of two hosts
+    sharing a board have the same PIDs, and only a file of our own host can be known to be a dead
+    process's (another host's cleanup would delete a file being written)."""
+    import hashlib
+
+    return hashlib.blake2s(this_host().encode(), digest_size=4).hexdigest()
+
+
+@functools.cache
 def boot_id() -> int:
     """This boot's id as an integer, or 0 if unknown (a file mounted over it may carry another's)."""
     path = "/proc/sys/kernel/random/boot_id"
