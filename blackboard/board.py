@@ -24,6 +24,7 @@ from .core.engine import Committed, Engine, Op, warn
 from .core.flusher import Flusher
 from .core.index import DELETE, PUT, Slot
 from .core.keys import validate_key, validate_prefix
+from .core.lock import SoftLock
 from .errors import NO_ROOM, BlackboardError, InvalidValue, ReadOnlyBoard
 from .models import (
     DEFAULT_COMPACT_AT_BYTES,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
     from .core.compact import CompactReport
     from .core.entries import Report
+    from .core.lock import Claim
     from .core.repair import RepairReport
     from .core.watch import Subscription, Watcher
     from .transaction import Transaction
@@ -569,6 +571,14 @@ class Board:
             report = compact(self.engine, wait=False)
             if report.skipped is None or report.skipped.startswith("nothing"):
                 self._compacted_to = report.bytes_after
+
+    def unlock(self, *, force: bool = False) -> list[Claim]:
+        """The soft writer lock's claims (spec 9.1), each broken if its owner is provably gone, or
+        with `force` whatever its owner: only once a crashed host's writer is known to be dead (a
+        live holder would then write beside the next one). A flock board has none: the kernel drops
+        a flock when its holder exits."""
+        lock = self.engine.lock
+        return lock.unlock(force=force) if isinstance(lock, SoftLock) else []
 
     def check(self) -> Report:
         """Compare entry files and the watermark with the log; report a torn log tail. Changes nothing,

@@ -100,14 +100,16 @@ class LockTimeout(BlackboardError, TimeoutError):
     def __init__(self, lock_path: str, timeout: float, holder: str | None = None) -> None:
         if holder is None:
             why = (
-                f"another writer holds it; on a soft-lock board a crashed host may have left its claim "
-                f"in {lock_path}.filelock/: remove it only if that host's writer is dead"
+                f"another writer holds it; on a soft-lock board a crashed host may have left its claim: "
+                f"`blackboard --board {_board_of(lock_path)} unlock` shows it (--force breaks it: only "
+                "if that host's writer is dead)"
             )
         else:
             # A dead holder on this host is broken automatically; one on another host never is.
             why = (
                 f"held by {holder}; a claim from another host is never broken automatically: if that "
-                f"process is dead, remove its claim files from {lock_path}.filelock/claims/"
+                f"process is dead, run `blackboard --board {_board_of(lock_path)} unlock --force` (its "
+                f"claim files are in {lock_path}.filelock/claims/)"
             )
         super().__init__(f"could not take the writer lock {lock_path} within {timeout:g} s ({why})")
         self.lock_path = lock_path

@@ -10,9 +10,12 @@ wrote for this process (`filelock_identity`), not from the code under test.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
+import subprocess
+import sys
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -292,3 +295,55 @@ def test_lock_timeout_with_a_holder_pickles() -> None:
     back = pickle.loads(pickle.dumps(err))
     assert (back.lock_path, back.timeout, back.holder, str(back)) == (err.lock_path, 1.5, err.holder, str(err))
     assert LockTimeout("/srv/b/lock", 1.5).holder is None
+
+
+# -- the operator's runbook: blackboard unlock ------------------------------------------------------------
+
+
+def _unlock(board: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "blackboard", "--board", str(board), "unlock", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_9_1_unlock_breaks_a_dead_writers_claim_and_keeps_another_hosts_until_forced(tmp_path: Path) -> None:
+    path = soft_board(tmp_path)
+    lock_path = path / "lock.soft"
+    dead = plant_claim(lock_path, pid=_dead_pid(), host=this_host(), start=None)
+    other = plant_claim(lock_path, pid=os.getpid(), host="other-host.example", start=None)
+    proc = _unlock(path, "--json")
+    assert proc.returncode == 0, proc.stderr
+    found = {(c["host"], c["broken"], c["stale"]) for c in json.loads(proc.stdout)}
+    assert found == {(this_host(), True, True), ("other-host.example", False, False)}
+    assert [c.name for c in claims_of(lock_path)] == [other], "only the dead writer's claim goes"
+    assert dead not in [c.name for c in claims_of(lock_path)]
+    # The runbook: another host's claim stays until the operator, who checked that host, forces it.
+    kept = _unlock(path)
+    assert kept.returncode == 0 and "kept the held claim of pid" in kept.stdout and "other-host.example" in kept.stdout
+    forced = _unlock(path, "--force")
+    assert forced.returncode == 0 and "broke the held claim" in forced.stdout and "(--force)" in forced.stdout
+    assert claims_of(lock_path) == []
+    with Board.open(path, lock_timeout=5) as board:
+        assert board.write("k", 1).seq == 1  # the lock is free again
+    free = _unlock(path)
+    assert free.returncode == 0 and free.stdout.strip() == "no claims: the writer lock is free"
+
+
+def test_unlock_on_a_flock_board_has_nothing_to_break(tmp_path: Path) -> None:
+    path = tmp_path / "b"
+    Board.init(path).close()
+    proc = _unlock(path, "--force")
+    assert proc.returncode == 0 and proc.stdout.strip() == "a flock board: no claims"
+    assert json.loads(_unlock(path, "--json").stdout) == []
+
+
+def _dead_pid() -> int:
+    """A pid that no process has: a child that exited and was reaped."""
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
+    return int(child.stdout)

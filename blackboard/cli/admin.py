@@ -147,6 +147,36 @@ def _repair(board_dir: Path, as_json: bool) -> None:
     click.echo("consistent" if report.ok else "repaired")
 
 
+@click.command()
+@board_option
+@click.option(
+    "--force", is_flag=True, help="Break every claim, live or not: only once the holder's host is known dead."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the claims as one JSON array.")
+def unlock(board_dir: Path, force: bool, as_json: bool) -> None:
+    """List the soft writer lock's claims; break those of dead writers (--force: any).
+
+    A writer killed on this host is found dead by its pid and start time, and its claim is broken
+    (writers waiting for the lock do the same). One on another host cannot be proven dead from here:
+    check that host first, then run `blackboard unlock --force`. A flock board has no claims: the
+    kernel drops a flock when its holder exits.
+    """
+    with open_board(board_dir) as board:
+        claims = board.unlock(force=force)
+    if as_json:
+        emit_json([c.as_dict() for c in claims])
+        return
+    if not claims:
+        click.echo("no claims: the writer lock is free" if board.config.lock == "soft" else "a flock board: no claims")
+    for c in claims:
+        age = f", {c.age:.0f} s old" if c.age is not None else ""
+        what = f"{c.state} claim of pid {c.pid} on host {c.host}{age}"
+        if c.broken:
+            click.echo(f"broke the {what}" + (": its process is gone" if c.stale else " (--force)"))
+        else:
+            click.echo(f"kept the {what}: its writer may be alive (another host, or running); --force breaks it")
+
+
 def _one_line(text: str) -> str:
     # A file name under entries/ may hold a newline: it must not split a problem in two.
     return text.replace("\r", "\\r").replace("\n", "\\n")

@@ -51,6 +51,7 @@ def fail(message: str, code: int) -> NoReturn:
 COMMANDS: dict[str, tuple[str, str]] = {
     "blame": ("history", "Who last changed each key starting with PREFIX, when, at which seq."),
     "check": ("admin", "Compare entry files with the log (the source of truth)."),
+    "unlock": ("admin", "List the soft writer lock's claims; break those of dead writers (--force: any)."),
     "repair": (
         "admin",
         "Take a damaged board back to a consistent, usable state; on a healthy one, only check.",

@@ -45,7 +45,7 @@ import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from ..errors import LockTimeout, ReadOnlyBoard, open_or_read_only
 
@@ -157,6 +157,20 @@ class FlockLock(_LockPolicy):
         fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
+class Claim(NamedTuple):
+    """A soft lock's claim, as `SoftLock.unlock` found (and maybe broke) it."""
+
+    state: str  # "held", or "intent" (a contender's, or one killed mid-acquire)
+    pid: int
+    host: str
+    age: float | None  # seconds since the claim file was written, if it could be read
+    stale: bool  # its owner is provably gone (spec 9.1)
+    broken: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return self._asdict()
+
+
 class SoftLock(_LockPolicy):
     """filelock's strict soft lock, for filesystems where flock cannot be trusted, breaking a claim
     whose owner is provably gone (`claim_is_stale`)."""
@@ -232,6 +246,34 @@ class SoftLock(_LockPolicy):
                     self._lock.force_break(claim.name)
                 broken = True
         return broken
+
+    def unlock(self, *, force: bool = False) -> list[Claim]:
+        """Every claim on the lock, each broken if its owner is provably gone (as waiters do) or, with
+        `force`, whatever its owner (the operator's call once a crashed host's writer is known dead:
+        a live holder then overlaps with the next one)."""
+        with self._thread_lock:  # not while this process's own writer is taking it
+            if self._pid != os.getpid():
+                self._open()
+                self._pid = os.getpid()
+            return self._unlock(force)
+
+    def _unlock(self, force: bool) -> list[Claim]:
+        assert self._lock is not None
+        out = []
+        now = time.time()
+        for claim in sorted(self._lock.claims, key=lambda c: (c.state != "held", c.name)):
+            stale = claim_is_stale(claim.pid, claim.hostname, claim.start)
+            try:
+                age = now - os.stat(Path(f"{self.path}.filelock") / "claims" / claim.name).st_mtime
+            except OSError:
+                age = None
+            broken = False
+            if stale or force:
+                with contextlib.suppress(FileNotFoundError):  # its owner released it meanwhile
+                    self._lock.force_break(claim.name)
+                    broken = True
+            out.append(Claim(claim.state, claim.pid, claim.hostname, age, stale, broken))
+        return out
 
     def _holder(self) -> str | None:
         lock = self._lock
