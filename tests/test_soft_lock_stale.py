@@ -322,6 +322,10 @@ def test_9_1_unlock_breaks_a_dead_writers_claim_and_keeps_another_hosts_until_fo
     assert [c.name for c in claims_of(lock_path)] == [other], "only the dead writer's claim goes"
     assert dead not in [c.name for c in claims_of(lock_path)]
     # The runbook: another host's claim stays until the operator, who checked that host, forces it.
+    with Board.open(path, lock_timeout=0.3) as board, pytest.raises(LockTimeout) as info:
+        board.write("k", 0)
+    assert "on host other-host.example" in str(info.value) and " s old" in str(info.value)
+    assert "unlock --force" in str(info.value)
     kept = _unlock(path)
     assert kept.returncode == 0 and "kept the held claim of pid" in kept.stdout and "other-host.example" in kept.stdout
     forced = _unlock(path, "--force")

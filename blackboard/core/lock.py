@@ -286,7 +286,11 @@ class SoftLock(_LockPolicy):
         if not claims:
             return None
         owner = claims[0]
-        return f"pid {owner.pid} on host {owner.hostname} (claim files *-v1-{owner.token}.claim)"
+        try:
+            age = f", {time.time() - os.stat(Path(f'{self.path}.filelock') / 'claims' / owner.name).st_mtime:.0f} s old"
+        except OSError:
+            age = ""
+        return f"pid {owner.pid} on host {owner.hostname} (claim files *-v1-{owner.token}.claim{age})"
 
     def _release(self) -> None:
         assert self._lock is not None
