@@ -392,3 +392,65 @@ def test_cli_says_no_space_left_in_one_line(small_disk: Path, command: list[str]
     filler.unlink()
     proc = _cli(root, *command, stdin=json.dumps("z" * 10_000))
     assert proc.returncode == 0, proc.stderr
+
+
+# -- cursors and dead letters --------------------------------------------------------------------------------
+
+_CURSOR_CHILD = """
+import json, resource, sys
+from blackboard.core.cursors import CursorFile
+from blackboard.core.layout import Layout
+from pathlib import Path
+cursor = CursorFile(Layout(Path(sys.argv[1])), "worker")
+resource.setrlimit(resource.RLIMIT_FSIZE, (1, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    cursor.save(20)
+    out = {"errno": None}
+except OSError as exc:
+    out = {"errno": exc.errno, "type": type(exc).__name__}
+print(json.dumps(out))
+"""
+
+
+def test_8_full_disk_short_cursor_write_never_overstates(tmp_path: Path) -> None:
+    """A cursor is a number saved in place, as the watermark is: "19" overwritten by "20" and cut after
+    one byte would read "29", and the consumer would skip events 20 to 29. Cut short, it is emptied:
+    the consumer starts again from its `since` (at least once), never past an event."""
+    from blackboard.core import cursors
+
+    root = tmp_path / "b"
+    Board.init(root, author="tester").close()
+    cursors.reset(Layout(root), "worker", 19)
+    proc = _run([sys.executable, "-B", "-c", _CURSOR_CHILD, str(root)])
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"errno": errno.EFBIG, "type": "OutOfSpace"}
+    saved = cursors.load(Layout(root), "worker")
+    assert saved is None or saved <= 20, saved
+
+
+_DEADLETTER_CHILD = """
+import json, resource, sys
+from blackboard import Board
+from blackboard.core.watch import read_dead_letters, record_dead_letter
+board = Board.open(sys.argv[1])
+event = board.history("k")[0]
+record_dead_letter(board.engine.layout, "", event, ValueError("first"))
+size = board.engine.layout.deadletter.stat().st_size
+resource.setrlimit(resource.RLIMIT_FSIZE, (size + 40, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+record_dead_letter(board.engine.layout, "", event, ValueError("second, cut short"))
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+record_dead_letter(board.engine.layout, "", event, ValueError("third"))
+print(json.dumps([sorted(letter) for letter in read_dead_letters(board.engine.layout)]))
+board.close()
+"""
+
+
+def test_8_full_disk_a_dead_letter_cut_short_does_not_swallow_the_next(tmp_path: Path) -> None:
+    root = tmp_path / "b"
+    with Board.init(root, author="tester") as board:
+        board.write("k", 1)
+    proc = _run([sys.executable, "-B", "-c", _DEADLETTER_CHILD, str(root)])
+    assert proc.returncode == 0, proc.stderr
+    letters = json.loads(proc.stdout)
+    full = sorted(["ts", "prefix", "pid", "error", "traceback", "event"])
+    assert letters == [full, ["unreadable"], full], letters  # the third is whole, on a line of its own

@@ -12,7 +12,7 @@ import os
 import re
 
 from ..errors import CorruptLog, InvalidKey
-from .layout import Layout, format_watermark
+from .layout import Layout, format_watermark, overwrite_number
 
 #: compiled on first use (by `re`'s cache), not by every process that imports this module
 _NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}"
@@ -49,7 +49,10 @@ class CursorFile:
 
     def save(self, seq: int) -> None:
         if seq != self.saved:
-            os.pwrite(self._fd, format_watermark(seq), 0)
+            # A short write (a full disk) must not leave a larger number: that would skip events.
+            # Emptied instead, the cursor reads as never saved: the consumer starts again from its
+            # `since` (events again, at least once, never lost).
+            overwrite_number(self._fd, format_watermark(seq), self.path)
             self.saved = seq
 
     def close(self) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 from . import codec as _codec
 from .index import PUT, Index, Slot
 from .keys import ENTRY_SUFFIX, key_to_relpath, relpath_to_key
-from .layout import STALE_TMP_SECONDS, Layout, format_watermark, parse_watermark, write_all
+from .layout import STALE_TMP_SECONDS, Layout, format_watermark, overwrite_number, parse_watermark, write_all
 from .lock import host_tag, side_lock
 
 
@@ -73,21 +73,9 @@ def write_watermark(layout: Layout, seq: int) -> None:
 
     Callers set it only once every entry file up to `seq` is written (a failed one raises first)."""
     # In place, fixed width: one small write, not a replace (~3 us against ~1.2 ms here).
-    data = format_watermark(seq)
     fd = os.open(layout.watermark, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
     try:
-        done = os.pwrite(fd, data, 0)  # raises having written nothing: the old watermark stands
-        if done < len(data):
-            try:
-                write_all(fd, data[done:], layout.watermark, offset=done)
-            except OSError:
-                # A torn number can be larger than the truth ("19" overwritten by "20" and cut after
-                # one byte reads "29": records 21-29 would never reach entries/). Empty the file
-                # instead (shrinking needs no room): it reads as 0, and the next batch redoes every
-                # key, which is always safe.
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, 0)
-                raise
+        overwrite_number(fd, format_watermark(seq), layout.watermark)  # torn: empty, read as 0
     finally:
         os.close(fd)
 

@@ -131,6 +131,30 @@ def write_all(fd: int, data: bytes, path: str | os.PathLike[str], offset: int | 
         raise
 
 
+def overwrite_number(fd: int, data: bytes, path: str | os.PathLike[str]) -> None:
+    """Overwrite a fixed-width number at the start of a file (the watermark, a cursor), or raise and
+    leave a value that does not overstate: the old one, or none at all.
+
+    A torn number can be larger than the truth ("19" overwritten by "20" and cut after one byte reads
+    "29": a watermark would skip records 21-29, a cursor their events). So a write that comes back
+    short and cannot be finished empties the file instead (shrinking needs no room): it then reads as
+    no value, which makes its reader redo work, never skip it.
+    """
+    try:
+        done = os.pwrite(fd, data, 0)  # raises having written nothing: the old value stands
+    except OSError as exc:
+        if exc.errno in NO_ROOM:
+            raise OutOfSpace(os.fspath(path), exc.errno, "the old value stands") from exc
+        raise
+    if done < len(data):
+        try:
+            write_all(fd, data[done:], path, offset=done)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            raise
+
+
 def write_new_file(layout: Layout, target: Path, data: bytes, *, fsync: bool = True) -> bool:
     """Create `target` holding `data`, atomically and only if it does not exist yet.
 

@@ -47,6 +47,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
+from xxhash import xxh3_64_hexdigest
+
 from ..errors import LockTimeout, ReadOnlyBoard, open_or_read_only
 
 if TYPE_CHECKING:
@@ -336,9 +338,9 @@ def host_tag() -> str:
     """This host (and PID namespace) in the names of temp files, 8 hex digits: processes of two hosts
     sharing a board have the same PIDs, and only a file of our own host can be known to be a dead
     process's (another host's cleanup would delete a file being written)."""
-    import hashlib
-
-    return hashlib.blake2s(this_host().encode(), digest_size=4).hexdigest()
+    # No import here: a process that dropped its privileges may no longer reach the standard library
+    # (xxhash is loaded with the record format).
+    return xxh3_64_hexdigest(this_host().encode())[:8]
 
 
 @functools.cache

@@ -29,6 +29,7 @@ from . import cursors as _cursors
 from . import settings as _settings
 from .history import events_of
 from .keys import validate_prefix
+from .layout import write_all
 from .log import LogFile
 from .notify import Hub, hub_for
 from .record import DELETE, LOST, PUT, Header, check_seal, fast_seq, first_seq, is_gap, key_starts_with, parse_record
@@ -455,9 +456,13 @@ def record_dead_letter(layout: Layout, prefix: str, event: Event, exc: BaseExcep
         "event": event.as_dict(),
     }
     try:
-        fd = os.open(layout.deadletter, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        fd = os.open(layout.deadletter, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
         try:
-            os.write(fd, _codec.dumps(record) + b"\n")
+            # An append cut short (a full disk) left part of a line: start on a line of our own, or
+            # this letter would be lost in the fragment (readers report the fragment as unreadable).
+            size = os.fstat(fd).st_size
+            cut = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+            write_all(fd, (b"\n" if cut else b"") + _codec.dumps(record) + b"\n", layout.deadletter)
         finally:
             os.close(fd)
     except OSError as write_error:  # a read-only board: the error still reaches the log, delivery goes on
@@ -471,7 +476,16 @@ def read_dead_letters(layout: Layout) -> list[dict[str, Any]]:
     except FileNotFoundError:
         return []
     # Complete lines only: a subscription may be appending the last one right now.
-    return [_codec.decode(line) for line in data.split(b"\n")[:-1] if line.strip()]
+    return [_letter(line) for line in data.split(b"\n")[:-1] if line.strip()]
+
+
+def _letter(line: bytes) -> dict[str, Any]:
+    """One dead letter; a line a failed append left half-written comes back as what it is."""
+    try:
+        letter = _codec.decode(line)
+    except _codec.DecodeError:
+        letter = None
+    return letter if isinstance(letter, dict) else {"unreadable": line.decode(errors="replace")}
 
 
 def _check_order(path: object, offset: int, last: int, first: int, compacted_through: int) -> None:
