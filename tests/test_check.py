@@ -490,3 +490,23 @@ def test_a_batch_leaves_another_hosts_entry_temp_file_until_it_is_stale(tmp_path
         left = sorted(n for n in os.listdir(tmp) if n.startswith("entry."))
         assert left == sorted(name for name, (_mtime, kept) in names.items() if kept)
         assert json.loads((root / "entries" / "k.json").read_bytes())["value"] == 2
+
+
+def test_7_3_a_log_shorter_than_its_checkpoint_shows_is_a_problem(tmp_path: Path) -> None:
+    """A power loss took the log's last records and the watermark's last update, not the checkpoint:
+    only the checkpoint shows the lost tail, and check says so (spec 5.3) rather than 'consistent'."""
+    from blackboard.core.layout import format_watermark
+
+    root = tmp_path / "board"
+    with Board.init(root, author="tester", flush_interval=3600) as board:
+        for i in range(2100):
+            board.write(f"k{i % 50}", i)
+    lines = (root / "log.jsonl").read_bytes().split(b"\n")
+    (root / "log.jsonl").write_bytes(b"\n".join(lines[:-11]) + b"\n")  # seqs 2091-2100 gone
+    (root / "materialized").write_bytes(format_watermark(2090))
+    proc = run_check(root, "--json")
+    assert proc.returncode == 6, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert not doc["ok"]
+    (problem,) = [p for p in doc["problems"] if p["kind"] == "lost_tail"]
+    assert problem["seq"] == 2100 and "the checkpoint" in problem["detail"] and "repair" in problem["detail"]

@@ -208,10 +208,15 @@ class Report:
     repaired: bool = False
     #: the problems as `compare` (and check's look at the log's tail) found them, with their seqs
     found: list[Problem] = field(default_factory=list)
+    #: (seq, trace): another trace than the watermark (a checkpoint, this process's earlier view)
+    #: shows a seq after the log's end: the log lost its tail (spec 5.3)
+    lost_tail: tuple[int, str] | None = None
 
     @property
     def ok(self) -> bool:
-        return not (self.torn_tail_bytes or self.missing or self.stale or self.extra or self.watermark_ahead)
+        return not (
+            self.torn_tail_bytes or self.missing or self.stale or self.extra or self.watermark_ahead or self.lost_tail
+        )
 
     @property
     def watermark_ahead(self) -> bool:
@@ -245,6 +250,19 @@ class Report:
                     f"ends at seq {self.last_seq}: the log lost its tail (cut, or restored from an older copy)",
                     f"entry files at seq {self.watermark}, after the log's last seq {self.last_seq}",
                     path="materialized",
+                )
+            )
+        if self.lost_tail is not None:
+            seen, trace = self.lost_tail
+            out.append(
+                Problem(
+                    "lost_tail",
+                    None,
+                    seen,
+                    f"{trace} shows seq {seen} was written, but the log ends at seq {self.last_seq}: the log "
+                    "lost its tail (cut, or restored from an older copy); `blackboard repair` goes on after it",
+                    f"log.jsonl ends at seq {self.last_seq}, before seq {seen} ({trace})",
+                    path="log.jsonl",
                 )
             )
         by_name = {(p.kind, p.key if p.kind != "extra" else p.path): p for p in self.found}

@@ -72,6 +72,9 @@ def check(engine: Engine, *, read_only: bool = False) -> Report:
         report.watermark = read_watermark(layout)
         index = engine.refresh(truncated_ok=True)
         report.last_seq, report.keys = index.last_seq, len(index.live)
+        seen, trace = engine.floor
+        if seen > index.last_seq and seen > report.watermark:  # the watermark's own kind says the rest
+            report.lost_tail = (seen, trace)
         compare(layout, index, report, pending_after=report.watermark)
         if report.found:
             _add_lines(engine, index, report)
