@@ -22,7 +22,7 @@ from ..errors import NO_ROOM, CorruptLog, OutOfSpace
 from .checkpoint import encode, save
 from .entries import materialize, read_watermark
 from .index import Index
-from .layout import STALE_TMP_SECONDS, upgrade_config
+from .layout import STALE_TMP_SECONDS, fsync_path, upgrade_config
 from .lock import host_tag, side_lock
 from .log import LogFile, line_number
 from .maintain import stats
@@ -226,7 +226,7 @@ def _build_and_switch(
             if not sealed:  # older releases must refuse the board before they can meet the new log
                 engine.config = upgrade_config(layout.root, engine.config)
             os.replace(tmp, layout.log)
-            _fsync_path(layout.root)
+            fsync_path(layout.root)
     report.compacted_through = last_seq
 
 
@@ -358,9 +358,9 @@ def _write_archive(layout: Layout, fd: int, end: int, keep: set[int], report: Co
         os.unlink(segment_tmp)
         return
     layout.archive.mkdir(exist_ok=True)
-    _fsync_path(segment_tmp)
+    fsync_path(segment_tmp)
     os.replace(segment_tmp, layout.archive / f"{first:012d}-{last_archived:012d}.jsonl.gz")
-    _fsync_path(layout.archive)
+    fsync_path(layout.archive)
 
 
 def _last_seq(layout: Layout) -> int:
@@ -381,14 +381,6 @@ def _epoch(ts: str) -> float:
         return datetime.fromisoformat(ts).timestamp()
     except ValueError:
         return 0.0  # an unreadable time: old enough
-
-
-def _fsync_path(path: os.PathLike[str] | str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def needs_compaction(engine: Engine, min_bytes: int | None = None, min_dead_ratio: float | None = None) -> bool:

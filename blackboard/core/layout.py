@@ -131,6 +131,15 @@ def write_all(fd: int, data: bytes, path: str | os.PathLike[str], offset: int | 
         raise
 
 
+def fsync_path(path: os.PathLike[str] | str) -> None:
+    """fsync a file or a directory by its path (a directory: so that a rename in it is durable)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def overwrite_number(fd: int, data: bytes, path: str | os.PathLike[str]) -> None:
     """Overwrite a fixed-width number at the start of a file (the watermark, a cursor), or raise and
     leave a value that does not overstate: the old one, or none at all.

@@ -46,7 +46,7 @@ from .entries import (
     write_entry,
 )
 from .index import Index
-from .layout import upgrade_config, write_all
+from .layout import fsync_path, upgrade_config, write_all
 from .record import (
     LOST,
     PUT,
@@ -316,7 +316,7 @@ class _Rewrite:
         os.close(self.fd)
         self.fd = -1
         os.replace(self.path, layout.log)
-        _fsync_dir(layout.root)
+        fsync_path(layout.root)
 
     def discard(self) -> None:
         if self.fd >= 0:
@@ -590,13 +590,5 @@ def _write_quarantine(layout: Layout, header: Header | None, damaged: list[tuple
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(layout.quarantine)
+    fsync_path(layout.quarantine)
     return f"quarantine/{name}"
-
-
-def _fsync_dir(path: os.PathLike[str] | str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
