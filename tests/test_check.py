@@ -296,6 +296,16 @@ def can_switch_user() -> bool:
     return proc.returncode == 0
 
 
+def other_user() -> int | None:
+    """The uid to run check as so that the board's permissions apply: None when not root (we are
+    already another user), `nobody` when root (root ignores permission bits)."""
+    if os.geteuid() != 0:
+        return None
+    if not can_switch_user():
+        pytest.skip("running as root, and cannot switch to another user here (no CAP_SETUID)")
+    return nobody()
+
+
 @pytest.fixture
 def shared_dir() -> Iterator[Path]:
     """A directory another user can enter (pytest's tmp_path is private to its owner)."""
@@ -322,11 +332,7 @@ def read_only_everywhere(board: Path, *, lock_mode: int = 0o444) -> None:
 def test_7_3_check_a_board_of_another_user(shared_dir: Path, damaged: bool, lock: Literal["flock", "soft"]) -> None:
     """Every file and directory read-only, and check run as a user who owns none of them (as root:
     as `nobody`; otherwise the owner, whom the modes stop too)."""
-    uid = None
-    if os.geteuid() == 0:
-        if not can_switch_user():
-            pytest.skip("running as root, and cannot switch to another user here (no CAP_SETUID)")
-        uid = nobody()
+    uid = other_user()
     board = shared_dir / "board"
     make_board(board, damaged=damaged, lock=lock)
     read_only_everywhere(board)
@@ -336,11 +342,7 @@ def test_7_3_check_a_board_of_another_user(shared_dir: Path, damaged: bool, lock
 @pytest.mark.parametrize("damaged", [False, True], ids=["pending only", "damaged"])
 def test_7_3_check_without_the_writer_lock_to_be_had(shared_dir: Path, damaged: bool) -> None:
     """A writer lock this user may not even open: check tells a torn tail by looking twice."""
-    uid = None
-    if os.geteuid() == 0:
-        if not can_switch_user():
-            pytest.skip("running as root, and cannot switch to another user here (no CAP_SETUID)")
-        uid = nobody()
+    uid = other_user()
     board = shared_dir / "board"
     make_board(board, damaged=damaged)
     read_only_everywhere(board, lock_mode=0)
@@ -349,11 +351,7 @@ def test_7_3_check_without_the_writer_lock_to_be_had(shared_dir: Path, damaged: 
 
 def test_7_3_check_a_read_only_copy_without_materialize_lock(shared_dir: Path) -> None:
     """A copy made by hand may lack the (empty) lock files; where they cannot be created, check goes on."""
-    uid = None
-    if os.geteuid() == 0:
-        if not can_switch_user():
-            pytest.skip("running as root, and cannot switch to another user here (no CAP_SETUID)")
-        uid = nobody()
+    uid = other_user()
     board = shared_dir / "board"
     make_board(board, damaged=True)
     (board / "materialize.lock").unlink()
