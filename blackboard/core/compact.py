@@ -12,7 +12,7 @@ import contextlib
 import gzip
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +24,7 @@ from .entries import materialize, read_watermark
 from .index import Index
 from .layout import STALE_TMP_SECONDS, fsync_path, upgrade_config
 from .lock import host_tag, side_lock
-from .log import LogFile, line_number
+from .log import LogFile, complete_end, complete_lines, line_number
 from .maintain import stats
 from .record import DELETE, LOST, TXN, Header, log_header, parse_header, parse_record, reseal
 
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from .engine import Engine
     from .layout import Layout
 
-_CHUNK = 1 << 22
 #: Without a board setting, `compact --if-needed` acts once the log passes this size.
 DEFAULT_COMPACT_AT_BYTES = 16 << 20
 
@@ -56,43 +55,6 @@ class CompactReport:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _lines(fd: int, start: int, end: int, progress: Progress | None) -> Iterator[tuple[int, bytes]]:
-    """(offset, line) of the complete lines in [start, end) of an open file, read in large chunks."""
-    offset = start
-    rest = b""
-    while offset < end:
-        chunk = os.pread(fd, min(_CHUNK, end - offset), offset)
-        if not chunk:
-            break
-        base = offset - len(rest)
-        data = rest + chunk if rest else chunk
-        offset += len(chunk)
-        pos = 0
-        while True:
-            nl = data.find(b"\n", pos)
-            if nl < 0:
-                break
-            yield base + pos, data[pos:nl]
-            pos = nl + 1
-        rest = data[pos:]
-        if progress is not None:
-            progress(len(chunk))
-
-
-def _complete_end(fd: int) -> int:
-    """Offset just after the last newline: a torn or in-progress tail is not ours to copy."""
-    size = os.fstat(fd).st_size
-    span = 1 << 16
-    while True:
-        start = max(0, size - span)
-        nl = os.pread(fd, size - start, start).rfind(b"\n")
-        if nl >= 0:
-            return start + nl + 1
-        if start == 0:
-            return 0
-        span *= 4
 
 
 #: A checkpoint's or board.json's temp file older than this was left by a killed process (one that
@@ -172,7 +134,7 @@ def _build_and_switch(
     report: CompactReport,
 ) -> None:
     layout = engine.layout
-    end = _complete_end(fd)
+    end = complete_end(fd)
     report.bytes_before = os.fstat(fd).st_size
     plan = _plan(layout, fd, end, keep_after, progress, report)
     if plan is None:
@@ -192,7 +154,7 @@ def _build_and_switch(
         if archive:
             _write_archive(layout, fd, end, keep, report)
         last_line = b""
-        for offset, line in _lines(fd, 0, end, None):
+        for offset, line in complete_lines(fd, 0, end, None):
             if offset in keep:
                 kept = line if sealed else reseal(line)
                 index.apply(tmp, out.tell(), kept, True)
@@ -213,7 +175,7 @@ def _build_and_switch(
                 if os.pread(fresh, len(old.line) + 1, 0) != old.line + b"\n":
                     report.skipped = "the log was replaced meanwhile (another compaction?)"
                     return
-                for offset, line in _lines(fresh, end, _complete_end(fresh), None):
+                for offset, line in complete_lines(fresh, end, complete_end(fresh), None):
                     # Checked before it is copied: a checksum added to a damaged line would vouch for it.
                     parse_record(layout.log, offset, line, sealed=sealed)
                     out.write((line if sealed else reseal(line)) + b"\n")
@@ -249,7 +211,7 @@ def _scan(
     multi: dict[int, list[str]] = {}
     refs: dict[int, int] = {}
     last_seq = 0
-    for offset, line in _lines(fd, 0, end, progress):
+    for offset, line in complete_lines(fd, 0, end, progress):
         if offset == 0:
             header = parse_header(path, line)
             continue
@@ -346,7 +308,7 @@ def _write_archive(layout: Layout, fd: int, end: int, keep: set[int], report: Co
     first = last_archived = 0
     sealed = True
     with gzip.open(segment_tmp, "wb", compresslevel=5) as segment:
-        for offset, line in _lines(fd, 0, end, None):
+        for offset, line in complete_lines(fd, 0, end, None):
             if not offset:
                 sealed = parse_header(layout.log, line).sealed
             elif offset not in keep:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..errors import NO_ROOM, CorruptLog, LogGone, OutOfSpace, open_or_read_only
@@ -21,6 +21,46 @@ from .layout import write_all
 from .record import Header, log_header, parse_header
 
 _CHUNK = 1 << 22
+
+
+def complete_lines(
+    fd: int, start: int, end: int, progress: Callable[[int], None] | None = None
+) -> Iterator[tuple[int, bytes]]:
+    """(offset, line) of the complete lines in [start, end) of an open file, read in large chunks
+    (`progress` is told the bytes of each); for whole-file passes: compaction, repair."""
+    offset = start
+    rest = b""
+    while offset < end:
+        chunk = os.pread(fd, min(_CHUNK, end - offset), offset)
+        if not chunk:
+            break
+        base = offset - len(rest)
+        data = rest + chunk if rest else chunk
+        offset += len(chunk)
+        pos = 0
+        while True:
+            nl = data.find(b"\n", pos)
+            if nl < 0:
+                break
+            yield base + pos, data[pos:nl]
+            pos = nl + 1
+        rest = data[pos:]
+        if progress is not None:
+            progress(len(chunk))
+
+
+def complete_end(fd: int) -> int:
+    """Offset just after the last newline: a torn or in-progress tail is not ours to copy."""
+    size = os.fstat(fd).st_size
+    span = 1 << 16
+    while True:
+        start = max(0, size - span)
+        nl = os.pread(fd, size - start, start).rfind(b"\n")
+        if nl >= 0:
+            return start + nl + 1
+        if start == 0:
+            return 0
+        span *= 4
 
 
 def line_number(fd: int, offset: int) -> int:

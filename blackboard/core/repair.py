@@ -47,6 +47,7 @@ from .entries import (
 )
 from .index import Index
 from .layout import fsync_path, upgrade_config, write_all
+from .log import complete_end, complete_lines, line_number
 from .record import (
     LOST,
     PUT,
@@ -72,7 +73,6 @@ if TYPE_CHECKING:
 #: the author of the records a repair writes (`lost` records, records recovered from entry files)
 REPAIR_AUTHOR = "blackboard-repair"
 QUARANTINE_FORMAT = 1
-_CHUNK = 1 << 22
 _TORN = "a torn tail: an append that never finished (never acknowledged)"
 _SEQ = re.compile(rb'"seq"\s*:\s*(\d{1,19})')
 
@@ -338,19 +338,19 @@ def _repair_log(engine: Engine) -> RepairReport:
         fd = -1  # deleted: a new log goes on after every seq the traces show
     new: _Rewrite | None = None
     try:
-        reader = _Reader(fd)
+        end = complete_end(fd) if fd >= 0 else 0  # we hold the writer lock: nobody appends meanwhile
         docs = _entry_records(layout)
-        header, new = _copy(layout, reader, docs, damaged)
+        header, new = _copy(layout, fd, end, docs, damaged)
         log_last = new.last
         seen, seen_in = _seen(layout, log_last, docs, damaged)
         report.seen, report.seen_in = seen, seen_in
         new.cover(seen)
         report.recovered = new.recovered
         size = os.fstat(fd).st_size if fd >= 0 else 0
-        report.torn_tail_bytes = size - reader.end if fd >= 0 else 0
+        report.torn_tail_bytes = size - end
         if report.torn_tail_bytes:
-            torn = os.pread(fd, report.torn_tail_bytes, reader.end)
-            damaged.append((Damaged(reader.end, reader.lines + 1, _TORN, _claimed(torn)), torn))
+            torn = os.pread(fd, report.torn_tail_bytes, end)
+            damaged.append((Damaged(end, line_number(fd, end), _TORN, _claimed(torn)), torn))
         if damaged:
             report.quarantined = [d for d, _ in damaged]
             report.quarantine_file = _write_quarantine(layout, header, damaged, new.last)
@@ -385,43 +385,16 @@ def _remove_leftovers(layout: Layout) -> None:
                     os.unlink(layout.tmp / name)
 
 
-class _Reader:
-    """The complete lines of a log file: (offset, 1-based line number, line without its newline)."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.end = 0  # the offset after the last complete line
-        self.lines = 0
-
-    def __iter__(self) -> Iterator[tuple[int, int, bytes]]:
-        if self.fd < 0:
-            return
-        rest = b""
-        offset = 0
-        while True:
-            chunk = os.pread(self.fd, _CHUNK, offset + len(rest))
-            if not chunk:
-                return
-            data = rest + chunk
-            pos = 0
-            while True:
-                nl = data.find(b"\n", pos)
-                if nl < 0:
-                    break
-                self.lines += 1
-                yield offset + pos, self.lines, data[pos:nl]
-                pos = nl + 1
-                self.end = offset + pos
-            offset += pos
-            rest = data[pos:]
-
-
 def _copy(
-    layout: Layout, reader: _Reader, docs: list[tuple[int, str, dict[str, Any]]], damaged: list[tuple[Damaged, bytes]]
+    layout: Layout,
+    fd: int,
+    end: int,
+    docs: list[tuple[int, str, dict[str, Any]]],
+    damaged: list[tuple[Damaged, bytes]],
 ) -> tuple[Header | None, _Rewrite]:
     """The old log's header (None if damaged or missing), and the new log with every good record;
     every damaged line goes to `damaged`."""
-    lines = iter(reader)
+    lines = _numbered(fd, end)
     head = next(lines, None)
     header = salvaged = None
     if head is not None:
@@ -433,7 +406,7 @@ def _copy(
     new = _Rewrite(layout, header or salvaged, docs)
     # Without a header, what most lines say: a log's lines all carry a checksum or none do, and a
     # damaged line must not pass as one without (a flipped member name).
-    sealed = header.sealed if header is not None else _mostly_sealed(reader.fd)
+    sealed = header.sealed if header is not None else _mostly_sealed(fd, end)
     for offset, number, line in lines:
         try:
             rec = parse_record(layout.log, offset, line, sealed=sealed)
@@ -474,8 +447,15 @@ def _salvage_header(line: bytes) -> Header | None:
     return Header(through, purged, archived_through=max(archived, 0))
 
 
-def _mostly_sealed(fd: int) -> bool:
-    votes = [is_sealed(line) for _offset, _number, line in _Reader(fd)]
+def _numbered(fd: int, end: int) -> Iterator[tuple[int, int, bytes]]:
+    """(offset, 1-based line number, line) of the log's complete lines (none if it is missing)."""
+    if fd >= 0:
+        for number, (offset, line) in enumerate(complete_lines(fd, 0, end), 1):
+            yield offset, number, line
+
+
+def _mostly_sealed(fd: int, end: int) -> bool:
+    votes = [is_sealed(line) for _offset, _number, line in _numbered(fd, end)]
     return votes.count(True) >= votes.count(False)
 
 
