@@ -11,8 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from ..errors import CorruptLog
-from .record import DELETE, PUT, Change, changes, first_seq, is_gap, parse_record
+from .record import DELETE, PUT, Change, changes, check_order, first_seq, parse_record
 
 __all__ = ["DELETE", "PUT", "Index", "Slot"]
 
@@ -71,9 +70,7 @@ class Index:
         record covers, if not only its own (a repair's `lost` record)."""
         last = self.last_record_seq
         # Seqs are strictly increasing, and gapless after the compacted prefix.
-        first = first or seq
-        if first <= last or is_gap(last, first, self.compacted_through):
-            raise CorruptLog(str(path), offset, f"seq {first} after seq {last} (gap or reorder)", seq=seq)
+        check_order(path, offset, last, first or seq, self.compacted_through, seq)
         # One str per author, not one per record: an index holds a slot per key.
         known = self._authors.get(author)
         if known is not None:

@@ -349,6 +349,13 @@ def first_seq(rec: dict[str, Any]) -> int:
     return int(rec["from"]) if rec["op"] == LOST else int(rec["seq"])
 
 
+def check_order(path: Path | str, offset: int, last: int, first: int, compacted_through: int, seq: int) -> None:
+    """Raise `CorruptLog` unless a record whose (first) seq is `first` may follow the line of seq
+    `last` (spec 5.2: above it, and gapless after the compacted prefix)."""
+    if first <= last or is_gap(last, first, compacted_through):
+        raise CorruptLog(str(path), offset, f"seq {first} after seq {last} (a gap or a reorder)", seq=seq)
+
+
 def is_gap(last: int, seq: int, compacted_through: int) -> bool:
     """Whether `seq` right after `last` breaks spec 5.2: seqs are gapless after the compacted prefix
     (up to `compacted_through` records may be missing; after it, none)."""

@@ -32,7 +32,18 @@ from .keys import validate_prefix
 from .layout import write_all
 from .log import LogFile
 from .notify import Hub, hub_for
-from .record import DELETE, LOST, PUT, Header, check_seal, fast_seq, first_seq, is_gap, key_starts_with, parse_record
+from .record import (
+    DELETE,
+    LOST,
+    PUT,
+    Header,
+    check_order,
+    check_seal,
+    fast_seq,
+    first_seq,
+    key_starts_with,
+    parse_record,
+)
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -124,7 +135,7 @@ class Watcher:
                     rec = parse_record(log.path, end, last, sealed=log.sealed)
                     if before is not None:
                         previous = parse_record(log.path, end - len(before) - 1, before, sealed=log.sealed)
-                        _check_order(log.path, end, previous["seq"], first_seq(rec), floor)
+                        check_order(log.path, end, previous["seq"], first_seq(rec), floor, rec["seq"])
                 except CorruptLog as exc:
                     raise self._numbered(exc) from None
                 self._line_last = rec["seq"]
@@ -198,12 +209,12 @@ class Watcher:
                     if key_starts_with(line, seq, prefix_bytes) is False:
                         if sealed:
                             check_seal(path, start, line)
-                        _check_order(path, start, last, seq, compacted_through)
+                        check_order(path, start, last, seq, compacted_through, seq)
                         self.seq = last = seq  # another prefix's record, passed over unparsed
                         continue
                     rec = parse_record(path, start, line, sealed=sealed)
                 first = first_seq(rec)
-                _check_order(path, start, last, first, compacted_through)
+                check_order(path, start, last, first, compacted_through, seq)
                 self.seq = last = seq
                 if rec["op"] == PUT or rec["op"] == DELETE:  # the common case, built here (a list costs)
                     key = rec["key"]
@@ -486,12 +497,6 @@ def _letter(line: bytes) -> dict[str, Any]:
     except _codec.DecodeError:
         letter = None
     return letter if isinstance(letter, dict) else {"unreadable": line.decode(errors="replace")}
-
-
-def _check_order(path: object, offset: int, last: int, first: int, compacted_through: int) -> None:
-    """Spec 5.2: a record's (first) seq is above the previous line's, and gapless after the compacted prefix."""
-    if first <= last or is_gap(last, first, compacted_through):
-        raise CorruptLog(str(path), offset, f"seq {first} after seq {last} (a gap or a reorder)", seq=first)
 
 
 def _warn_lost(path: object, first: int, seq: int, prefix: str) -> None:
