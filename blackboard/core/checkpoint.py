@@ -66,23 +66,15 @@ def seen_seq(layout: Layout) -> int:
     """The last seq of the log file a whole checkpoint was written for, whichever file that was (0 if
     there is none, or it is torn): a durable trace that seqs up to it were used (spec 5.3)."""
     try:
-        data = layout.checkpoint.read_bytes()
-        first = data.find(b"\n")
-        head = _codec.decode(data[:first])
-        if (
-            isinstance(head, dict)
-            and head.get(_KEY) == FORMAT
-            and crc_of(data[:first], data[first + 1 :]) == head["crc32"]
-        ):
-            seq = head["last_record_seq"]
-            return seq if type(seq) is int else 0
+        whole = _whole(layout.checkpoint.read_bytes())
+        seq = whole[0]["last_record_seq"] if whole is not None else 0
     except (OSError, ValueError, TypeError, KeyError, _codec.DecodeError):
-        pass
-    return 0
+        return 0
+    return seq if type(seq) is int else 0
 
 
-def _check(data: bytes, log: LogFile) -> tuple[dict[str, Any], bytes] | None:
-    """The checkpoint's head and body if it is whole and describes `log`'s file as it is."""
+def _whole(data: bytes) -> tuple[dict[str, Any], bytes] | None:
+    """The head and body of a checkpoint of our format whose CRC matches (checks 1 and 2 of spec 7.2)."""
     first = data.find(b"\n")
     head = _codec.decode(data[:first])
     if not isinstance(head, dict) or head.get(_KEY) != FORMAT:
@@ -90,6 +82,15 @@ def _check(data: bytes, log: LogFile) -> tuple[dict[str, Any], bytes] | None:
     body = data[first + 1 :]
     if crc_of(data[:first], body) != head["crc32"]:
         return None
+    return head, body
+
+
+def _check(data: bytes, log: LogFile) -> tuple[dict[str, Any], bytes] | None:
+    """The checkpoint's head and body if it is whole and describes `log`'s file as it is."""
+    whole = _whole(data)
+    if whole is None:
+        return None
+    head, body = whole
     header = log.read_header()
     if not header.line or head["log_header"] != header.line.decode():
         return None
