@@ -59,6 +59,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compact": ("admin", "Rewrite the log to the latest state of every key, safely while others write and watch."),
     "cursors": ("live", "List the named consumers (watch --cursor) with their position and lag, or reset one."),
     "demo": ("live", "Agents coordinating through a board, live: a research -> analysis pipeline of processes."),
+    "doctor": ("doctor", "Probe the mount a board directory is on and recommend a lock and a watch mode."),
     "history": ("history", "Every retained event of KEY, oldest first, deletes included."),
     "init": ("admin", "Create a board (an existing board is left as it is)."),
     "ls": ("commands", "List the live keys starting with PREFIX, in key order."),
