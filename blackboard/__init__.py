@@ -23,6 +23,7 @@ from .errors import (
     NotABoard,
     OutOfSpace,
     ReadOnlyBoard,
+    StaleView,
     VersionConflict,
 )
 from .models import BoardConfig, Entry, Event
@@ -56,6 +57,7 @@ __all__ = [
     "ReadOnlyBoard",
     "RepairReport",
     "Report",
+    "StaleView",
     "Subscription",
     "Transaction",
     "VersionConflict",

@@ -24,7 +24,7 @@ from .core.engine import Committed, Engine, Op, warn
 from .core.flusher import Flusher
 from .core.index import DELETE, PUT, Slot
 from .core.keys import validate_key, validate_prefix
-from .core.lock import SoftLock
+from .core.softlock import SoftLock
 from .errors import NO_ROOM, BlackboardError, InvalidValue, ReadOnlyBoard
 from .models import (
     DEFAULT_COMPACT_AT_BYTES,
@@ -40,8 +40,8 @@ if TYPE_CHECKING:
 
     from .core.compact import CompactReport
     from .core.entries import Report
-    from .core.lock import Claim
     from .core.repair import RepairReport
+    from .core.softlock import Claim
     from .core.watch import Subscription, Watcher
     from .transaction import Transaction
 
@@ -67,6 +67,46 @@ def _check_idem(idem: str | None) -> str | None:
 
 def _entry(key: str, slot: Slot) -> Entry:
     return Entry(key, _codec.decode(slot.value), slot.version, slot.seq, slot.author, slot.ts)
+
+
+def _choose_lock(root: Path, lock: Literal["flock", "soft"] | None, force: bool) -> Literal["flock", "soft"]:
+    """The lock a new board at `root` gets (spec 9.2): by its filesystem's type unless given; flock
+    on a filesystem whose clients flock may not exclude only if forced."""
+    from .core.mount import fstype_of
+
+    mount = fstype_of(root)
+    if lock is None:
+        return "soft" if mount.network else "flock"
+    if lock == "flock" and mount.network and not force:
+        raise InvalidValue(
+            f"{root} is on a {mount.kind} filesystem ({mount.fstype} at {mount.mount_point}), where flock does not "
+            "exclude writers of other clients: use lock 'soft' (or force flock if every writer runs on this host; "
+            "`blackboard doctor` probes the mount)"
+        )
+    return lock
+
+
+#: boards this process has already warned about (the warning is once per path)
+_warned_shared: set[Path] = set()
+
+
+def _warn_if_shared(path: Path) -> None:
+    """Warn once if a flock board is on a FUSE or network filesystem (spec 9.2): fine only while
+    every writer runs on this host."""
+    if path in _warned_shared:
+        return
+    _warned_shared.add(path)
+    from .core.mount import fstype_of
+
+    mount = fstype_of(path)
+    if mount.network:
+        warn(
+            "%s: a flock board on a %s filesystem (%s): flock does not exclude writers of other clients, so "
+            "two hosts writing it corrupt it; fine only if every writer runs on this host (`blackboard doctor`)",
+            path,
+            mount.kind,
+            mount.fstype,
+        )
 
 
 class Board:
@@ -105,6 +145,8 @@ class Board:
         self.checkpoint_seconds = 0.0
         self._finalizer = weakref.finalize(self, _release, self.engine, self._flusher)
         _open_boards.add(self)
+        if config.lock == "flock" and not read_only:
+            _warn_if_shared(self.path)
 
     @property
     def config(self) -> BoardConfig:
@@ -129,7 +171,8 @@ class Board:
         cls,
         path: str | os.PathLike[str],
         *,
-        lock: Literal["flock", "soft"] = "flock",
+        lock: Literal["flock", "soft"] | None = None,
+        force_lock: bool = False,
         max_value_bytes: int = 1 << 20,
         fsync: bool = False,
         retention_seconds: float = DEFAULT_RETENTION_SECONDS,
@@ -139,14 +182,20 @@ class Board:
     ) -> Board:
         """Create a board (idempotent: an existing board keeps its settings) and open it.
 
-        `lock="soft"` is for boards on NFS/SMB; `fsync=True` makes every write survive power loss.
+        `lock`: "flock" (local disks) or "soft" (NFS, SMB, FUSE: spec section 9); by default the
+        filesystem's type decides (soft on FUSE and network filesystems). "flock" on a FUSE or network
+        filesystem is refused (flock does not exclude across its clients) unless `force_lock`: every
+        writer then runs on this one host. `fsync=True` makes every write survive power loss.
         Writers compact in the background once the log passes `compact_at_bytes` (default 64 MiB;
         None: never) and `compact_at_dead_ratio` of it is superseded; compaction keeps deletes and
         idempotency keys `retention_seconds`.
         """
+        root = Path(path)
+        if not _layout.Layout(root).config.exists():
+            lock = _choose_lock(root, lock, force_lock)
         try:
             config = BoardConfig(
-                lock=lock,
+                lock=lock or "flock",
                 max_value_bytes=max_value_bytes,
                 fsync=fsync,
                 retention_seconds=retention_seconds,

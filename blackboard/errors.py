@@ -95,26 +95,41 @@ class VersionConflict(BlackboardError):
 
 class LockTimeout(BlackboardError, TimeoutError):
     """The writer lock could not be taken in time. `holder` names who holds it, when the lock can
-    tell (a soft lock's claim: "pid N on host H (...)"), else None."""
+    tell (a soft lock's token: "pid N on host H (...)"), else None."""
 
     def __init__(self, lock_path: str, timeout: float, holder: str | None = None) -> None:
+        board = _board_of(lock_path)
         if holder is None:
             why = (
-                f"another writer holds it; on a soft-lock board a crashed host may have left its claim: "
-                f"`blackboard --board {_board_of(lock_path)} unlock` shows it (--force breaks it: only "
-                "if that host's writer is dead)"
+                "another writer holds it; on a soft-lock board `blackboard --board "
+                f"{board} unlock` shows the holder (--force breaks its hold: only if that writer is dead)"
             )
         else:
-            # A dead holder on this host is broken automatically; one on another host never is.
+            # A dead holder on this host is broken at once; one on another host once its lease runs out.
             why = (
-                f"held by {holder}; a claim from another host is never broken automatically: if that "
-                f"process is dead, run `blackboard --board {_board_of(lock_path)} unlock --force` (its "
-                f"claim files are in {lock_path}.filelock/claims/)"
+                f"held by {holder}; a holder on another host is broken once it has not renewed its hold for "
+                f"15 s; if that process is known dead, `blackboard --board {board} unlock --force` breaks it now"
             )
         super().__init__(f"could not take the writer lock {lock_path} within {timeout:g} s ({why})")
         self.lock_path = lock_path
         self.timeout = timeout
         self.holder = holder
+
+
+class StaleView(BlackboardError):
+    """Under the writer lock, this client's fresh view of the log stayed behind what the previous
+    holder left (a network or FUSE filesystem serving cached data): appending would overwrite or
+    reuse a seq, so nothing was written."""
+
+    def __init__(self, path: str, seen_seq: int, seen_end: int, note_seq: int, note_end: int) -> None:
+        super().__init__(
+            f"{path}: this client sees the log up to seq {seen_seq} ({seen_end} bytes), but the last writer left "
+            f"it at seq {note_seq} ({note_end} bytes): the filesystem serves stale data to this client (attribute "
+            "or page caching), so nothing was written; mount it with attribute caching off "
+            "(`blackboard doctor DIR` shows what the mount does)"
+        )
+        self.path = path
+        self.seen_seq, self.seen_end, self.note_seq, self.note_end = seen_seq, seen_end, note_seq, note_end
 
 
 class ReadOnlyBoard(BlackboardError, PermissionError):

@@ -40,6 +40,7 @@ from blackboard import (
     NotABoard,
     OutOfSpace,
     ReadOnlyBoard,
+    StaleView,
     VersionConflict,
 )
 from blackboard.core.keys import key_to_relpath
@@ -146,6 +147,7 @@ def error_samples() -> dict[str, BlackboardError]:
         "LogGone": LogGone("/srv/b/log.jsonl"),
         "LogTruncated": LogTruncated("/srv/b/log.jsonl", 417, 4, 9, "the watermark (materialized)"),
         "OutOfSpace": OutOfSpace("/srv/b/log.jsonl", errno.ENOSPC),
+        "StaleView": StaleView("/srv/b/log.jsonl", 4, 400, 5, 480),
     }
 
 

@@ -34,8 +34,7 @@ TORN = b'{"seq":7,"op":"put","key":"z","val'
 #: command needs (the interpreter's own files may be out of that user's reach), then run the CLI.
 AS_USER = """
 import os, sys
-import encodings.ascii, encodings.latin_1, encodings.utf_8, logging, pwd, textwrap
-from filelock import StrictSoftFileLock  # filelock imports its lock classes lazily
+import encodings.ascii, encodings.latin_1, encodings.utf_8, logging, pwd, socket, textwrap
 import blackboard.cli.admin, blackboard.cli.base, blackboard.core.maintain
 uid = int(sys.argv[1])
 os.setgroups([])

@@ -59,6 +59,11 @@ EXPECTED: dict[str, tuple[type[Exception] | None, dict[str, Any], str]] = {
         {"path": "/srv/b/log.jsonl", "last_seq": 4, "seen": 9, "trace": "the watermark (materialized)"},
         "/srv/b/log.jsonl: the log ends at seq 4, but the watermark (materialized) shows seq 9 was written",
     ),
+    "StaleView": (
+        None,
+        {"path": "/srv/b/log.jsonl", "seen_seq": 4, "seen_end": 400, "note_seq": 5, "note_end": 480},
+        "/srv/b/log.jsonl: this client sees the log up to seq 4 (400 bytes), but the last writer left it at seq 5",
+    ),
     "OutOfSpace": (
         OSError,
         {"path": "/srv/b/log.jsonl", "errno": 28, "outcome": "nothing was written"},

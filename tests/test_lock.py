@@ -26,12 +26,13 @@ import pytest
 from _workers import CTX, Spawn, join_ok, wait_until
 
 from blackboard import LockTimeout, ReadOnlyBoard
-from blackboard.core.lock import FlockLock, SoftLock
+from blackboard.core.lock import FlockLock
+from blackboard.core.softlock import SoftLock
 
 pytestmark = pytest.mark.timeout(120)
 
 LockClass = type[FlockLock] | type[SoftLock]
-BACKENDS: dict[str, tuple[LockClass, str]] = {"flock": (FlockLock, "lock"), "soft": (SoftLock, "lock.soft")}
+BACKENDS: dict[str, tuple[LockClass, str]] = {"flock": (FlockLock, "lock"), "soft": (SoftLock, "lock")}
 
 
 def make_lock(kind: str, board: str) -> FlockLock | SoftLock:

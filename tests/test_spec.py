@@ -21,7 +21,6 @@ from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 from typing import Any
 
-import filelock
 import pytest
 import xxhash
 from _workers import CTX, Spawn
@@ -40,6 +39,7 @@ from blackboard import (
     VersionConflict,
 )
 from blackboard.core.keys import key_to_relpath, relpath_to_key
+from blackboard.core.softlock import create_lock_dir
 
 ROOT = Path(__file__).parents[1]
 SPEC = (ROOT / "spec" / "FORMAT.md").read_text()
@@ -553,9 +553,12 @@ def _hold_lock(kind: str, path: str, held: MpEvent, release: MpEvent) -> None:
         release.wait(60)
         os.close(fd)
     else:
-        with filelock.StrictSoftFileLock(path).acquire(timeout=10):
-            held.set()
-            release.wait(60)
+        # Spec 9.2: move the token from `free` to a held name, and back to release.
+        token = Path(path) / "held.elsewhere.0123456789abcdef.7.x.00c0ffee.0"
+        os.rename(Path(path) / "free", token)
+        held.set()
+        release.wait(60)
+        os.rename(token, Path(path) / "free")
 
 
 @pytest.mark.parametrize("mode", ["flock", "soft"])
@@ -563,8 +566,10 @@ def test_9_every_process_uses_the_boards_lock(tmp_path: Path, spawn: Spawn, mode
     path = tmp_path / "b"
     Board.init(path, lock=mode).close()  # type: ignore[arg-type]
     other = "soft" if mode == "flock" else "flock"
-    files = {"flock": path / "lock", "soft": path / "lock.soft"}
+    files = {"flock": path / "lock", "soft": path / "lock.d"}
     files["flock"].touch()
+    if mode == "flock":
+        create_lock_dir(files["soft"])  # a token for the other kind of lock to hold
     with Board.open(path, lock_timeout=0.3) as board:
         # The other kind of lock, held elsewhere, is not this board's lock: writers go on.
         held, release = CTX.Event(), CTX.Event()

@@ -19,16 +19,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..errors import CorruptLog, InvalidValue, KeyNotFound, LogTruncated, VersionConflict
+from ..errors import CorruptLog, InvalidValue, KeyNotFound, LogTruncated, StaleView, VersionConflict
 from ..models import BoardConfig
 from . import checkpoint as _checkpoint
 from . import codec as _codec
 from .entries import read_watermark
 from .index import Index
 from .layout import Layout, upgrade_config
-from .lock import FlockLock, SoftLock
+from .lock import FlockLock
 from .log import LogFile
 from .record import DELETE, PUT, Change, changes, encode_record, encode_txn, parse_record
+from .softlock import Note, SoftLock
 
 
 def warn(message: str, *args: object) -> None:
@@ -172,6 +173,10 @@ class Engine:
         try:
             yield
         finally:
+            if isinstance(self.lock, SoftLock):
+                # What the hold did to the log is not tracked here (a repair may have rewritten it):
+                # the next holder checks nothing rather than something wrong.
+                self.lock.note_out = _NO_NOTE
             self.lock.release()
 
     def snapshot(self, mark: int) -> tuple[int, list[tuple[str, Any]]]:
@@ -208,11 +213,15 @@ class Engine:
             # A grown log, or one that compaction replaced (the old fd does not grow): either way the
             # work of catching up (a replay, a checkpoint load) is done before the lock, not under it.
             if log.fd < 0 or os.fstat(log.fd).st_size > log.offset or log.replaced():
-                self.refresh(writable=True)
+                # Writable only on a local board: on NFS nothing holds the log open for writing
+                # outside the lock (it would keep that client's cache stale: see LogFile.sync).
+                self.refresh(writable=not log.reopen)
         self.lock.acquire(self.lock_timeout)
         try:
             with self.mutex:
                 index = self.refresh(writable=True)
+                if isinstance(self.lock, SoftLock):
+                    index = self._fresh_view(index, self.lock.note)
                 # We hold the lock, so bytes after the last complete line are no write in progress:
                 # they are a writer killed mid-append. Cut them before appending after them.
                 if self.log.truncate_torn_tail():
@@ -248,6 +257,9 @@ class Engine:
                     raise
                 # A dup of the fd: another thread may reopen the log (and close its fd) once we let go.
                 durable_fd = os.dup(self.log.fd) if self.config.fsync else -1
+                if isinstance(self.lock, SoftLock):
+                    header = self.log.header
+                    self.lock.note_out = Note(seq, self.log.offset, header.generation if header else "")
                 if self.log.reopen:
                     self.log.release_fd()  # NFS: close before the lock goes (spec section 9)
         finally:
@@ -261,6 +273,26 @@ class Engine:
             finally:
                 os.close(durable_fd)
         return Committed(seq, author, ts, made)
+
+    def _fresh_view(self, index: Index, note: Note | None) -> Index:
+        """Under the soft lock: our view of the log must reach where the last release left it (its
+        note). A client whose fresh open still shows less is served cached data (FUSE attribute
+        caching, a held NFS delegation): appending there would overwrite the records it does not see
+        or reuse their seqs. Look again for a while, then refuse (`StaleView`), writing nothing."""
+        deadline = time.monotonic() + STALE_VIEW_WAIT
+        while note is not None and self._behind(index, note):
+            if time.monotonic() >= deadline:
+                raise StaleView(str(self.log.path), index.last_seq, self.log.offset, note.seq, note.end)
+            time.sleep(0.01)
+            self.log.release_fd()  # the next look opens the file again: what revalidates a cache
+            index = self.refresh(writable=True)
+        return index
+
+    def _behind(self, index: Index, note: Note) -> bool:
+        header = self.log.header
+        if header is not None and header.generation == note.generation:
+            return self.log.offset < note.end or index.last_seq < note.seq
+        return index.last_seq < note.seq  # another file (compaction keeps every seq): seqs only
 
     def _duplicate(self, index: Index, ops: list[Op], idem: str) -> Committed:
         """The record an idempotency key names, if it made the same changes as `ops`."""
@@ -285,6 +317,12 @@ class Engine:
         self.lock.close()
         with self.mutex:
             self.log.close()
+
+
+#: How long a writer on a soft board waits for its view of the log to reach the last release's note.
+STALE_VIEW_WAIT = 2.0
+#: The note of a hold that did not append (compaction, repair): nothing for the next holder to check.
+_NO_NOTE = Note(0, 0, "")
 
 
 def _changes(index: Index, ops: list[Op], expect: dict[str, int]) -> list[Change]:

@@ -3,7 +3,7 @@
 board.json          format marker and shared settings (written once, at init)
 log.jsonl           the append-only log: a header line, then one record per line (tail -F this)
 lock                the writer lock (flock mode); never deleted or replaced
-lock.soft           the writer lock's claim file (soft mode, for network filesystems)
+lock.d/             the writer lock's token (soft mode, for network filesystems): free or held.*
 materialized        the watermark: last seq whose effect is in entries/
 materialize.lock    serializes the processes that bring entries/ up to date
 checkpoint          a snapshot of the index at a log offset, so that opening does not replay it all
@@ -62,7 +62,12 @@ class Layout:
 
     @property
     def soft_lock(self) -> Path:
-        return self.root / "lock.soft"
+        """The soft lock's path: its token is in `lock.d/` (softlock.py)."""
+        return self.root / "lock"
+
+    @property
+    def soft_lock_dir(self) -> Path:
+        return self.root / "lock.d"
 
     @property
     def watermark(self) -> Path:
@@ -205,6 +210,10 @@ def init(root: Path, config: BoardConfig) -> BoardConfig:
                 os.close(os.open(empty, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
         write_new_file(layout, layout.log, log_header())
         write_new_file(layout, layout.watermark, format_watermark(0))
+        if config.lock == "soft":  # before board.json: its side locks are soft from the first use
+            from .softlock import create_lock_dir
+
+            create_lock_dir(root / "lock.d")
         # board.json last: its presence is what makes the directory a board, so a crash above leaves
         # a directory that init completes and open refuses.
         write_new_file(layout, layout.config, _codec.dumps_pretty(config.as_dict()))

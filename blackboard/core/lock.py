@@ -6,14 +6,13 @@ Two strategies, recorded in board.json so every process uses the same one:
   process dies, so a crash never leaves a stale lock. filelock's `FileLock` is the same flock under
   ~125 us of bookkeeping per acquire+release, which would be most of the cost of a write here, so
   we take the flock directly.
-- `soft` (NFS, SMB): filelock's `StrictSoftFileLock`, owner-specific claim files, because flock may
-  exclude nothing across NFS clients. filelock itself never breaks a claim; we break one only on
-  proof that its owner is gone: it names this host, and the boot differs, or its pid is gone, a
-  zombie, or a different process (start time). Never by age, never another host's: an operator
-  breaks those, and `LockTimeout` names the holder's host and pid (spec section 9.1, issue 8).
+- `soft` (NFS, SMB, FUSE): a token file moved by rename (`softlock.py`), because flock may exclude
+  nothing across clients. Its holder's identity (host, pid, start time) is what this module judges:
+  a holder of this host is gone when the boot differs, or its pid is gone, a zombie, or another
+  process (start time) (spec section 9.1).
 
 Both follow filelock's template (`BaseFileLock` owns the policy, each backend only `_acquire` and
-`_release`): `_LockPolicy` owns the thread lock, the deadline and the wait, fork safety, the
+`_release`): `LockPolicy` owns the thread lock, the deadline and the wait, fork safety, the
 `LockTimeout` and `close()`; a backend makes one non-blocking attempt (`_acquire() -> bool`),
 releases (`_release()`), and opens and closes what it keeps between acquisitions (`_open()`,
 `_close()`: filelock opens the lock file on every acquire, which we cannot afford for flock).
@@ -45,17 +44,14 @@ import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, NamedTuple
+from typing import ClassVar
 
 from xxhash import xxh3_64_hexdigest
 
-from ..errors import LockTimeout, ReadOnlyBoard, open_or_read_only
-
-if TYPE_CHECKING:
-    import filelock
+from ..errors import LockTimeout, open_or_read_only
 
 
-class _LockPolicy(ABC):
+class LockPolicy(ABC):
     """What both writer locks do the same way; subclasses implement one attempt and the release."""
 
     #: Waiting polls with exponential backoff from the first delay to the last: holds are ~10 us,
@@ -84,7 +80,7 @@ class _LockPolicy(ABC):
                 if remaining <= 0:
                     raise LockTimeout(str(self.path), timeout, self._holder())
                 # Jitter: waiters that started together drift apart rather than retry in lockstep
-                # (for the soft lock each collision costs claim files; filelock jitters for this).
+                # (filelock jitters for this).
                 time.sleep(min(delay * random.uniform(0.5, 1.0), remaining))
                 delay = min(delay * 2, self._max_poll)
         except BaseException:
@@ -118,7 +114,7 @@ class _LockPolicy(ABC):
 
     @abstractmethod
     def _open(self) -> None:
-        """Set up what attempts need in this process (the fd, the filelock object)."""
+        """Set up what attempts need in this process (the fd, the soft lock's identity)."""
 
     @abstractmethod
     def _close(self) -> None:
@@ -133,7 +129,7 @@ class _LockPolicy(ABC):
         """Give up the lock, which we hold."""
 
 
-class FlockLock(_LockPolicy):
+class FlockLock(LockPolicy):
     """Exclusive `flock` on a file that is never deleted or replaced (contenders must share an inode)."""
 
     def __init__(self, path: Path) -> None:
@@ -159,150 +155,9 @@ class FlockLock(_LockPolicy):
         fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
-class Claim(NamedTuple):
-    """A soft lock's claim, as `SoftLock.unlock` found (and maybe broke) it."""
-
-    state: str  # "held", or "intent" (a contender's, or one killed mid-acquire)
-    pid: int
-    host: str
-    age: float | None  # seconds since the claim file was written, if it could be read
-    stale: bool  # its owner is provably gone (spec 9.1)
-    broken: bool
-
-    def as_dict(self) -> dict[str, object]:
-        return self._asdict()
-
-
-class SoftLock(_LockPolicy):
-    """filelock's strict soft lock, for filesystems where flock cannot be trusted, breaking a claim
-    whose owner is provably gone (`claim_is_stale`)."""
-
-    # An attempt scans the claim directory and publishes claim files (round trips on NFS): poll
-    # more gently, up to filelock's own backoff cap for this lock.
-    _first_poll = 0.001
-    _max_poll = 0.05
-    #: A failed attempt looks for stale claims at most this often: that look reads every claim again,
-    #: which live contention (the common case) should not pay on each poll.
-    _stale_check_every: ClassVar[float] = 0.05
-
-    def __init__(self, path: Path) -> None:
-        self._lock: filelock.StrictSoftFileLock | None = None
-        self._timeout: type[Exception] = TimeoutError  # filelock.Timeout, once imported
-        self._next_stale_check = 0.0
-        super().__init__(path)
-
-    def _open(self) -> None:
-        import filelock
-
-        # Not thread-local: our thread lock already admits one thread, and the hold belongs to this
-        # object, not to the thread that happened to take it.
-        self._lock = filelock.StrictSoftFileLock(self.path, thread_local=False)
-        self._timeout = filelock.Timeout
-
-    def _close(self) -> None:
-        # In a forked child this drops the parent's object untouched: filelock does nothing for an
-        # instance inherited across a fork, so the parent's claim stays the parent's.
-        self._lock = None
-
-    def _acquire(self) -> bool:
-        try:
-            if self._attempt():
-                return True
-            now = time.monotonic()
-            if now < self._next_stale_check:
-                return False
-            self._next_stale_check = now + self._stale_check_every
-            # A writer SIGKILLed while holding leaves its claims, which block every writer for good
-            # (issue 8): remove those of owners that are provably gone, then contend as usual.
-            return self._break_stale_claims() and self._attempt()
-        except PermissionError:
-            raise ReadOnlyBoard(str(self.path.parent), "cannot create the lock claim") from None
-        except OSError as exc:
-            if exc.errno == errno.EROFS:
-                raise ReadOnlyBoard(str(self.path.parent), "read-only filesystem") from None
-            raise
-
-    def _attempt(self) -> bool:
-        assert self._lock is not None
-        try:
-            self._lock.acquire(timeout=0)  # one attempt: filelock's Timeout if a claim is in the way
-        except self._timeout:
-            return False
-        return True
-
-    def _break_stale_claims(self) -> bool:
-        """Remove the claims of owners that are gone; True if there were any.
-
-        Race-free without a winner among breakers: every claim's name carries its owner's random
-        token, so a removal can only ever hit the dead owner's own files (never a successor that
-        reused a path, the race that sank shared soft markers, filelock #637), and it is the same
-        step as that owner's release (held, then intent: the names sort that way). Waiters that
-        broke the same claim then meet in filelock's doorway like any contenders after a release.
-        A second breaker finds the name gone, which is fine: its owner cannot come back.
-        """
-        assert self._lock is not None
-        broken = False
-        for claim in sorted(self._lock.claims, key=lambda c: c.name):
-            if claim_is_stale(claim.pid, claim.hostname, claim.start):
-                with contextlib.suppress(FileNotFoundError):  # another waiter broke it first
-                    self._lock.force_break(claim.name)
-                broken = True
-        return broken
-
-    def unlock(self, *, force: bool = False) -> list[Claim]:
-        """Every claim on the lock, each broken if its owner is provably gone (as waiters do) or, with
-        `force`, whatever its owner (the operator's call once a crashed host's writer is known dead:
-        a live holder then overlaps with the next one)."""
-        with self._thread_lock:  # not while this process's own writer is taking it
-            if self._pid != os.getpid():
-                self._open()
-                self._pid = os.getpid()
-            return self._unlock(force)
-
-    def _unlock(self, force: bool) -> list[Claim]:
-        assert self._lock is not None
-        out = []
-        now = time.time()
-        for claim in sorted(self._lock.claims, key=lambda c: (c.state != "held", c.name)):
-            stale = claim_is_stale(claim.pid, claim.hostname, claim.start)
-            try:
-                age = now - os.stat(Path(f"{self.path}.filelock") / "claims" / claim.name).st_mtime
-            except OSError:
-                age = None
-            broken = False
-            if stale or force:
-                with contextlib.suppress(FileNotFoundError):  # its owner released it meanwhile
-                    self._lock.force_break(claim.name)
-                    broken = True
-            out.append(Claim(claim.state, claim.pid, claim.hostname, age, stale, broken))
-        return out
-
-    def _holder(self) -> str | None:
-        lock = self._lock
-        if lock is None:
-            return None
-        try:
-            claims = sorted(lock.claims, key=lambda c: (c.state != "held", c.name))
-        except Exception:  # best effort: the message must not hide the timeout itself
-            return None
-        if not claims:
-            return None
-        owner = claims[0]
-        try:
-            age = f", {time.time() - os.stat(Path(f'{self.path}.filelock') / 'claims' / owner.name).st_mtime:.0f} s old"
-        except OSError:
-            age = ""
-        return f"pid {owner.pid} on host {owner.hostname} (claim files *-v1-{owner.token}.claim{age})"
-
-    def _release(self) -> None:
-        assert self._lock is not None
-        self._lock.release()
-
-
 # -- who owns a claim, and whether it is gone (spec section 9.1) ------------------------------------------
-# This process's identity computed as filelock writes it into a claim, so that claims of this host
-# compare equal; tests/test_soft_lock_stale.py checks it against a claim filelock wrote, so that a
-# change in a filelock upgrade fails a test, not a board.
+# This process's identity as a soft lock's token names it (host name, PID namespace, boot, start
+# ticks): the same scheme as filelock's claims, so that a process is named alike by both.
 
 _INITIAL_PID_NAMESPACE = 0xEFFFFFFC  # PROC_PID_INIT_INO: the inode of the host's PID namespace
 _INITIAL_TIME_NAMESPACE = 0xEFFFFFFA  # PROC_TIME_INIT_INO
@@ -434,7 +289,7 @@ def claim_is_stale(pid: int, host: str, start: int | None) -> bool:
 
 
 #: Every writer lock of this process, for the after-fork hook.
-_live_locks: weakref.WeakSet[_LockPolicy] = weakref.WeakSet()
+_live_locks: weakref.WeakSet[LockPolicy] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:  # runs in forked children, before any other code of theirs
@@ -447,12 +302,30 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 @contextlib.contextmanager
 def side_lock(path: Path, *, wait: bool = True) -> Iterator[bool]:
-    """An exclusive flock on one of the board's side locks (materialize.lock, compact.lock).
+    """An exclusive lock on one of the board's side locks (materialize.lock, compact.lock).
 
     Yields whether it was taken (always, when `wait`). Blocking is right for these: only background
-    batches, repairs and compactions wait on them, never a writer. A process that may not write the
-    board can still take one (flock needs no write access), so that `check` works for it.
+    batches, repairs and compactions wait on them, never a writer. On a soft board (its `lock.d/`
+    exists) it is a soft lock too (`PATH.d/`): flock may not exclude across its clients. Otherwise a
+    flock, which a process that may not write the board can still take (flock needs no write
+    access), so that `check` works for it.
     """
+    if os.path.isdir(path.parent / "lock.d"):
+        from .softlock import SoftLock
+
+        soft = SoftLock(path)
+        try:
+            soft.acquire(SIDE_LOCK_WAIT if wait else 0.0)
+        except LockTimeout:
+            if wait:
+                raise
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            soft.release()
+        return
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     except OSError as exc:
@@ -468,3 +341,7 @@ def side_lock(path: Path, *, wait: bool = True) -> Iterator[bool]:
         yield True
     finally:
         os.close(fd)  # closing drops the flock
+
+
+#: How long a soft side lock is waited for (a compaction holds one for as long as it runs).
+SIDE_LOCK_WAIT = 3600.0

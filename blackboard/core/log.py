@@ -12,7 +12,9 @@ Mechanics only; what a record means is the board's business. Rules (../shared/PI
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from .layout import write_all
 from .record import Header, log_header, parse_header
 
 _CHUNK = 1 << 22
+#: `LogFile.ino` of a view whose file went away under it (ESTALE): any file at the path is another
+_STALE = -2
 
 
 def complete_lines(
@@ -85,6 +89,33 @@ def line_numbers(fd: int, offsets: list[int]) -> dict[int, int]:
     return out
 
 
+#: Waits between looks at a log path found missing: a rename over a file is atomic on local disks
+#: and NFS, but FUSE (bindfs) lets a lookup racing it fail (measured: 8 % of fresh opens during
+#: renames), so the path counts as gone only once it stays missing for ~0.13 s.
+_MISSING_RETRIES = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064)
+
+
+def _open_existing(path: Path, flags: int) -> int:
+    for pause in (*_MISSING_RETRIES, None):
+        try:
+            return open_or_read_only(str(path), flags, "the log for writing")
+        except FileNotFoundError:
+            # Never created here (init makes it before board.json): it was deleted.
+            if pause is None:
+                raise LogGone(str(path), while_open=False) from None
+            time.sleep(pause)
+    raise AssertionError("unreachable")
+
+
+def _stat_existing(path: Path) -> os.stat_result:
+    for pause in _MISSING_RETRIES:
+        try:
+            return os.stat(path)
+        except FileNotFoundError:
+            time.sleep(pause)
+    return os.stat(path)
+
+
 class LogFile:
     """One process's open view of `log.jsonl`: an fd, the offset up to which it has consumed lines."""
 
@@ -104,11 +135,7 @@ class LogFile:
     def _open(self, writable: bool) -> None:
         self.release_fd()
         flags = (os.O_RDWR | os.O_APPEND) if writable else os.O_RDONLY
-        try:
-            self.fd = open_or_read_only(str(self.path), flags, "the log for writing")
-        except FileNotFoundError:
-            # Never created here (init makes it before board.json): it was deleted.
-            raise LogGone(str(self.path), while_open=False) from None
+        self.fd = _open_existing(self.path, flags)
         self._writable = writable
         self._pid = os.getpid()
         self.ino = os.fstat(self.fd).st_ino
@@ -141,8 +168,10 @@ class LogFile:
         if self.fd < 0 or self.reopen or (writable and not self._writable):
             # Reopen, and keep our place if it is still the same file: after release_fd(), on NFS
             # (a fresh open is what revalidates the client's cache), or a reader that now writes.
+            # On NFS a reader opens read-only even after it wrote: while a client has the file open
+            # for writing, it keeps its cached pages after another client changed the file (issue 9).
             old_ino, offset, header = self.ino, self.offset, self.header
-            self._open(writable or self._writable)
+            self._open(writable or (self._writable and not self.reopen))
             # The same inode number is not the same file: once compactions have freed the old log,
             # the filesystem may give its number to a new one. Its header (a random generation per
             # file) tells them apart.
@@ -151,11 +180,9 @@ class LogFile:
                 return False
             return True
         try:
-            ino = os.stat(self.path).st_ino
+            ino = _stat_existing(self.path).st_ino
         except FileNotFoundError:
-            # Compaction replaces the log with one atomic rename (spec 9: filesystems without one are
-            # not supported), so the path is never missing mid-switch: the log was deleted. A writer
-            # must not acknowledge an append to the unlinked file it still holds.
+            # A writer must not acknowledge an append to the unlinked file it still holds.
             raise LogGone(str(self.path)) from None
         if ino != self.ino:
             self._open(self._writable)
@@ -183,6 +210,19 @@ class LogFile:
         what it consumed. A final line without its newline is not returned: it is a write in
         progress (or, seen under the writer lock, a torn tail).
         """
+        try:
+            return self._read_chunk()
+        except OSError as exc:
+            if exc.errno != errno.ESTALE:
+                raise
+            # NFS: the file our fd names was replaced (compaction's rename) and deleted on the server
+            # by another client. Nothing more will come from it: forget it, so that the next look
+            # (sync, replaced) opens the file at the path, as after any replacement.
+            self.release_fd()
+            self.ino = _STALE
+            return self.offset, []
+
+    def _read_chunk(self) -> tuple[int, list[bytes]]:
         size = self.size = os.fstat(self.fd).st_size
         base = self.offset
         if size <= base:

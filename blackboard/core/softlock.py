@@ -1,0 +1,439 @@
+"""The soft lock: a token file moved by rename, for filesystems where flock is not shared (NFS, FUSE).
+
+A soft lock on `P` is the directory `P.d/`, which holds exactly one token file at all times:
+`free` while nobody holds the lock, `held.<owner>.<n>` while a process does (spec section 9.1).
+Every transition is one rename of the token's current name, and renaming a name that is gone fails
+(ENOENT) on every filesystem tried, NFS included, where the server decides and no client cache can
+make two renames of one name both succeed. So exactly one contender wins each transition:
+
+- acquire: rename(`free`, `held.<me>.0`); only one contender can move `free`;
+- release: rename(`held.<me>.<n>`, `free`), by the holder, after writing its handover note into it;
+- renew (a hold longer than RENEW_SECONDS): rename(`held.<me>.<n>`, `held.<me>.<n+1>`);
+- break: rename(`held.<X>.<n>`, `free`). It names one hold exactly (<X> carries a random nonce per
+  hold, <n> moves on every renewal), so a breaker acting on an old or cached listing hits nothing.
+  A breaker may do it when X is of this host and provably gone (`claim_is_stale`), or when it has
+  seen that same name for LEASE_SECONDS of its own monotonic clock: X renews every RENEW_SECONDS,
+  so it is dead or stalled that long. No clock is compared across hosts.
+
+No file of the lock is ever unlinked, or renamed over, while another process may have it open, so
+no `.nfs*` or `.fuse_hidden*` silly renames appear: their absence from filelock's list of known names
+is what made its strict soft lock raise "Invalid strict soft-lock state" on FUSE (issue 9). A
+holder paused past the lease (SIGSTOP, a suspended VM) can be broken while it believes it holds:
+every lease has that limit; its release then finds its token gone and says so.
+
+The token's content is the handover note of the last release (`note`, fixed width): the log's last
+seq and end as the releaser left them. The next holder's fresh view of the log must reach them; a
+view that does not is a stale cache (spec section 8), not a log to append to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import os
+import threading
+import time
+from pathlib import Path
+from typing import ClassVar, NamedTuple
+
+from xxhash import xxh3_64_hexdigest
+
+from ..errors import ReadOnlyBoard
+from .lock import LockPolicy, claim_is_stale, start_token, this_host
+
+#: A contender breaks a hold whose token name it has seen unchanged this long (its own clock).
+LEASE_SECONDS = 15.0
+#: A holder renews this often while it holds: a fifth of the lease, so that a late renewal or two
+#: (a busy machine, a slow server) never lets a live hold look dead.
+RENEW_SECONDS = LEASE_SECONDS / 5
+FREE = "free"
+HELD = "held."
+#: The note's width: a token never changes size, so a client with a cached size reads it whole.
+NOTE_BYTES = 64
+
+
+class Note(NamedTuple):
+    """What the last release recorded: the log's last seq, its end offset, and its generation."""
+
+    seq: int
+    end: int
+    generation: str
+
+
+class Owner(NamedTuple):
+    """Who holds a token, parsed from its name `held.<host>.<hosttag>.<pid>.<start>.<nonce>.<n>`."""
+
+    host: str  # the host name, readable (escaped: see _name_part)
+    tag: str  # 16 hex: this_host() hashed, which is what "this host" is compared by
+    pid: int
+    start: int | None
+    nonce: str
+    renewals: int
+
+    def of_this_host(self) -> bool:
+        return self.tag == _host_tag16()
+
+    def gone(self) -> bool:
+        """Whether this owner is provably gone: of this host, and its process is not running."""
+        return self.of_this_host() and claim_is_stale(self.pid, this_host(), self.start)
+
+
+def parse_owner(name: str) -> Owner | None:
+    parts = name.split(".")
+    if len(parts) != 7 or parts[0] != "held":
+        return None
+    _, host, tag, pid, start, nonce, renewals = parts
+    try:
+        return Owner(host, tag, int(pid), None if start == "x" else int(start, 16), nonce, int(renewals))
+    except ValueError:
+        return None
+
+
+def format_note(note: Note) -> bytes:
+    return f"{note.seq} {note.end} {note.generation}".encode("ascii").ljust(NOTE_BYTES - 1) + b"\n"
+
+
+def parse_note(data: bytes) -> Note | None:
+    """The note a token holds, or None (an empty token: a new lock, or one written by no release)."""
+    fields = data.split()
+    if len(fields) != 3:
+        return None
+    try:
+        return Note(int(fields[0]), int(fields[1]), fields[2].decode("ascii"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+class Claim(NamedTuple):
+    """A soft lock's token, as `SoftLock.unlock` found (and maybe broke) it."""
+
+    state: str  # "held" or "free"
+    pid: int
+    host: str
+    age: float | None  # seconds since the token last moved (taken or renewed), if it could be read
+    stale: bool  # its owner is provably gone (spec 9.1)
+    broken: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return self._asdict()
+
+
+class SoftLock(LockPolicy):
+    """The token lock on `path` (its directory is `path.d/`). See the module for the protocol."""
+
+    # An attempt is one rename (a round trip on NFS); holds are short: poll gently up to 50 ms.
+    _first_poll = 0.0005
+    _max_poll = 0.05
+    #: A failed attempt lists the directory (to judge the holder) at most this often.
+    _look_every: ClassVar[float] = 0.05
+
+    def __init__(self, path: Path) -> None:
+        self.directory = Path(f"{path}.d")
+        self._free = f"{self.directory}/{FREE}"
+        self._state = threading.Lock()  # the token's name against the renewer thread
+        self._name = ""  # our token's path while we hold it
+        self._base = ""  # our token's path without its renewal count
+        self._renewals = 0
+        self._renewed = 0.0
+        self._next_look = 0.0
+        self._seen: tuple[str, float] = ("", 0.0)  # a held name seen, and since when (monotonic)
+        #: the note the last release left, read when we took the lock
+        self.note: Note | None = None
+        #: the note our release will leave (the engine sets it after an append)
+        self.note_out: Note | None = None
+        super().__init__(path)
+
+    # -- the backend hooks ------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        self._next_look = 0.0
+        self._seen = ("", 0.0)
+
+    def _close(self) -> None:
+        pass  # nothing kept open between holds
+
+    def _acquire(self) -> bool:
+        mine = self._new_base()
+        try:
+            os.rename(self._free, f"{mine}.0")
+        except FileNotFoundError:
+            return self._wait_or_break()
+        except PermissionError:
+            raise ReadOnlyBoard(str(self.directory.parent), "cannot move the lock's token") from None
+        except OSError as exc:
+            if exc.errno == errno.EROFS:
+                raise ReadOnlyBoard(str(self.directory.parent), "read-only filesystem") from None
+            raise
+        with self._state:
+            self._base, self._renewals, self._name = mine, 0, f"{mine}.0"
+            self._renewed = time.monotonic()
+        self.note = self._read_note()
+        self.note_out = None
+        _renewer.add(self)
+        return True
+
+    def _release(self) -> None:
+        _renewer.remove(self)
+        with self._state:
+            name, self._name = self._name, ""
+            note = self.note_out
+            try:
+                if note is not None and note != self.note:
+                    fd = os.open(name, os.O_WRONLY | os.O_CLOEXEC)
+                    try:
+                        os.pwrite(fd, format_note(note), 0)
+                    finally:
+                        os.close(fd)  # close-to-open: on NFS the note reaches the server here
+                os.rename(name, self._free)
+            except FileNotFoundError:
+                _lost(name)
+
+    # -- holding ------------------------------------------------------------------------------------
+
+    def _new_base(self) -> str:
+        return f"{self.directory}/{HELD}{_identity()}.{os.urandom(4).hex()}"
+
+    def _read_note(self) -> Note | None:
+        try:
+            fd = os.open(self._name, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            return parse_note(os.read(fd, NOTE_BYTES))
+        finally:
+            os.close(fd)
+
+    def renew_if_due(self, now: float) -> None:
+        """Move our token to its next name if the last move is RENEW_SECONDS old (the renewer thread)."""
+        with self._state:
+            if not self._name or now - self._renewed < RENEW_SECONDS:
+                return
+            new = f"{self._base}.{self._renewals + 1}"
+            try:
+                os.rename(self._name, new)
+            except FileNotFoundError:
+                lost, self._name = self._name, ""
+                _lost(lost)
+                return
+            except OSError:
+                return  # a transient error (a server away): the next round tries again
+            self._name, self._renewals, self._renewed = new, self._renewals + 1, now
+
+    # -- waiting ------------------------------------------------------------------------------------
+
+    def _wait_or_break(self) -> bool:
+        """After a failed attempt: look at the holder now and then, and break a dead or expired hold.
+        Returns whether the lock is now ours (never: a break frees it, the next attempt takes it)."""
+        now = time.monotonic()
+        if now < self._next_look:
+            return False
+        self._next_look = now + self._look_every
+        token = self._token()
+        if token is None or token == FREE:
+            return False
+        owner = parse_owner(token)
+        if owner is None:
+            return False  # not a name of ours: nothing we may touch
+        if token != self._seen[0]:
+            self._seen = (token, now)
+        expired = now - self._seen[1] >= LEASE_SECONDS
+        if owner.gone() or expired:
+            with contextlib.suppress(FileNotFoundError):  # it moved meanwhile: nothing was broken
+                os.rename(f"{self.directory}/{token}", self._free)
+                if expired and not owner.gone():
+                    from .engine import warn
+
+                    warn(
+                        "%s: broke the writer lock of pid %d on host %s: it did not renew its hold for %.0f s",
+                        self.directory,
+                        owner.pid,
+                        owner.host,
+                        LEASE_SECONDS,
+                    )
+        return False
+
+    def _token(self) -> str | None:
+        """The token's name as a listing shows it (None: no token, or no lock directory yet)."""
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            create_lock_dir(self.directory)
+            return None
+        tokens = [name for name in names if name == FREE or name.startswith(HELD)]
+        return tokens[0] if len(tokens) == 1 else None
+
+    def _holder(self) -> str | None:
+        token = self._token()
+        if token is None:
+            return f"nobody: {self.directory} holds no token (`unlock --force` puts one back)"
+        owner = parse_owner(token) if token != FREE else None
+        if owner is None:
+            return None
+        age = _age(self.directory / token)
+        since = f", {age:.0f} s since it last renewed" if age is not None else ""
+        return f"pid {owner.pid} on host {owner.host} (token {self.directory}/{token}{since})"
+
+    # -- the operator's runbook ----------------------------------------------------------------------
+
+    def unlock(self, *, force: bool = False) -> list[Claim]:
+        """The token, broken if its owner is provably gone (as waiters do) or, with `force`, whatever
+        its owner (the operator's call once a crashed host's writer is known dead: a live holder would
+        then overlap with the next one). With `force`, a directory left with no token gets one."""
+        with self._thread_lock:  # not while this process's own writer holds or takes it
+            token = self._token()
+            if token is None:
+                if force and self.directory.is_dir():
+                    _put_token(self.directory)
+                return []
+            owner = parse_owner(token) if token != FREE else None
+            if owner is None:
+                return []
+            stale = owner.gone()
+            broken = False
+            if stale or force:
+                with contextlib.suppress(FileNotFoundError):  # released meanwhile
+                    os.rename(self.directory / token, self._free)
+                    broken = True
+            return [Claim("held", owner.pid, owner.host, _age(self.directory / token), stale, broken)]
+
+
+# -- the lock directory ---------------------------------------------------------------------------------
+
+
+def create_lock_dir(directory: Path) -> None:
+    """Make `directory` holding one `free` token, atomically: a directory prepared beside it is
+    renamed into place, which fails if another process made one first (two creators must never
+    leave two tokens)."""
+    staging = directory.parent / "tmp" / f"lockdir.{_host_tag16()[:8]}.{os.getpid()}.{os.urandom(4).hex()}"
+    try:
+        staging.mkdir(parents=True)
+    except FileExistsError:
+        pass
+    except PermissionError:
+        raise ReadOnlyBoard(str(directory.parent), "cannot create the lock directory") from None
+    try:
+        _put_token(staging)
+        os.rename(staging, directory)
+    except OSError as exc:
+        if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+            raise
+        # Another process made it first: ours was never seen by anyone.
+        with contextlib.suppress(OSError):
+            os.unlink(staging / FREE)
+            os.rmdir(staging)
+
+
+def read_note(directory: Path) -> Note | None:
+    """The note in the token of the lock directory, read without taking the lock (check): the token
+    may move while we look, so a name that went away is looked up again (a few times)."""
+    for _ in range(5):
+        try:
+            tokens = [n for n in os.listdir(directory) if n == FREE or n.startswith(HELD)]
+        except FileNotFoundError:
+            return None
+        if len(tokens) != 1:
+            return None
+        try:
+            with open(directory / tokens[0], "rb") as file:
+                return parse_note(file.read(NOTE_BYTES))
+        except FileNotFoundError:
+            continue
+    return None
+
+
+def _put_token(directory: Path) -> None:
+    fd = os.open(directory / FREE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        os.write(fd, b" " * (NOTE_BYTES - 1) + b"\n")
+    finally:
+        os.close(fd)
+
+
+def _age(path: Path) -> float | None:
+    try:
+        return max(0.0, time.time() - os.stat(path).st_ctime)  # a rename sets ctime
+    except OSError:
+        return None
+
+
+def _lost(name: str) -> None:
+    from .engine import warn
+
+    warn(
+        "%s: this process's hold on the writer lock was broken while it held it (no renewal for %.0f s: "
+        "the process was paused?); another writer may have written meanwhile: run `blackboard check`",
+        name,
+        LEASE_SECONDS,
+    )
+
+
+def _name_part(host: str) -> str:
+    """`host` as one dot-free part of a file name: [A-Za-z0-9-] kept, other bytes as _xx, at most 64."""
+    out = "".join(ch if ch.isascii() and (ch.isalnum() or ch == "-") else f"_{ord(ch):02x}" for ch in host)
+    return out[:64] or "_"
+
+
+@functools.cache
+def _host_tag16() -> str:
+    return xxh3_64_hexdigest(this_host().encode())
+
+
+_IDENTITY: dict[int, str] = {}
+
+
+def _identity() -> str:
+    """`<host>.<hosttag>.<pid>.<start>` of this process, once per process (the start is read from
+    /proc: ~20 us, too much for every attempt)."""
+    pid = os.getpid()
+    found = _IDENTITY.get(pid)
+    if found is None:
+        start = start_token(pid)
+        found = _IDENTITY[pid] = (
+            f"{_name_part(this_host())}.{_host_tag16()}.{pid}.{'x' if start is None else format(start, 'x')}"
+        )
+    return found
+
+
+# -- renewal ----------------------------------------------------------------------------------------------
+
+
+class _Renewer:
+    """One daemon thread per process that renews the soft locks held longer than RENEW_SECONDS.
+
+    Started on the first hold; a forked child starts its own (threads do not survive fork)."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._held: dict[int, SoftLock] = {}
+        self._pid = -1
+
+    def add(self, lock: SoftLock) -> None:
+        with self._mutex:
+            self._held[id(lock)] = lock
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="blackboard-lock-renewer", daemon=True).start()
+
+    def remove(self, lock: SoftLock) -> None:
+        with self._mutex:
+            self._held.pop(id(lock), None)
+
+    def _run(self) -> None:
+        pid = os.getpid()
+        while self._pid == pid:
+            time.sleep(RENEW_SECONDS / 3)
+            with self._mutex:
+                held = list(self._held.values())
+            now = time.monotonic()
+            for lock in held:
+                lock.renew_if_due(now)
+
+    def forget_parent(self) -> None:
+        self._mutex = threading.Lock()
+        self._held = {}
+        self._pid = -1
+
+
+_renewer = _Renewer()
+os.register_at_fork(after_in_child=_renewer.forget_parent)
