@@ -17,9 +17,14 @@ from .base import EXIT_CHECK_FAILED, board_option, emit_json, open_board
 @click.option(
     "--lock",
     type=click.Choice(["flock", "soft"]),
-    default="flock",
-    show_default=True,
-    help="soft: for boards on NFS/SMB, where flock may exclude nothing.",
+    default=None,
+    help="flock: local disks; soft: NFS, SMB, FUSE, where flock may exclude nothing "
+    "[default: by the filesystem's type; `blackboard doctor` probes it].",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Allow --lock flock on a FUSE or network filesystem (only if every writer runs on this host).",
 )
 @click.option("--max-value-bytes", type=click.IntRange(min=1), default=1 << 20, show_default=True)
 @click.option("--fsync", is_flag=True, help="fsync every write: survive power loss, not only crashes.")
@@ -49,7 +54,8 @@ from .base import EXIT_CHECK_FAILED, board_option, emit_json, open_board
 @click.option("--no-auto-compact", is_flag=True, help="Writers never compact on their own (run `compact` yourself).")
 def init(
     board_dir: Path,
-    lock: str,
+    lock: str | None,
+    force: bool,
     max_value_bytes: int,
     fsync: bool,
     retention: float,
@@ -67,6 +73,7 @@ def init(
     with Board.init(
         board_dir,
         lock=lock,  # type: ignore[arg-type]  # click.Choice gives a str from the two allowed
+        force_lock=force,
         max_value_bytes=max_value_bytes,
         fsync=fsync,
         retention_seconds=retention,

@@ -211,11 +211,20 @@ class Report:
     #: (seq, trace): another trace than the watermark (a checkpoint, this process's earlier view)
     #: shows a seq after the log's end: the log lost its tail (spec 5.3)
     lost_tail: tuple[int, str] | None = None
+    #: (seq, reason): the soft lock's note says a writer acknowledged seq, which the log does not hold
+    #: where the note says (spec 9.1): an acknowledged write was lost (overwritten, cut)
+    lost_write: tuple[int, str] | None = None
 
     @property
     def ok(self) -> bool:
         return not (
-            self.torn_tail_bytes or self.missing or self.stale or self.extra or self.watermark_ahead or self.lost_tail
+            self.torn_tail_bytes
+            or self.missing
+            or self.stale
+            or self.extra
+            or self.watermark_ahead
+            or self.lost_tail
+            or self.lost_write
         )
 
     @property
@@ -262,6 +271,19 @@ class Report:
                     f"{trace} shows seq {seen} was written, but the log ends at seq {self.last_seq}: the log "
                     "lost its tail (cut, or restored from an older copy); `blackboard repair` goes on after it",
                     f"log.jsonl ends at seq {self.last_seq}, before seq {seen} ({trace})",
+                    path="log.jsonl",
+                )
+            )
+        if self.lost_write is not None:
+            seq, reason = self.lost_write
+            out.append(
+                Problem(
+                    "lost_write",
+                    None,
+                    seq,
+                    f"the writer lock's note says seq {seq} was acknowledged, but {reason}: a write was lost "
+                    "(a client appended over it with a stale view of the log); it cannot be recovered",
+                    f"acknowledged seq {seq} is not in the log ({reason})",
                     path="log.jsonl",
                 )
             )

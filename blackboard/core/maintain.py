@@ -13,10 +13,12 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ..errors import LockTimeout, ReadOnlyBoard
+from ..errors import CorruptLog, LockTimeout, ReadOnlyBoard
 from . import codec as _codec
 from .entries import Problem, Report, compare, materialize_lock, read_watermark, torn_tail_summary
 from .log import line_numbers
+from .record import parse_record
+from .softlock import read_note
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -75,10 +77,40 @@ def check(engine: Engine, *, read_only: bool = False) -> Report:
         seen, trace = engine.floor
         if seen > index.last_seq and seen > report.watermark:  # the watermark's own kind says the rest
             report.lost_tail = (seen, trace)
+        if engine.config.lock == "soft":
+            report.lost_write = _lost_write(engine, index)
         compare(layout, index, report, pending_after=report.watermark)
         if report.found:
             _add_lines(engine, index, report)
     return report
+
+
+def _lost_write(engine: Engine, index: Index) -> tuple[int, str] | None:
+    """The last acknowledged write of a soft board, as the lock's note records it (spec 9.1), if the
+    log does not hold it: the note's seq must be in the log and, in the same file, be the record
+    that ends at the note's offset."""
+    note = read_note(engine.layout.soft_lock_dir)
+    if note is None:
+        return None
+    if note.seq > index.last_seq:
+        return note.seq, f"the log ends at seq {index.last_seq}"
+    log = engine.log
+    if log.header is None or log.header.generation != note.generation or note.seq <= index.compacted_through:
+        return None  # another file (compaction, repair): the seqs say it all
+    size = os.fstat(log.fd).st_size
+    if note.end > size:
+        return note.seq, f"the log has {size} bytes, and that record ended at byte {note.end}"
+    window = os.pread(log.fd, min(note.end, 1 << 20), note.end - min(note.end, 1 << 20))
+    if not window.endswith(b"\n"):
+        return note.seq, f"no record ends at byte {note.end}"
+    line = window[window.rfind(b"\n", 0, len(window) - 1) + 1 : -1]
+    try:
+        seq = parse_record(log.path, note.end - len(line) - 1, line, sealed=log.sealed)["seq"]
+    except CorruptLog:
+        return note.seq, f"the record that ends at byte {note.end} is damaged"
+    if seq != note.seq:
+        return note.seq, f"the record that ends at byte {note.end} is seq {seq}"
+    return None
 
 
 @contextlib.contextmanager

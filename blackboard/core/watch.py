@@ -31,6 +31,7 @@ from .history import events_of
 from .keys import validate_prefix
 from .layout import write_all
 from .log import LogFile
+from .mount import fstype_of
 from .notify import Hub, hub_for
 from .record import (
     DELETE,
@@ -82,8 +83,10 @@ class Watcher:
         # For passing over other prefixes' lines unparsed (see record.key_starts_with).
         self._prefix_bytes = prefix.encode() if prefix and '"' not in prefix and "\\" not in prefix else b""
         self.timeout = timeout
-        # Notifications do not cross NFS clients: a board made for network filesystems polls by default.
-        self.polling = _settings.poll(poll if poll is not None or engine.config.lock == "flock" else True)
+        # Notifications do not cross the clients of a shared filesystem: a board made for one, or on
+        # one (a FUSE or network mount), polls by default.
+        shared = engine.config.lock == "soft" or fstype_of(layout.root).network
+        self.polling = _settings.poll(poll if poll is not None or not shared else True)
         self.poll_interval = _settings.poll_interval(poll_interval)
         self._wake = threading.Event()
         self._io = threading.Lock()
@@ -104,7 +107,9 @@ class Watcher:
         self._finalizer: weakref.finalize[Any, Any] | None = None
         if since is not None and (type(since) is not int or since < 0):
             raise InvalidValue(f"since must be a seq >= 0 or None, not {since!r}")
-        self._log = LogFile(layout.log, reopen=engine.config.lock == "soft")
+        # Reopened for every look on a shared filesystem: a fresh open is what revalidates a client's
+        # cache (sshfs never updates the size seen through an open fd).
+        self._log = LogFile(layout.log, reopen=shared)
         # Load before opening: opening creates the file, and a new cursor must start at `since`.
         saved = _cursors.load(layout, cursor) if cursor is not None else None
         self._cursor = _cursors.CursorFile(layout, cursor) if cursor is not None else None
