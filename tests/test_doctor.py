@@ -20,7 +20,9 @@ from click.testing import CliRunner, Result
 
 from blackboard.cli import cli
 from blackboard.core import mount
-from blackboard.core.mount import MountReport, fstype_of, probe
+from blackboard.core import probe as probes
+from blackboard.core.mount import fstype_of
+from blackboard.core.probe import MountReport, probe
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/mountinfo (Linux)")
 
@@ -218,7 +220,7 @@ def test_a_peer_on_the_same_filesystem_shares_everything(tmp_path: Path, mounted
     if report.mount.kind not in ("local", "memory"):
         pytest.skip(f"tmp_path is on {report.mount.fstype}: not a local disk")
     assert all(p.ok for p in report.probes), [p for p in report.probes if not p.ok]
-    assert [p.name for p in report.probes] == LOCAL_PROBES + list(mount.PEER_PROBES)
+    assert [p.name for p in report.probes] == LOCAL_PROBES + list(probes.PEER_PROBES)
     for name in ("peer_lag", "peer_lag_reverse"):
         lag = report.result(name)
         assert lag is not None and lag.samples == 0
@@ -233,7 +235,7 @@ def test_a_peer_that_is_another_directory_is_reported_and_skipped(tmp_path: Path
     report = probe(tmp_path / "a", peer=tmp_path / "b", timeout=0.2)
     same = report.result("peer_same_file")
     assert same is not None and not same.ok
-    for name in mount.PEER_PROBES[1:]:
+    for name in probes.PEER_PROBES[1:]:
         skipped = report.result(name)
         assert skipped is not None and not skipped.ok and skipped.detail.startswith("skipped")
     assert report.lock == "soft"  # nothing showed that a flock crosses to PEER
@@ -257,10 +259,10 @@ def test_probe_refuses_what_is_not_a_writable_directory(tmp_path: Path, mounted:
 def test_the_scratch_directory_goes_even_when_a_probe_is_interrupted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def interrupted(_scratch: Path) -> mount.Probe:
+    def interrupted(_scratch: Path) -> probes.Probe:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(mount, "_hard_link", interrupted)
+    monkeypatch.setattr(probes, "_hard_link", interrupted)
     with pytest.raises(KeyboardInterrupt):
         probe(tmp_path)
     assert listing(tmp_path) == []
@@ -269,12 +271,13 @@ def test_the_scratch_directory_goes_even_when_a_probe_is_interrupted(
 def test_fstype_of_imports_nothing_more() -> None:
     """Open and watchers call it: it must not pull in what `probe` needs (subprocess, watchfiles)."""
     code = (
-        "import sys, blackboard; before = set(sys.modules)\n"
+        "import sys; before = set(sys.modules)\n"
         "from blackboard.core.mount import fstype_of; fstype_of('.')\n"
         "print(' '.join(sorted(set(sys.modules) - before)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["blackboard.core.mount"]
+    assert "blackboard.core.mount" in out.split()
+    assert not {"blackboard.core.probe", "subprocess", "multiprocessing", "watchfiles"} & set(out.split())
 
 
 # -- the command -------------------------------------------------------------------------------------
@@ -312,7 +315,7 @@ def test_doctor_json_is_one_object_with_the_report(tmp_path: Path, mounted: Moun
     report = json.loads(result.stdout)
     assert set(report) == REPORT_KEYS
     assert report["mount"]["kind"] == report["peer_mount"]["kind"] == "memory"
-    assert list(report["probes"]) == LOCAL_PROBES + list(mount.PEER_PROBES)
+    assert list(report["probes"]) == LOCAL_PROBES + list(probes.PEER_PROBES)
     assert set(report["probes"]["flock"]) == {"ok", "detail", "seconds", "samples"}
     assert (report["lock"], report["watch"], report["safe_for_flock"], report["network"]) == (
         "flock",

@@ -322,10 +322,7 @@ def test_compaction_through_a_under_writers_and_a_watcher_on_b(views: Views) -> 
 
 #: init's refusal of flock on FUSE and open's warning are being written (issue 9); remove this mark
 #: once they have landed.
-INIT_PENDING = pytest.mark.xfail(
-    reason="init's refusal of flock on FUSE, and open's warning, not landed yet", strict=False
-)
-#: The flag that makes `init` create a flock board where the mount cannot share flock (name not settled).
+#: The flag that makes `init` create a flock board where the mount cannot share flock.
 FORCE = "--force"
 
 
@@ -339,13 +336,13 @@ def doctor(*args: str | Path) -> dict[str, Any]:
 
 
 def kind_of(doc: dict[str, Any]) -> Any:
-    """The mount's kind in doctor's report: `kind`, or (until the format settles) `mount.kind`."""
-    return doc["kind"] if "kind" in doc else doc["mount"]["kind"]
+    """The mount's kind in doctor's report."""
+    return doc["mount"]["kind"]
 
 
 def recommended_lock(doc: dict[str, Any]) -> Any:
-    """The lock doctor recommends: `recommended.lock`, or (until the format settles) `lock`."""
-    return doc["recommended"]["lock"] if "recommended" in doc else doc["lock"]
+    """The lock doctor recommends."""
+    return doc["lock"]
 
 
 def lags(doc: Any, path: str = "") -> dict[str, float]:
@@ -386,7 +383,6 @@ def test_doctor_with_a_peer_measures_the_cached_mounts_lag(cached_views: Views) 
     assert doc.get("warnings"), f"a lag like that deserves a warning: {doc}"
 
 
-@INIT_PENDING
 def test_init_refuses_flock_on_fuse_unless_forced(any_views: Views) -> None:
     refused = cli("--board", any_views.a / "flock", "init", "--lock", "flock")
     assert refused.returncode != 0, f"init --lock flock on FUSE succeeded: {refused.stdout}"
@@ -401,7 +397,6 @@ def test_init_refuses_flock_on_fuse_unless_forced(any_views: Views) -> None:
     assert json.loads((any_views.back / "default" / "board.json").read_bytes())["lock"] == "soft"
 
 
-@INIT_PENDING
 def test_open_warns_once_of_a_flock_board_on_fuse(any_views: Views, tmp_path: Path) -> None:
     board = any_views.a / "flock"
     forced = cli("--board", board, "init", "--lock", "flock", FORCE)

@@ -176,6 +176,13 @@ def unlock(board_dir: Path, force: bool, as_json: bool) -> None:
     if not claims:
         click.echo("no claims: the writer lock is free" if board.config.lock == "soft" else "a flock board: no claims")
     for c in claims:
+        if c.state == "none":
+            click.echo(
+                "put a free token back into lock.d/: writers can go on"
+                if c.broken
+                else "lock.d/ holds no token: every writer waits; --force puts a free one back"
+            )
+            continue
         age = f", {c.age:.0f} s old" if c.age is not None else ""
         what = f"{c.state} claim of pid {c.pid} on host {c.host}{age}"
         if c.broken:

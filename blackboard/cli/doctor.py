@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
 from ..core import mount as _mount
+from ..core import probe as _probe
+from ..core import settings as _settings
 from .base import emit_json, fail
 
 
@@ -28,13 +31,15 @@ def _describe(label: str, info: _mount.MountInfo) -> str:
 def doctor(directory: Path | None, peer: Path | None, as_json: bool) -> None:
     """Probe the mount a board directory is on and recommend a lock and a watch mode.
 
-    DIR defaults to the board given by `blackboard --board`, else the current directory. Runs each
+    DIR defaults to the board given by `blackboard --board` or BLACKBOARD_DIR, else the current
+    directory (probe the directory a board will be made in before `init`). Runs each
     probe (flock, POSIX locks, O_EXCL, renames, hard links, notifications, attribute lag) in a scratch
     directory inside DIR, removed afterwards, and prints one line per probe, the recommendation
     (`init --lock`, polling or notifications) and what no probe from one host can prove.
     """
     if directory is None:
-        directory = click.get_current_context().find_root().params.get("board_dir") or Path()
+        given = click.get_current_context().find_root().params.get("board_dir")
+        directory = Path(given or os.environ.get(_settings.ENV_DIR) or ".")
     for given in (directory, peer):
         if given is None:
             continue
@@ -43,7 +48,7 @@ def doctor(directory: Path | None, peer: Path | None, as_json: bool) -> None:
         if not given.is_dir():
             fail(f"{given}: not a directory", 2)
     try:
-        report = _mount.probe(directory, peer=peer)
+        report = _probe.probe(directory, peer=peer)
     except OSError as exc:  # creating the scratch directory: only DIR is written to
         fail(f"{directory}: not writable ({exc.strerror or exc}): doctor probes in a scratch directory there", 1)
     if as_json:

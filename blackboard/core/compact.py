@@ -100,7 +100,7 @@ def compact(
         # nothing to do.
         if read_watermark(layout) < _last_seq(layout):
             materialize(layout, engine.snapshot)
-        fd = os.open(layout.log, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(layout.log, os.O_RDONLY | os.O_CLOEXEC | engine.open_flags())
         tmp = layout.tmp / f"log.compact.{host_tag()}.{os.getpid()}.tmp"
         try:
             _build_and_switch(engine, fd, tmp, keep_after, archive, progress, report)
@@ -169,13 +169,18 @@ def _build_and_switch(
         # The switch, under the writer lock: copy what writers appended meanwhile, then rename.
         with engine.locked():
             # A fresh open under the lock: on NFS that is what shows other hosts' latest appends.
-            fresh = os.open(layout.log, os.O_RDONLY | os.O_CLOEXEC)
+            fresh = os.open(layout.log, os.O_RDONLY | os.O_CLOEXEC | engine.open_flags())
             try:
                 # The same file, by its header (an inode number can come back for another file).
                 if os.pread(fresh, len(old.line) + 1, 0) != old.line + b"\n":
                     report.skipped = "the log was replaced meanwhile (another compaction?)"
                     return
-                for offset, line in complete_lines(fresh, end, complete_end(fresh), None):
+                stop = complete_end(fresh)
+                tail = list(complete_lines(fresh, end, stop, None))
+                # On a shared mount our view must reach where the last writer left the log (spec 9).
+                last_in_view = parse_record(layout.log, *tail[-1], sealed=sealed)["seq"] if tail else last_seq
+                engine.check_handover(old.generation, last_in_view, stop)
+                for offset, line in tail:
                     # Checked before it is copied: a checksum added to a damaged line would vouch for it.
                     parse_record(layout.log, offset, line, sealed=sealed)
                     out.write((line if sealed else reseal(line)) + b"\n")

@@ -28,6 +28,7 @@ from .index import Index
 from .layout import Layout, upgrade_config
 from .lock import FlockLock
 from .log import LogFile
+from .mount import fstype_of
 from .record import DELETE, PUT, Change, changes, encode_record, encode_txn, parse_record
 from .softlock import Note, SoftLock
 
@@ -83,7 +84,8 @@ class Engine:
         self.lock_timeout = lock_timeout
         soft = config.lock == "soft"
         self.lock: FlockLock | SoftLock = SoftLock(self.layout.soft_lock) if soft else FlockLock(self.layout.lock)
-        self.log = LogFile(self.layout.log, reopen=soft)
+        # On a FUSE or network mount, past the client's page and attribute caches (see LogFile).
+        self.log = LogFile(self.layout.log, reopen=soft, uncached=soft and fstype_of(root).network)
         self.index = Index()
         self.mutex = threading.RLock()
         self.clock = _Clock()
@@ -187,7 +189,7 @@ class Engine:
 
     def scan(self, after: int = 0) -> Iterator[dict[str, Any]]:
         """Every record of the current log file with seq > `after`, read through a private fd."""
-        log = LogFile(self.layout.log, reopen=False)
+        log = LogFile(self.layout.log, uncached=self.log.uncached)
         try:
             log.sync()
             for offset, line in log.read_lines():
@@ -273,6 +275,20 @@ class Engine:
             finally:
                 os.close(durable_fd)
         return Committed(seq, author, ts, made)
+
+    def open_flags(self) -> int:
+        """Flags for another fd on the log (compaction, repair): O_DIRECT where this view reads past
+        the client's cache."""
+        return os.O_DIRECT if self.log.uncached else 0
+
+    def check_handover(self, generation: str, last_seq: int, end: int) -> None:
+        """Under the writer lock: raise `StaleView` if a view of the log file with `generation`
+        that ends at `end` after `last_seq` is behind the last release's note (compaction's switch)."""
+        note = self.lock.note if isinstance(self.lock, SoftLock) else None
+        if note is None:
+            return
+        if (generation == note.generation and end < note.end) or last_seq < note.seq:
+            raise StaleView(str(self.log.path), last_seq, end, note.seq, note.end)
 
     def _fresh_view(self, index: Index, note: Note | None) -> Index:
         """Under the soft lock: our view of the log must reach where the last release left it (its

@@ -98,7 +98,7 @@ def value_at(engine: Engine, key: str, at: int) -> Event | None:
         raise InvalidValue(f"seq {at} is in the future: the last seq is {last}")
     # One file for the header and the records: a compaction between two opens would pair the
     # header of one log file with the records of another.
-    log = LogFile(engine.layout.log)
+    log = LogFile(engine.layout.log, uncached=engine.log.uncached)
     try:
         log.sync()
         return _value_at(engine, log, key, at)

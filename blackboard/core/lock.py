@@ -305,27 +305,12 @@ def side_lock(path: Path, *, wait: bool = True) -> Iterator[bool]:
     """An exclusive lock on one of the board's side locks (materialize.lock, compact.lock).
 
     Yields whether it was taken (always, when `wait`). Blocking is right for these: only background
-    batches, repairs and compactions wait on them, never a writer. On a soft board (its `lock.d/`
-    exists) it is a soft lock too (`PATH.d/`): flock may not exclude across its clients. Otherwise a
-    flock, which a process that may not write the board can still take (flock needs no write
-    access), so that `check` works for it.
+    batches, repairs and compactions wait on them, never a writer. It is a flock, which a process
+    that may not write the board can still take (flock needs no write access), so that `check` works
+    for it; on a soft board (its `lock.d/` exists) also a soft lock (`PATH.d/`), since flock may not
+    exclude across its clients. Both, not either: a process that took the flock alone before
+    `lock.d/` appeared (a board of an older release) still excludes one that takes both.
     """
-    if os.path.isdir(path.parent / "lock.d"):
-        from .softlock import SoftLock
-
-        soft = SoftLock(path)
-        try:
-            soft.acquire(SIDE_LOCK_WAIT if wait else 0.0)
-        except LockTimeout:
-            if wait:
-                raise
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            soft.release()
-        return
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     except OSError as exc:
@@ -338,7 +323,26 @@ def side_lock(path: Path, *, wait: bool = True) -> Iterator[bool]:
         except BlockingIOError:
             yield False
             return
-        yield True
+        if not os.path.isdir(path.parent / "lock.d"):
+            yield True
+            return
+        from .softlock import SoftLock
+
+        soft = SoftLock(path)
+        try:
+            soft.acquire(SIDE_LOCK_WAIT if wait else 0.0)
+        except LockTimeout:
+            if wait:
+                raise
+            yield False
+            return
+        except PermissionError:  # ReadOnlyBoard: a reader (check) that may not move the token
+            yield True
+            return
+        try:
+            yield True
+        finally:
+            soft.release()
     finally:
         os.close(fd)  # closing drops the flock
 

@@ -53,9 +53,20 @@ def complete_lines(
             progress(len(chunk))
 
 
+def file_size(fd: int) -> int:
+    """The size of an open file, past a cached one: what fstat says, and any bytes a read finds
+    after it. Through an `O_DIRECT` fd (NFS, FUSE: `LogFile.uncached`) a read asks the server, so
+    this is the file's true size even where the client's idea of it is stale; elsewhere one empty
+    read more (~1 us)."""
+    size = os.fstat(fd).st_size
+    while chunk := os.pread(fd, _CHUNK, size):
+        size += len(chunk)
+    return size
+
+
 def complete_end(fd: int) -> int:
     """Offset just after the last newline: a torn or in-progress tail is not ours to copy."""
-    size = os.fstat(fd).st_size
+    size = file_size(fd)
     span = 1 << 16
     while True:
         start = max(0, size - span)
@@ -116,12 +127,24 @@ def _stat_existing(path: Path) -> os.stat_result:
     return os.stat(path)
 
 
+def _pwrite_all(fd: int, data: bytes, offset: int, path: Path) -> None:
+    """`data` at `offset`: a short write goes on with the rest; one that writes nothing is a full disk."""
+    view = memoryview(data)
+    while view:
+        done = os.pwrite(fd, view, offset)
+        if done == 0:
+            raise OutOfSpace(str(path), errno.ENOSPC)
+        view, offset = view[done:], offset + done
+
+
 class LogFile:
     """One process's open view of `log.jsonl`: an fd, the offset up to which it has consumed lines."""
 
-    def __init__(self, path: Path, *, reopen: bool = False) -> None:
+    def __init__(self, path: Path, *, reopen: bool = False, uncached: bool = False) -> None:
         self.path = path
         self.reopen = reopen
+        #: read and write past the page cache (FUSE: see _open)
+        self.uncached = uncached
         self.fd = -1
         self.ino = -1
         self.offset = 0
@@ -134,8 +157,15 @@ class LogFile:
 
     def _open(self, writable: bool) -> None:
         self.release_fd()
-        flags = (os.O_RDWR | os.O_APPEND) if writable else os.O_RDONLY
-        self.fd = _open_existing(self.path, flags)
+        # Uncached: no O_APPEND, whose offset is the client's idea of the size; append() writes at
+        # the end our own read found (under the lock).
+        flags = (os.O_RDWR | (0 if self.uncached else os.O_APPEND)) if writable else os.O_RDONLY
+        # FUSE (bindfs): after another client renamed a new log over the path, this client keeps one
+        # kernel inode for the path, so pages cached from the old file (read through an fd some
+        # process still has on it) are served for the new one; dropping them at open is not enough
+        # (that process reads them back in). O_DIRECT reads bypass the cache: each goes to the
+        # filesystem through this fd (~8 us a read, no alignment needed on FUSE).
+        self.fd = _open_existing(self.path, flags | (os.O_DIRECT if self.uncached else 0))
         self._writable = writable
         self._pid = os.getpid()
         self.ino = os.fstat(self.fd).st_ino
@@ -213,20 +243,37 @@ class LogFile:
         try:
             return self._read_chunk()
         except OSError as exc:
-            if exc.errno != errno.ESTALE:
+            if exc.errno != errno.ESTALE and not (exc.errno == errno.ENOENT and self.reopen):
                 raise
             # NFS: the file our fd names was replaced (compaction's rename) and deleted on the server
-            # by another client. Nothing more will come from it: forget it, so that the next look
-            # (sync, replaced) opens the file at the path, as after any replacement.
+            # by another client (ESTALE); FUSE (bindfs) answers fstat() on an fd by the path, which a
+            # rename over it leaves missing for a moment (ENOENT). Nothing more will come from this
+            # fd: forget it, so that the next look (sync, replaced) opens the file at the path.
             self.release_fd()
             self.ino = _STALE
             return self.offset, []
 
     def _read_chunk(self) -> tuple[int, list[bytes]]:
-        size = self.size = os.fstat(self.fd).st_size
         base = self.offset
+        if self.uncached:
+            # The client's size may be stale (NFS attribute caching, FUSE): read what the server has
+            # after our offset instead (O_DIRECT). A log cut below us then reads as nothing new; the
+            # traces (spec 5.3) catch that at the next open.
+            data = os.pread(self.fd, _CHUNK, base)
+            self.size = size = base + len(data)
+            if len(data) == _CHUNK and data.rfind(b"\n") < 0:
+                data = os.pread(self.fd, file_size(self.fd) - base, base)
+            return self._lines(base, data)
+        size = self.size = os.fstat(self.fd).st_size
         if size <= base:
             if size < base:
+                if self.reopen and self.replaced():
+                    # FUSE (bindfs) answers fstat() on an fd with the attributes of the file now at
+                    # the path: after another client's compaction that is the new, smaller log, not
+                    # the file the fd reads. It was replaced: the next look opens the new one.
+                    self.release_fd()
+                    self.ino = _STALE
+                    return base, []
                 # Only complete lines are read, and only the torn bytes after them are ever cut (by
                 # the lock holder): records we have read were removed from under us.
                 raise CorruptLog(
@@ -234,10 +281,12 @@ class LogFile:
                 )
             return base, []
         data = os.pread(self.fd, min(size - base, _CHUNK), base)
-        end = data.rfind(b"\n")
-        if end < 0 and len(data) == _CHUNK:  # a line longer than a chunk: read it whole
+        if data.rfind(b"\n") < 0 and len(data) == _CHUNK:  # a line longer than a chunk: read it whole
             data = os.pread(self.fd, size - base, base)
-            end = data.rfind(b"\n")
+        return self._lines(base, data)
+
+    def _lines(self, base: int, data: bytes) -> tuple[int, list[bytes]]:
+        end = data.rfind(b"\n")
         if end < 0:
             return base, []  # torn or in-progress tail: wait at its start
         lines = data[:end].split(b"\n")
@@ -323,7 +372,7 @@ class LogFile:
     def torn_bytes(self) -> int:
         """Bytes after the last complete line (meaningful once read_lines() was exhausted): a write in
         progress, or, seen under the writer lock, a torn tail."""
-        return max(0, os.fstat(self.fd).st_size - self.offset)
+        return max(0, (file_size(self.fd) if self.uncached else os.fstat(self.fd).st_size) - self.offset)
 
     # -- writing (lock held) -----------------------------------------------------------------------
 
@@ -353,9 +402,12 @@ class LogFile:
             # One write() of the whole data. It comes back short only on a full disk or past
             # RLIMIT_FSIZE: write_all then writes the rest, which fails with the real errno (ENOSPC
             # or EFBIG, as OutOfSpace). Only this process appends meanwhile: we hold the lock.
-            written = os.write(self.fd, data)  # the whole line, but for a full disk (~0.3 us less
-            if written != len(data):  # than write_all's loop on every write)
-                write_all(self.fd, data[written:], self.path)
+            if self.uncached:
+                _pwrite_all(self.fd, data, old, self.path)
+            else:
+                written = os.write(self.fd, data)  # the whole line, but for a full disk (~0.3 us less
+                if written != len(data):  # than write_all's loop on every write)
+                    write_all(self.fd, data[written:], self.path)
         except OSError as exc:
             # The line is incomplete (its last write failed), so no reader has consumed it: cut back
             # to where this append started, leaving no torn line for the next lock holder, and raise.

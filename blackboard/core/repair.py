@@ -47,7 +47,7 @@ from .entries import (
 )
 from .index import Index
 from .layout import fsync_path, upgrade_config, write_all
-from .log import complete_end, complete_lines, line_number
+from .log import complete_end, complete_lines, file_size, line_number
 from .record import (
     LOST,
     PUT,
@@ -333,7 +333,7 @@ def _repair_log(engine: Engine) -> RepairReport:
     damaged: list[tuple[Damaged, bytes]] = []
     _remove_leftovers(layout)
     try:
-        fd = os.open(layout.log, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(layout.log, os.O_RDONLY | os.O_CLOEXEC | engine.open_flags())
     except FileNotFoundError:
         fd = -1  # deleted: a new log goes on after every seq the traces show
     new: _Rewrite | None = None
@@ -346,7 +346,7 @@ def _repair_log(engine: Engine) -> RepairReport:
         report.seen, report.seen_in = seen, seen_in
         new.cover(seen)
         report.recovered = new.recovered
-        size = os.fstat(fd).st_size if fd >= 0 else 0
+        size = file_size(fd) if fd >= 0 else 0
         report.torn_tail_bytes = size - end
         if report.torn_tail_bytes:
             torn = os.pread(fd, report.torn_tail_bytes, end)

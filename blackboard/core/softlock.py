@@ -108,7 +108,7 @@ def parse_note(data: bytes) -> Note | None:
 class Claim(NamedTuple):
     """A soft lock's token, as `SoftLock.unlock` found (and maybe broke) it."""
 
-    state: str  # "held" or "free"
+    state: str  # "held", or "none": the lock directory holds no token (`broken`: one was put back)
     pid: int
     host: str
     age: float | None  # seconds since the token last moved (taken or renewed), if it could be read
@@ -149,16 +149,27 @@ class SoftLock(LockPolicy):
     def _open(self) -> None:
         self._next_look = 0.0
         self._seen = ("", 0.0)
+        if not os.path.isdir(self.directory):  # a board of an older release: the first attempt can win
+            create_lock_dir(self.directory)
 
     def _close(self) -> None:
         pass  # nothing kept open between holds
 
+    def _forget_parent(self) -> None:
+        # The renewer thread may have held `_state` at fork(): in the child nobody would release it.
+        self._state = threading.Lock()
+        self._name = self._base = ""
+        super()._forget_parent()
+
     def _acquire(self) -> bool:
+        return self._attempt() or (self._wait_or_break() and self._attempt())
+
+    def _attempt(self) -> bool:
         mine = self._new_base()
         try:
             os.rename(self._free, f"{mine}.0")
         except FileNotFoundError:
-            return self._wait_or_break()
+            return False
         except PermissionError:
             raise ReadOnlyBoard(str(self.directory.parent), "cannot move the lock's token") from None
         except OSError as exc:
@@ -177,6 +188,8 @@ class SoftLock(LockPolicy):
         _renewer.remove(self)
         with self._state:
             name, self._name = self._name, ""
+            if not name:
+                return  # the renewer found our hold broken, and said so
             note = self.note_out
             try:
                 if note is not None and note != self.note:
@@ -224,7 +237,7 @@ class SoftLock(LockPolicy):
 
     def _wait_or_break(self) -> bool:
         """After a failed attempt: look at the holder now and then, and break a dead or expired hold.
-        Returns whether the lock is now ours (never: a break frees it, the next attempt takes it)."""
+        Returns whether it broke one (the lock is then free for the next attempt)."""
         now = time.monotonic()
         if now < self._next_look:
             return False
@@ -239,8 +252,11 @@ class SoftLock(LockPolicy):
             self._seen = (token, now)
         expired = now - self._seen[1] >= LEASE_SECONDS
         if owner.gone() or expired:
-            with contextlib.suppress(FileNotFoundError):  # it moved meanwhile: nothing was broken
+            try:
                 os.rename(f"{self.directory}/{token}", self._free)
+            except FileNotFoundError:
+                return False  # it moved meanwhile: nothing was broken
+            else:
                 if expired and not owner.gone():
                     from .engine import warn
 
@@ -251,6 +267,7 @@ class SoftLock(LockPolicy):
                         owner.host,
                         LEASE_SECONDS,
                     )
+                return True
         return False
 
     def _token(self) -> str | None:
@@ -283,19 +300,22 @@ class SoftLock(LockPolicy):
         with self._thread_lock:  # not while this process's own writer holds or takes it
             token = self._token()
             if token is None:
-                if force and self.directory.is_dir():
+                # No token (removed by hand, or by a bug): every writer waits until one is put back.
+                restored = force and self.directory.is_dir()
+                if restored:
                     _put_token(self.directory)
-                return []
+                return [Claim("none", 0, "", None, False, restored)]
             owner = parse_owner(token) if token != FREE else None
             if owner is None:
                 return []
             stale = owner.gone()
+            age = _age(self.directory / token)
             broken = False
             if stale or force:
                 with contextlib.suppress(FileNotFoundError):  # released meanwhile
                     os.rename(self.directory / token, self._free)
                     broken = True
-            return [Claim("held", owner.pid, owner.host, _age(self.directory / token), stale, broken)]
+            return [Claim("held", owner.pid, owner.host, age, stale, broken)]
 
 
 # -- the lock directory ---------------------------------------------------------------------------------

@@ -109,7 +109,7 @@ class Watcher:
             raise InvalidValue(f"since must be a seq >= 0 or None, not {since!r}")
         # Reopened for every look on a shared filesystem: a fresh open is what revalidates a client's
         # cache (sshfs never updates the size seen through an open fd).
-        self._log = LogFile(layout.log, reopen=shared)
+        self._log = LogFile(layout.log, reopen=shared, uncached=engine.log.uncached)
         # Load before opening: opening creates the file, and a new cursor must start at `since`.
         saved = _cursors.load(layout, cursor) if cursor is not None else None
         self._cursor = _cursors.CursorFile(layout, cursor) if cursor is not None else None
