@@ -7,6 +7,7 @@
     python bench/run.py --only coldstart --events 100000 --coldstart-runs 5   # a smaller written board
     python bench/run.py --only compaction_stall,txn --fs disk
     python bench/run.py --only checksum --checksum-rounds 9   # format 3's checksums vs none
+    python bench/run.py --only sharedfs   # a soft board through two bindfs views (root, /dev/fuse, bindfs)
     python bench/run.py --list             # the sections
 
 Each figure is the median of --reps runs, measured on the machine's disk (a temp dir under /tmp
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import _checksum  # noqa: F401  (each registers its section, after those of _sections)
 import _coldstart  # noqa: F401
+import _sharedfs  # noqa: F401
 import _stall  # noqa: F401
 import _txn  # noqa: F401
 from _bench import Bench, Sizes
@@ -121,6 +123,17 @@ WHAT = """\
   empty prefix and with `bench/g07/` (1%: the other lines are verified but not parsed). Medians; the
   peer column is format 2, the ratio format 3 / format 2, the target >= 0.9x. The notes add each
   round's own ratio (median), which the round-to-round noise does not move.
+- **sharedfs**: a `--lock soft` board (`Board.init(path, lock="soft")`) through two FUSE views of one
+  directory on the disk (`bindfs -f -o attr_timeout=0,entry_timeout=0,negative_timeout=0 BACK A`, and
+  B: two "clients" sharing no cache and no flock), unmounted after. Writes: the writes section's
+  method (spawned writers, a Barrier, a fresh board per run, checked through the backing directory:
+  record and key counts, `board.check()`), 1 writer through A, and 2 through A + 2 through B at once;
+  the columns are the same writers on a local soft board and a local flock board on the plain disk.
+  Latency: the latency section's method, writes through A and a watcher on B, polling (a soft board's
+  default, checked) every 10 ms and 1 ms, and `poll=False` (watchfiles on B hears nothing of A's
+  writes: only the 250 ms safety re-check wakes it); the column is the same on a local soft board;
+  idle CPU on the views adds view B's bindfs process. Without root, /dev/fuse or bindfs the views'
+  cells are empty and the notes say "skipped" and why; the local columns are still measured.
 - Ratios are ours / peer. "better" says which way is good for the figure and for its ratios.
 """
 
