@@ -194,6 +194,7 @@ def _build_and_switch(
                 engine.config = upgrade_config(layout.root, engine.config)
             os.replace(tmp, layout.log)
             fsync_path(layout.root)
+            engine.leave_note(last_in_view, report.bytes_after, parse_header(layout.log, header[:-1]).generation)
     report.compacted_through = last_seq
 
 

@@ -175,11 +175,13 @@ class Engine:
         try:
             yield
         finally:
-            if isinstance(self.lock, SoftLock):
-                # What the hold did to the log is not tracked here (a repair may have rewritten it):
-                # the next holder checks nothing rather than something wrong.
-                self.lock.note_out = _NO_NOTE
             self.lock.release()
+
+    def leave_note(self, seq: int, end: int, generation: str) -> None:
+        """Under `locked()`, after replacing the log: the note the release leaves (spec 9.1), for a
+        log file of `generation` that ends at `end` after `seq` (0, 0, "": nothing to check)."""
+        if isinstance(self.lock, SoftLock):
+            self.lock.note_out = Note(seq, end, generation) if generation else _NO_NOTE
 
     def snapshot(self, mark: int) -> tuple[int, list[tuple[str, Any]]]:
         """(last seq, keys changed after `mark`, newest first): what a batch of entry files needs."""

@@ -152,6 +152,7 @@ class LogFile:
         self.header: Header | None = None
         self._pid = -1
         self._writable = False
+        self._direct_ok = False
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -165,12 +166,32 @@ class LogFile:
         # process still has on it) are served for the new one; dropping them at open is not enough
         # (that process reads them back in). O_DIRECT reads bypass the cache: each goes to the
         # filesystem through this fd (~8 us a read, no alignment needed on FUSE).
-        self.fd = _open_existing(self.path, flags | (os.O_DIRECT if self.uncached else 0))
+        self.fd = self._open_direct(flags) if self.uncached else _open_existing(self.path, flags)
         self._writable = writable
         self._pid = os.getpid()
         self.ino = os.fstat(self.fd).st_ino
         self.offset = 0
         self.header = None
+
+    def _open_direct(self, flags: int) -> int:
+        """An O_DIRECT fd, if this filesystem serves unaligned O_DIRECT reads (NFS and FUSE do; one
+        of a type we did not know may refuse O_DIRECT or want aligned buffers: EINVAL). Else, once
+        and for good, a cached fd like a local board's."""
+        try:
+            fd = _open_existing(self.path, flags | os.O_DIRECT)
+            if not self._direct_ok:
+                try:
+                    os.pread(fd, 1, 1)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                self._direct_ok = True
+            return fd
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+        self.uncached = False
+        return _open_existing(self.path, flags | (os.O_APPEND if flags & os.O_RDWR else 0))
 
     def close(self) -> None:
         """Close the fd and forget our place."""

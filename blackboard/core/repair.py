@@ -194,6 +194,9 @@ def repair(engine: Engine) -> RepairReport:
         engine.index = Index()
         mark = read_watermark(layout)
         index = engine.refresh(writable=True)
+        header = engine.log.header
+        # The repaired log is what the next writer must see (spec 9.1): its note, or none.
+        engine.leave_note(index.last_seq, engine.log.offset, header.generation if header else "")
         entries = Report(last_seq=index.last_seq, keys=len(index.live), watermark=mark)
         # Keys changed after the watermark are pending, not damage (as check says, spec 7.3): they
         # are brought up to date as a batch would, and only the others are reported.
