@@ -198,6 +198,12 @@ class LogFile:
         self.release_fd()
         self.ino = -1
 
+    def forget_file(self) -> None:
+        """Our file went away under us (NFS ESTALE, a FUSE view's replaced file): the next look
+        (`sync`, `replaced`) opens whatever file is at the path, as after a compaction's switch."""
+        self.release_fd()
+        self.ino = _STALE
+
     def release_fd(self) -> None:
         """Close the fd but keep our place: the next sync() reopens and goes on if the file is the same.
 
@@ -213,6 +219,18 @@ class LogFile:
 
         Called before every look at the log. Costs one stat() locally.
         """
+        for _ in range(3):
+            try:
+                return self._sync(writable)
+            except OSError as exc:
+                # NFS: the file we just opened was replaced and deleted by another client before we
+                # read its header (ESTALE). The file at the path now is another: open that one.
+                if exc.errno != errno.ESTALE:
+                    raise
+                self.forget_file()
+        return self._sync(writable)
+
+    def _sync(self, writable: bool) -> bool:
         if self._pid != os.getpid() or self.ino < 0:  # first look, or a forked child: never share an fd
             self._open(writable or self._writable)
             return True
@@ -270,8 +288,7 @@ class LogFile:
             # by another client (ESTALE); FUSE (bindfs) answers fstat() on an fd by the path, which a
             # rename over it leaves missing for a moment (ENOENT). Nothing more will come from this
             # fd: forget it, so that the next look (sync, replaced) opens the file at the path.
-            self.release_fd()
-            self.ino = _STALE
+            self.forget_file()
             return self.offset, []
 
     def _read_chunk(self) -> tuple[int, list[bytes]]:
@@ -292,8 +309,7 @@ class LogFile:
                     # FUSE (bindfs) answers fstat() on an fd with the attributes of the file now at
                     # the path: after another client's compaction that is the new, smaller log, not
                     # the file the fd reads. It was replaced: the next look opens the new one.
-                    self.release_fd()
-                    self.ino = _STALE
+                    self.forget_file()
                     return base, []
                 # Only complete lines are read, and only the torn bytes after them are ever cut (by
                 # the lock holder): records we have read were removed from under us.

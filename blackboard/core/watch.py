@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import inspect
 import logging
 import os
@@ -175,6 +176,11 @@ class Watcher:
                 except Compacted as exc:
                     self._gone = exc
                     raise
+                except OSError as exc:
+                    if exc.errno != errno.ESTALE:
+                        raise
+                    log.forget_file()  # replaced again before we read its header (NFS): next look
+                    return
             compacted_through = (log.header or Header()).compacted_through
             while len(self._pending) < _BATCH:
                 # The lines a full queue left over, if we are still where they start: a chunk is
