@@ -131,6 +131,8 @@ class Engine:
             while True:
                 base, lines = log.read_chunk()
                 if not lines:
+                    if log.fd < 0:  # the file went away under us (NFS ESTALE, FUSE): the one at the path
+                        return self.refresh(writable, truncated_ok=truncated_ok)
                     if index.last_seq >= self.floor[0] or truncated_ok:
                         return index
                     # The traces were read after the file was opened: a compaction or repair may have
