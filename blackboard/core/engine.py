@@ -12,6 +12,7 @@ Lock order, everywhere: the writer lock, then the materialize lock, then `mutex`
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 import time
@@ -103,6 +104,20 @@ class Engine:
 
         A log that ends below a seq a durable trace shows raises `LogTruncated` (after the replay),
         unless `truncated_ok` (check and repair look at such a log)."""
+        for _ in range(_STALE_RETRIES):
+            try:
+                return self._refresh(writable, truncated_ok)
+            except OSError as exc:
+                # NFS: our fd's file was replaced and deleted by another client mid-look (ESTALE,
+                # from any call on the fd). The index holds what was applied; go on with the file
+                # at the path, as after a compaction's switch.
+                if exc.errno != errno.ESTALE:
+                    raise
+                with self.mutex:
+                    self.log.forget_file()
+        return self._refresh(writable, truncated_ok)
+
+    def _refresh(self, writable: bool, truncated_ok: bool) -> Index:
         with self.mutex:
             log = self.log
             if log.sync(writable):
@@ -132,7 +147,7 @@ class Engine:
                 base, lines = log.read_chunk()
                 if not lines:
                     if log.fd < 0:  # the file went away under us (NFS ESTALE, FUSE): the one at the path
-                        return self.refresh(writable, truncated_ok=truncated_ok)
+                        return self._refresh(writable, truncated_ok)
                     if index.last_seq >= self.floor[0] or truncated_ok:
                         return index
                     # The traces were read after the file was opened: a compaction or repair may have
@@ -140,7 +155,7 @@ class Engine:
                     # watermark read mid-rewrite may overstate. Look once more: the file at the
                     # path, then the traces, then the log up to its end again.
                     if log.replaced():
-                        return self.refresh(writable, truncated_ok=truncated_ok)
+                        return self._refresh(writable, truncated_ok)
                     if rechecked:
                         raise LogTruncated(str(path), log.offset, index.last_seq, *self.floor)
                     rechecked, self.floor = True, self._traces()
@@ -218,7 +233,7 @@ class Engine:
             log = self.log
             # A grown log, or one that compaction replaced (the old fd does not grow): either way the
             # work of catching up (a replay, a checkpoint load) is done before the lock, not under it.
-            if log.fd < 0 or os.fstat(log.fd).st_size > log.offset or log.replaced():
+            if log.reopen or log.fd < 0 or os.fstat(log.fd).st_size > log.offset or log.replaced():
                 # Writable only on a local board: on NFS nothing holds the log open for writing
                 # outside the lock (it would keep that client's cache stale: see LogFile.sync).
                 self.refresh(writable=not log.reopen)
@@ -339,6 +354,8 @@ class Engine:
             self.log.close()
 
 
+#: Looks again at a log whose file went away under a look (NFS ESTALE) before the error counts.
+_STALE_RETRIES = 3
 #: How long a writer on a soft board waits for its view of the log to reach the last release's note.
 STALE_VIEW_WAIT = 2.0
 #: The note of a hold that did not append (compaction, repair): nothing for the next holder to check.

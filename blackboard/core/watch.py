@@ -163,6 +163,18 @@ class Watcher:
 
     def _fill(self) -> None:
         """Read what the log has after our position into the pending queue (at most a batch)."""
+        try:
+            self._fill_once()
+        except OSError as exc:
+            # NFS: the file of our fd was replaced and deleted by another client mid-look (ESTALE,
+            # from any call on the fd): the next look opens the file at the path and goes on from
+            # the last event delivered, as after a compaction's switch.
+            if exc.errno != errno.ESTALE:
+                raise
+            with self._io:
+                self._log.forget_file()
+
+    def _fill_once(self) -> None:
         log = self._log
         with self._io:
             if self._closed:
@@ -176,11 +188,7 @@ class Watcher:
                 except Compacted as exc:
                     self._gone = exc
                     raise
-                except OSError as exc:
-                    if exc.errno != errno.ESTALE:
-                        raise
-                    log.forget_file()  # replaced again before we read its header (NFS): next look
-                    return
+
             compacted_through = (log.header or Header()).compacted_through
             while len(self._pending) < _BATCH:
                 # The lines a full queue left over, if we are still where they start: a chunk is
