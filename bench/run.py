@@ -40,7 +40,7 @@ from _sections import SECTIONS
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "RESULTS.md"
-PACKAGES = ("blackboard", "diskcache", "orjson", "pydantic", "filelock")
+PACKAGES = ("blackboard", "diskcache", "orjson", "pydantic", "xxhash")
 
 WHAT = """\
 - **blackboard**: `board.write(key, value)`: one JSON line appended to the log under flock; the
