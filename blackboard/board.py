@@ -20,16 +20,19 @@ from .core import checkpoint as _checkpoint
 from .core import codec as _codec
 from .core import layout as _layout
 from .core import settings as _settings
-from .core.engine import Committed, Engine, Op, warn
+from .core.engine import Committed, Engine, Op
 from .core.flusher import Flusher
 from .core.index import DELETE, PUT, Slot
 from .core.keys import validate_key, validate_prefix
+from .core.notice import warn
 from .core.softlock import SoftLock
 from .errors import NO_ROOM, BlackboardError, InvalidValue, ReadOnlyBoard
 from .models import (
     DEFAULT_COMPACT_AT_BYTES,
     DEFAULT_COMPACT_AT_DEAD_RATIO,
     DEFAULT_RETENTION_SECONDS,
+    FORMAT_VERSION,
+    SOFT_LOCK_VERSION,
     BoardConfig,
     Entry,
     Event,
@@ -195,6 +198,7 @@ class Board:
             lock = _choose_lock(root, lock, force_lock)
         try:
             config = BoardConfig(
+                version=SOFT_LOCK_VERSION if lock == "soft" else FORMAT_VERSION,
                 lock=lock or "flock",
                 max_value_bytes=max_value_bytes,
                 fsync=fsync,

@@ -116,17 +116,42 @@ class LockTimeout(BlackboardError, TimeoutError):
         self.holder = holder
 
 
+class LockLost(BlackboardError):
+    """This process's hold on a soft writer lock was broken while it held it (it did not renew for
+    the lease: a paused process, a server away): another writer may hold it now, so nothing was
+    written (spec 9.1)."""
+
+    def __init__(self, lock_path: str) -> None:
+        super().__init__(
+            f"{lock_path}: this process's hold on the writer lock was broken before it could write (no renewal "
+            "for 15 s: was it paused?); nothing was written; retry"
+        )
+        self.lock_path = lock_path
+
+
 class StaleView(BlackboardError):
     """Under the writer lock, this client's fresh view of the log stayed behind what the previous
-    holder left (a network or FUSE filesystem serving cached data): appending would overwrite or
-    reuse a seq, so nothing was written."""
+    holder left (a network or FUSE filesystem serving cached data), or the file did not end where
+    the view did: appending would overwrite or reuse a seq, so nothing was written."""
 
-    def __init__(self, path: str, seen_seq: int, seen_end: int, note_seq: int, note_end: int) -> None:
+    def __init__(
+        self, path: str, seen_seq: int, seen_end: int, note_seq: int | None = None, note_end: int | None = None
+    ) -> None:
+        if note_seq is None:
+            what = (
+                f"{path}: this client's view of the log ends after seq {seen_seq} at byte {seen_end}, but the "
+                "file does not end there (another writer appended meanwhile, or the file changed)"
+            )
+        else:
+            what = (
+                f"{path}: this client sees the log up to seq {seen_seq} ({seen_end} bytes), but the last writer "
+                f"left it at seq {note_seq} ({note_end} bytes): the filesystem serves stale data to this client "
+                "(attribute or page caching)"
+            )
         super().__init__(
-            f"{path}: this client sees the log up to seq {seen_seq} ({seen_end} bytes), but the last writer left "
-            f"it at seq {note_seq} ({note_end} bytes): the filesystem serves stale data to this client (attribute "
-            "or page caching), so nothing was written; mount it with attribute caching off "
-            "(`blackboard doctor DIR` shows what the mount does)"
+            f"{what}, so nothing was written; mount it with attribute caching off (`blackboard doctor DIR` "
+            "shows what the mount does); if the log was restored from an older copy, `blackboard repair` "
+            "goes on from it"
         )
         self.path = path
         self.seen_seq, self.seen_end, self.note_seq, self.note_end = seen_seq, seen_end, note_seq, note_end

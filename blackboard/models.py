@@ -16,8 +16,11 @@ from typing import Any, Literal
 FORMAT_NAME: Literal["blackboard"] = "blackboard"
 #: 2: transaction records, idempotency keys and the log header's generation (spec/FORMAT.md).
 FORMAT_VERSION = 3
+#: A soft board's format: its writer lock is the token lock (spec 9.1), which releases that know only
+#: filelock's claims do not take, so they must refuse the board (spec 3).
+SOFT_LOCK_VERSION = 4
 #: Boards of these format versions open; a writer upgrades board.json to FORMAT_VERSION (spec 3).
-READABLE_VERSIONS = (1, 2, 3)
+READABLE_VERSIONS = (1, 2, 3, 4)
 
 
 class _Record:

@@ -34,6 +34,7 @@ from blackboard import (
     InvalidKey,
     InvalidValue,
     KeyNotFound,
+    LockLost,
     LockTimeout,
     LogGone,
     LogTruncated,
@@ -147,6 +148,7 @@ def error_samples() -> dict[str, BlackboardError]:
         "LogGone": LogGone("/srv/b/log.jsonl"),
         "LogTruncated": LogTruncated("/srv/b/log.jsonl", 417, 4, 9, "the watermark (materialized)"),
         "OutOfSpace": OutOfSpace("/srv/b/log.jsonl", errno.ENOSPC),
+        "LockLost": LockLost("/srv/b/lock.d"),
         "StaleView": StaleView("/srv/b/log.jsonl", 4, 400, 5, 480),
     }
 

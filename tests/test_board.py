@@ -99,7 +99,7 @@ def test_open_a_missing_directory(tmp_path: Path) -> None:
     assert not (tmp_path / "missing").exists()
 
 
-@pytest.mark.parametrize("version", [4, 99])
+@pytest.mark.parametrize("version", [5, 99])
 def test_open_a_newer_format(board_path: Path, version: int) -> None:
     Board.init(board_path).close()
     config = json.loads((board_path / "board.json").read_bytes())

@@ -507,3 +507,32 @@ def test_7_3_a_log_shorter_than_its_checkpoint_shows_is_a_problem(tmp_path: Path
     assert not doc["ok"]
     (problem,) = [p for p in doc["problems"] if p["kind"] == "lost_tail"]
     assert problem["seq"] == 2100 and "the checkpoint" in problem["detail"] and "repair" in problem["detail"]
+
+
+def test_7_3_check_a_soft_board_of_another_user_whose_side_lock_dir_is_not_made_yet(shared_dir: Path) -> None:
+    """The side lock's token directory (materialize.lock.d/) is made on first use: a reader that
+    may not make it checks without it, as on a flock board it may not lock."""
+    uid = other_user()
+    board = shared_dir / "board"
+    make_board(board, damaged=False, lock="soft")
+    shutil.rmtree(board / "materialize.lock.d", ignore_errors=True)
+    read_only_everywhere(board)
+    assert check_json(board, uid=uid, code=0)["ok"] is True
+    assert not (board / "materialize.lock.d").exists()
+
+
+def test_7_3_check_a_soft_board_on_a_read_only_mount(tmp_path: Path) -> None:
+    """The same on a read-only mount (EROFS, not EACCES): a read-only bind mount of the board."""
+    board, view = tmp_path / "board", tmp_path / "ro"
+    make_board(board, damaged=False, lock="soft")
+    shutil.rmtree(board / "materialize.lock.d", ignore_errors=True)
+    view.mkdir()
+    if subprocess.run(["mount", "--bind", str(board), str(view)], capture_output=True, check=False).returncode:
+        pytest.skip("cannot bind-mount here (not root, or no mount namespace rights)")
+    try:
+        remount = subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], capture_output=True, check=False)
+        if remount.returncode:
+            pytest.skip(f"cannot remount read-only: {remount.stderr.decode().strip()}")
+        assert check_json(view, code=0)["ok"] is True
+    finally:
+        subprocess.run(["umount", "-l", str(view)], check=False)

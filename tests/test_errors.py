@@ -59,6 +59,11 @@ EXPECTED: dict[str, tuple[type[Exception] | None, dict[str, Any], str]] = {
         {"path": "/srv/b/log.jsonl", "last_seq": 4, "seen": 9, "trace": "the watermark (materialized)"},
         "/srv/b/log.jsonl: the log ends at seq 4, but the watermark (materialized) shows seq 9 was written",
     ),
+    "LockLost": (
+        None,
+        {"lock_path": "/srv/b/lock.d"},
+        "/srv/b/lock.d: this process's hold on the writer lock was broken before it could write",
+    ),
     "StaleView": (
         None,
         {"path": "/srv/b/log.jsonl", "seen_seq": 4, "seen_end": 400, "note_seq": 5, "note_end": 480},

@@ -44,7 +44,11 @@ from _sharedfs_workers import (
 )
 from _workers import Job, run_jobs
 
-from blackboard import Board
+from blackboard import Board, StaleView
+from blackboard.core.engine import Engine
+from blackboard.core.index import Index
+from blackboard.core.record import encode_record
+from blackboard.core.softlock import Note
 
 pytestmark = pytest.mark.sharedfs
 
@@ -425,3 +429,37 @@ def python(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False
     )
+
+
+# -- a writer whose view is passed by another writer's append ---------------------------------------------
+
+
+def test_an_append_after_our_view_refuses_the_write_through_the_views(
+    views: Views, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A holder whose lease ran out while it was paused: another client appended meanwhile (here a
+    record written through view B between our look at the log and our append, under our hold).
+    Our pwrite at the end we saw would overwrite it: the write is refused (StaleView), and the log
+    keeps the other client's record and nothing of ours."""
+    a, b, back = soft_board(views)
+    with Board.open(a) as board:
+        board.write("k", 1)
+        assert board.engine.log.uncached  # O_DIRECT on FUSE: the protocol under test
+        fresh_view = Engine._fresh_view
+
+        def passed_by_another_client(engine: Engine, index: Index, note: Note | None) -> Index:
+            seen = fresh_view(engine, index, note)
+            log = b / "log.jsonl"
+            last = json.loads(log.read_bytes().splitlines()[-1])
+            line = encode_record(
+                last["seq"] + 1, "put", "other", b'"theirs"', 1, "b@elsewhere", last["ts"], sealed=True
+            )
+            with open(log, "ab") as file:
+                file.write(line)
+            return seen
+
+        monkeypatch.setattr(Engine, "_fresh_view", passed_by_another_client)
+        with pytest.raises(StaleView, match="does not end there"):
+            board.write("k", 2)
+    records = [json.loads(line) for line in (back / "log.jsonl").read_bytes().splitlines()[1:]]
+    assert [(r["seq"], r["key"]) for r in records] == [(1, "k"), (2, "other")]

@@ -41,7 +41,7 @@ from _workers import CTX, Spawn, join_ok, run_jobs, wait_until
 from xxhash import xxh3_64_hexdigest
 
 import blackboard.core.engine as engine_module
-from blackboard import Board, LockTimeout, StaleView
+from blackboard import Board, LockLost, LockTimeout, StaleView
 from blackboard.core import softlock
 from blackboard.core.lock import side_lock, start_token, this_host
 from blackboard.core.softlock import SoftLock, create_lock_dir
@@ -612,6 +612,24 @@ def test_lock_dir_is_made_by_the_first_write(tmp_path: Path) -> None:
     assert os.listdir(path / "tmp") == []
 
 
+def test_a_soft_board_is_version_4_and_an_older_one_is_marked_so_on_its_first_write(tmp_path: Path) -> None:
+    """Spec 3: releases that know only filelock's claims must refuse a board whose writers take the
+    token lock (they would not exclude each other): init writes 4, a writer upgrades an older one."""
+    path = soft_board(tmp_path)
+    assert json.loads((path / "board.json").read_text())["version"] == 4
+    config = json.loads((path / "board.json").read_text())
+    (path / "board.json").write_text(json.dumps({**config, "version": 3}))
+    shutil.rmtree(path / "lock.d")  # as an older release left it
+    with Board.open(path) as board:
+        assert board.read("k") is None  # a read changes nothing
+        assert json.loads((path / "board.json").read_text())["version"] == 3
+        board.write("k", 1)
+    assert json.loads((path / "board.json").read_text())["version"] == 4
+    flock = tmp_path / "f"
+    Board.init(flock).close()
+    assert json.loads((flock / "board.json").read_text())["version"] == 3  # flock boards: unchanged
+
+
 def _create_lock_dirs(root: str, count: int, barrier: Barrier) -> None:
     barrier.wait(60)
     for i in range(count):
@@ -955,3 +973,42 @@ def test_fork_while_the_renewer_renews(tmp_path: Path) -> None:
     lock.close()
     assert code is not None, "the forked child hung taking the lock (SoftLock._state inherited locked)"
     assert code == 0
+
+
+def test_unlock_never_adds_a_token_beside_others(tmp_path: Path) -> None:
+    """Two tokens (never made by the protocol: a restore, a hand edit) are reported, not fixed: a
+    `--force` must not add a third."""
+    path = soft_board(tmp_path)
+    lock_dir = path / "lock.d"
+    (lock_dir / "held.elsewhere.0123456789abcdef.7.x.00c0ffee.0").write_bytes(b" " * 63 + b"\n")
+    proc = _unlock(path, "--force", "--json")
+    assert proc.returncode == 0, proc.stderr
+    (claim,) = json.loads(proc.stdout)
+    assert claim["state"] == "several" and claim["broken"] is False
+    assert sorted(os.listdir(lock_dir)) == ["free", "held.elsewhere.0123456789abcdef.7.x.00c0ffee.0"]
+    text = _unlock(path)
+    assert text.returncode == 0 and "several tokens" in text.stdout, text.stdout
+
+
+def test_a_hold_broken_before_the_append_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A holder paused past the lease (here: its token moved away by a breaker between its look at the
+    log and its append, and its last renewal as old as the lease) must not write beside the next
+    holder: the write fails with LockLost, and the log is unchanged byte for byte."""
+    path = soft_board(tmp_path)
+    with Board.open(path) as board:
+        board.write("k", 1)
+        before = (path / "log.jsonl").read_bytes()
+        fresh_view = engine_module.Engine._fresh_view
+
+        def broken_meanwhile(engine: Any, index: Any, note: Any) -> Any:
+            seen = fresh_view(engine, index, note)
+            lock = engine.lock
+            os.rename(lock._name, path / "lock.d" / "free")  # what a breaker does
+            monkeypatch.setattr(softlock, "LEASE_SECONDS", 0.0)  # our last renewal: as old as the lease
+            return seen
+
+        monkeypatch.setattr(engine_module.Engine, "_fresh_view", broken_meanwhile)
+        with pytest.raises(LockLost):
+            board.write("k", 2)
+    assert (path / "log.jsonl").read_bytes() == before
+    assert os.listdir(path / "lock.d") == ["free"]

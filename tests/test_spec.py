@@ -130,7 +130,7 @@ def test_3_board_json(tmp_path: Path) -> None:
     config["a_future_field"] = True
     (tmp_path / "b" / "board.json").write_text(json.dumps(config))
     Board.open(tmp_path / "b").close()  # unknown fields are ignored
-    config["version"] = 4
+    config["version"] = 5
     (tmp_path / "b" / "board.json").write_text(json.dumps(config))
     with pytest.raises(NotABoard, match="newer"):
         Board.open(tmp_path / "b")

@@ -292,7 +292,7 @@ def many_writes(board: Board, count: int, keys: int = 50) -> None:
 def test_1_title_and_version() -> None:
     assert SPEC.splitlines()[0] == f"# The blackboard on-disk format, version {FORMAT_VERSION}"
     assert FORMAT_VERSION == 3
-    assert READABLE_VERSIONS == (1, 2, 3)
+    assert READABLE_VERSIONS == (1, 2, 3, 4)  # 4: a soft board with the token lock (spec 3, 9.1)
 
 
 def test_1_worked_example_header_line(path: Path) -> None:
@@ -337,8 +337,8 @@ def test_3_new_board_json_is_version_3_with_its_defaults(path: Path) -> None:
     assert on_disk["retention_seconds"] == 86400
 
 
-@pytest.mark.parametrize("version", [1, 2, 3])
-def test_3_readers_accept_versions_1_2_and_3(path: Path, version: int) -> None:
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
+def test_3_readers_accept_versions_1_to_4(path: Path, version: int) -> None:
     Board.init(path).close()
     config = json.loads((path / "board.json").read_bytes())
     (path / "board.json").write_bytes(dumps({**config, "version": version}))
@@ -347,7 +347,7 @@ def test_3_readers_accept_versions_1_2_and_3(path: Path, version: int) -> None:
         assert board.read("k") == 1
 
 
-@pytest.mark.parametrize("version", [4, 0, "3", None])
+@pytest.mark.parametrize("version", [5, 0, "3", None])
 def test_3_readers_refuse_a_version_they_do_not_implement(path: Path, version: object) -> None:
     Board.init(path).close()
     config = json.loads((path / "board.json").read_bytes())

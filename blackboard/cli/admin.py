@@ -176,6 +176,9 @@ def unlock(board_dir: Path, force: bool, as_json: bool) -> None:
     if not claims:
         click.echo("no claims: the writer lock is free" if board.config.lock == "soft" else "a flock board: no claims")
     for c in claims:
+        if c.state == "several":
+            click.echo(f"lock.d/ holds several tokens ({c.host}): remove all but one by hand; nothing was changed")
+            continue
         if c.state == "none":
             click.echo(
                 "put a free token back into lock.d/: writers can go on"

@@ -192,6 +192,7 @@ def _build_and_switch(
             report.bytes_after = out.tell()
             if not sealed:  # older releases must refuse the board before they can meet the new log
                 engine.config = upgrade_config(layout.root, engine.config)
+            engine.check_hold()  # a hold broken meanwhile would switch away another writer's appends
             os.replace(tmp, layout.log)
             fsync_path(layout.root)
             engine.leave_note(last_in_view, report.bytes_after, parse_header(layout.log, header[:-1]).generation)

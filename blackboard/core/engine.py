@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..errors import CorruptLog, InvalidValue, KeyNotFound, LogTruncated, StaleView, VersionConflict
-from ..models import BoardConfig
+from ..errors import CorruptLog, InvalidValue, KeyNotFound, LockLost, LogTruncated, StaleView, VersionConflict
+from ..models import SOFT_LOCK_VERSION, BoardConfig
 from . import checkpoint as _checkpoint
 from . import codec as _codec
 from .entries import read_watermark
@@ -30,16 +30,9 @@ from .layout import Layout, upgrade_config
 from .lock import FlockLock
 from .log import LogFile
 from .mount import fstype_of
+from .notice import warn
 from .record import DELETE, PUT, Change, changes, encode_record, encode_txn, parse_record
 from .softlock import Note, SoftLock
-
-
-def warn(message: str, *args: object) -> None:
-    """Log a warning on the "blackboard" logger; `logging` is imported on first use (~5 ms of every
-    CLI command's start otherwise)."""
-    import logging
-
-    logging.getLogger("blackboard").warning(message, *args)
 
 
 class _Clock:
@@ -117,7 +110,9 @@ class Engine:
                     self.log.forget_file()
         return self._refresh(writable, truncated_ok)
 
-    def _refresh(self, writable: bool, truncated_ok: bool) -> Index:
+    def _refresh(self, writable: bool, truncated_ok: bool, depth: int = 0) -> Index:
+        if depth > _STALE_RETRIES:  # the file at the path keeps changing under every look
+            raise OSError(errno.ESTALE, "the log was replaced under every look", str(self.log.path))
         with self.mutex:
             log = self.log
             if log.sync(writable):
@@ -147,7 +142,7 @@ class Engine:
                 base, lines = log.read_chunk()
                 if not lines:
                     if log.fd < 0:  # the file went away under us (NFS ESTALE, FUSE): the one at the path
-                        return self._refresh(writable, truncated_ok)
+                        return self._refresh(writable, truncated_ok, depth + 1)
                     if index.last_seq >= self.floor[0] or truncated_ok:
                         return index
                     # The traces were read after the file was opened: a compaction or repair may have
@@ -155,7 +150,7 @@ class Engine:
                     # watermark read mid-rewrite may overstate. Look once more: the file at the
                     # path, then the traces, then the log up to its end again.
                     if log.replaced():
-                        return self._refresh(writable, truncated_ok)
+                        return self._refresh(writable, truncated_ok, depth + 1)
                     if rechecked:
                         raise LogTruncated(str(path), log.offset, index.last_seq, *self.floor)
                     rechecked, self.floor = True, self._traces()
@@ -190,9 +185,16 @@ class Engine:
         """Hold the writer lock (compaction's switch, repair)."""
         self.lock.acquire(self.lock_timeout)
         try:
+            self._mark_soft_board()
             yield
         finally:
             self.lock.release()
+
+    def _mark_soft_board(self) -> None:
+        """Holding the token lock of a soft board an older release made: mark board.json version 4
+        first (spec 3), so that releases that take only filelock's claims refuse the board."""
+        if isinstance(self.lock, SoftLock) and self.config.version < SOFT_LOCK_VERSION:
+            self.config = upgrade_config(self.layout.root, self.config, SOFT_LOCK_VERSION)
 
     def leave_note(self, seq: int, end: int, generation: str) -> None:
         """Under `locked()`, after replacing the log: the note the release leaves (spec 9.1), for a
@@ -239,6 +241,7 @@ class Engine:
                 self.refresh(writable=not log.reopen)
         self.lock.acquire(self.lock_timeout)
         try:
+            self._mark_soft_board()
             with self.mutex:
                 index = self.refresh(writable=True)
                 if isinstance(self.lock, SoftLock):
@@ -267,6 +270,7 @@ class Engine:
                     line = encode_record(seq, c.op, c.key, c.value, c.version, author, ts, idem, sealed=sealed)
                 else:
                     line = encode_txn(seq, made, author, ts, idem, sealed=sealed)
+                self._before_append(index)
                 offset = self.log.append(line)
                 try:
                     index.add(self.log.path, offset, seq, made, author, ts, idem)
@@ -278,9 +282,7 @@ class Engine:
                     raise
                 # A dup of the fd: another thread may reopen the log (and close its fd) once we let go.
                 durable_fd = os.dup(self.log.fd) if self.config.fsync else -1
-                if isinstance(self.lock, SoftLock):
-                    header = self.log.header
-                    self.lock.note_out = Note(seq, self.log.offset, header.generation if header else "")
+                self._after_append(seq)
                 if self.log.reopen:
                     self.log.release_fd()  # NFS: close before the lock goes (spec section 9)
         finally:
@@ -295,9 +297,32 @@ class Engine:
                 os.close(durable_fd)
         return Committed(seq, author, ts, made)
 
+    def _before_append(self, index: Index) -> None:
+        """On a soft board, right before the append: we still hold the lock, and the file ends where
+        our view does (spec 9: a holder whose lease ran out must not write over its successor)."""
+        if isinstance(self.lock, SoftLock):
+            self.check_hold()
+            if not self.log.at_end():
+                raise StaleView(str(self.log.path), index.last_seq, self.log.offset)
+
+    def _after_append(self, seq: int) -> None:
+        """On a soft board: the note our release leaves, the log as our append left it (spec 9.1)."""
+        if isinstance(self.lock, SoftLock):
+            header = self.log.header
+            self.lock.note_out = Note(seq, self.log.offset, header.generation if header else "")
+
+    def check_hold(self) -> None:
+        """Under the soft writer lock, right before changing the log: renew the hold now and raise
+        `LockLost` if it was broken (a pause past the lease), so that a process that lost the lock
+        never writes beside the one that took it."""
+        if isinstance(self.lock, SoftLock) and not self.lock.renew_now():
+            raise LockLost(str(self.lock.directory))
+
     def open_flags(self) -> int:
         """Flags for another fd on the log (compaction, repair): O_DIRECT where this view reads past
-        the client's cache."""
+        the client's cache (once our own fd found that the filesystem serves it)."""
+        if self.log.uncached and not self.log.direct_ok:
+            self.refresh(truncated_ok=True)  # opens ours, which tries O_DIRECT (and may give it up)
         return os.O_DIRECT if self.log.uncached else 0
 
     def check_handover(self, generation: str, last_seq: int, end: int) -> None:

@@ -241,9 +241,8 @@ def read_config(root: Path) -> BoardConfig:
         raise NotABoard(str(root), "board.json does not describe a blackboard")
     version = raw.get("version")
     if type(version) is not int or version not in READABLE_VERSIONS:
-        raise NotABoard(
-            str(root), f"board format {version!r} is newer than this blackboard reads ({FORMAT_VERSION}); upgrade"
-        )
+        newest = max(READABLE_VERSIONS)
+        raise NotABoard(str(root), f"board format {version!r} is newer than this blackboard reads ({newest}); upgrade")
     try:
         return BoardConfig.from_dict(raw)
     except (ValueError, TypeError) as exc:

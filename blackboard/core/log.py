@@ -152,7 +152,8 @@ class LogFile:
         self.header: Header | None = None
         self._pid = -1
         self._writable = False
-        self._direct_ok = False
+        #: whether an O_DIRECT read was served here (see _open_direct)
+        self.direct_ok = False
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -179,13 +180,13 @@ class LogFile:
         and for good, a cached fd like a local board's."""
         try:
             fd = _open_existing(self.path, flags | os.O_DIRECT)
-            if not self._direct_ok:
+            if not self.direct_ok:
                 try:
                     os.pread(fd, 1, 1)
                 except BaseException:
                     os.close(fd)
                     raise
-                self._direct_ok = True
+                self.direct_ok = True
             return fd
         except OSError as exc:
             if exc.errno != errno.EINVAL:
@@ -423,6 +424,18 @@ class LogFile:
             return 0
         os.ftruncate(self.fd, self.offset)
         return size - self.offset
+
+    def at_end(self) -> bool:
+        """Whether our offset is the file's end, after a newline (or 0 of an empty file), as the
+        server has it: under the lock, before an uncached append (a pwrite at our offset), this
+        catches a view that another writer's append has passed (a holder whose lease ran out
+        meanwhile) or a file now shorter than our view. One read; True for a cached view, whose
+        O_APPEND write lands at the end anyway."""
+        if not self.uncached:
+            return True
+        if self.offset == 0:
+            return os.pread(self.fd, 1, 0) == b""
+        return os.pread(self.fd, 2, self.offset - 1) == b"\n"
 
     def append(self, data: bytes) -> int:
         """Append whole lines with one write() at the end, where the lock holder found it.

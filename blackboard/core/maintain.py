@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from ..errors import CorruptLog, LockTimeout, ReadOnlyBoard
 from . import codec as _codec
 from .entries import Problem, Report, compare, materialize_lock, read_watermark, torn_tail_summary
-from .log import line_numbers
+from .log import file_size, line_numbers
 from .record import parse_record
-from .softlock import read_note
+from .softlock import Note, read_note
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -72,32 +72,32 @@ def check(engine: Engine, *, read_only: bool = False) -> Report:
         # The watermark before the log: every seq it names is then in the index we compare with
         # (read after, a batch could have moved it past what we read).
         report.watermark = read_watermark(layout)
+        # The lock's note before the log too: a write that lands between would otherwise make the
+        # note name a seq our view of the log does not reach yet (a false lost write).
+        note = read_note(layout.soft_lock_dir) if engine.config.lock == "soft" else None
         index = engine.refresh(truncated_ok=True)
         report.last_seq, report.keys = index.last_seq, len(index.live)
         seen, trace = engine.floor
         if seen > index.last_seq and seen > report.watermark:  # the watermark's own kind says the rest
             report.lost_tail = (seen, trace)
-        if engine.config.lock == "soft":
-            report.lost_write = _lost_write(engine, index)
+        if note is not None:
+            report.lost_write = _lost_write(engine, index, note)
         compare(layout, index, report, pending_after=report.watermark)
         if report.found:
             _add_lines(engine, index, report)
     return report
 
 
-def _lost_write(engine: Engine, index: Index) -> tuple[int, str] | None:
+def _lost_write(engine: Engine, index: Index, note: Note) -> tuple[int, str] | None:
     """The last acknowledged write of a soft board, as the lock's note records it (spec 9.1), if the
     log does not hold it: the note's seq must be in the log and, in the same file, be the record
     that ends at the note's offset."""
-    note = read_note(engine.layout.soft_lock_dir)
-    if note is None:
-        return None
     if note.seq > index.last_seq:
         return note.seq, f"the log ends at seq {index.last_seq}"
     log = engine.log
     if log.header is None or log.header.generation != note.generation or note.seq <= index.compacted_through:
         return None  # another file (compaction, repair): the seqs say it all
-    size = os.fstat(log.fd).st_size
+    size = file_size(log.fd)
     if note.end > size:
         return note.seq, f"the log has {size} bytes, and that record ended at byte {note.end}"
     window = os.pread(log.fd, min(note.end, 1 << 20), note.end - min(note.end, 1 << 20))

@@ -41,6 +41,7 @@ from xxhash import xxh3_64_hexdigest
 
 from ..errors import ReadOnlyBoard
 from .lock import LockPolicy, claim_is_stale, start_token, this_host
+from .notice import warn
 
 #: A contender breaks a hold whose token name it has seen unchanged this long (its own clock).
 LEASE_SECONDS = 15.0
@@ -195,11 +196,14 @@ class SoftLock(LockPolicy):
             note = self.note_out
             try:
                 if note is not None and note != self.note:
-                    fd = os.open(name, os.O_WRONLY | os.O_CLOEXEC)
                     try:
-                        os.pwrite(fd, format_note(note), 0)
-                    finally:
-                        os.close(fd)  # close-to-open: on NFS the note reaches the server here
+                        _write_note(name, note)
+                    except FileNotFoundError:
+                        raise
+                    except (OSError, ValueError) as exc:
+                        # The note is a lower bound for the next holder, not the write: release anyway
+                        # (a stranded token would block every writer for a lease).
+                        warn("%s: could not leave the handover note (%s); releasing without it", name, exc)
                 os.rename(name, self._free)
             except FileNotFoundError:
                 _lost(name)
@@ -211,13 +215,9 @@ class SoftLock(LockPolicy):
 
     def _read_note(self) -> Note | None:
         try:
-            fd = os.open(self._name, os.O_RDONLY | os.O_CLOEXEC)
+            return _note_of(self._name)
         except OSError:
             return None
-        try:
-            return parse_note(os.read(fd, NOTE_BYTES))
-        finally:
-            os.close(fd)
 
     def renew_if_due(self, now: float) -> None:
         """Move our token to its next name if the last move is RENEW_SECONDS old (the renewer thread)."""
@@ -234,6 +234,24 @@ class SoftLock(LockPolicy):
             except OSError:
                 return  # a transient error (a server away): the next round tries again
             self._name, self._renewals, self._renewed = new, self._renewals + 1, now
+
+    def renew_now(self) -> bool:
+        """Right before a change to the log: whether we still hold the lock. Proven by a renewal
+        unless the last one is recent (under half the lease: no contender can have broken it)."""
+        with self._state:
+            if not self._name:
+                return False  # the renewer found it broken
+            now = time.monotonic()
+            if now - self._renewed < LEASE_SECONDS / 2:
+                return True
+            new = f"{self._base}.{self._renewals + 1}"
+            try:
+                os.rename(self._name, new)
+            except FileNotFoundError:
+                self._name = ""  # broken: the caller raises LockLost; release has nothing to do
+                return False
+            self._name, self._renewals, self._renewed = new, self._renewals + 1, now
+            return True
 
     # -- waiting ------------------------------------------------------------------------------------
 
@@ -260,8 +278,6 @@ class SoftLock(LockPolicy):
                 return False  # it moved meanwhile: nothing was broken
             else:
                 if expired and not owner.gone():
-                    from .engine import warn
-
                     warn(
                         "%s: broke the writer lock of pid %d on host %s: it did not renew its hold for %.0f s",
                         self.directory,
@@ -273,19 +289,26 @@ class SoftLock(LockPolicy):
         return False
 
     def _token(self) -> str | None:
-        """The token's name as a listing shows it (None: no token, or no lock directory yet)."""
-        try:
-            names = os.listdir(self.directory)
-        except FileNotFoundError:
-            create_lock_dir(self.directory)
-            return None
-        tokens = [name for name in names if name == FREE or name.startswith(HELD)]
+        """The token's name as a listing shows it (None: none, several, or no lock directory yet)."""
+        tokens = self._tokens()
         return tokens[0] if len(tokens) == 1 else None
 
+    def _tokens(self) -> list[str]:
+        try:
+            return tokens_in(self.directory)
+        except FileNotFoundError:
+            create_lock_dir(self.directory)
+            return []
+
     def _holder(self) -> str | None:
-        token = self._token()
-        if token is None:
+        tokens = self._tokens()
+        if not tokens:
             return f"nobody: {self.directory} holds no token (`unlock --force` puts one back)"
+        if len(tokens) > 1:
+            return (
+                f"nobody: {self.directory} holds {len(tokens)} tokens ({', '.join(tokens)}): remove all but one by hand"
+            )
+        token = tokens[0]
         owner = parse_owner(token) if token != FREE else None
         if owner is None:
             return None
@@ -300,13 +323,18 @@ class SoftLock(LockPolicy):
         its owner (the operator's call once a crashed host's writer is known dead: a live holder would
         then overlap with the next one). With `force`, a directory left with no token gets one."""
         with self._thread_lock:  # not while this process's own writer holds or takes it
-            token = self._token()
-            if token is None:
+            tokens = self._tokens()
+            if len(tokens) > 1:  # never made by the protocol: by hand, a restore; not ours to pick
+                return [Claim("several", 0, ", ".join(tokens), None, False, False)]
+            if not tokens:
                 # No token (removed by hand, or by a bug): every writer waits until one is put back.
-                restored = force and self.directory.is_dir()
+                # Only once listings over more than a renewal interval all show none: a listing that
+                # raced a rename must not mint a second token.
+                restored = force and self.directory.is_dir() and self._stays_empty()
                 if restored:
                     _put_token(self.directory)
                 return [Claim("none", 0, "", None, False, restored)]
+            token = tokens[0]
             owner = parse_owner(token) if token != FREE else None
             if owner is None:
                 return []
@@ -319,8 +347,21 @@ class SoftLock(LockPolicy):
                     broken = True
             return [Claim("held", owner.pid, owner.host, age, stale, broken)]
 
+    def _stays_empty(self) -> bool:
+        deadline = time.monotonic() + RENEW_SECONDS * 1.5
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            if tokens_in(self.directory):
+                return False
+        return True
+
 
 # -- the lock directory ---------------------------------------------------------------------------------
+
+
+def tokens_in(directory: Path) -> list[str]:
+    """The token names a listing of a lock directory shows (other names, such as `.nfs*`, are not)."""
+    return [name for name in os.listdir(directory) if name == FREE or name.startswith(HELD)]
 
 
 def create_lock_dir(directory: Path) -> None:
@@ -330,14 +371,12 @@ def create_lock_dir(directory: Path) -> None:
     staging = directory.parent / "tmp" / f"lockdir.{_host_tag16()[:8]}.{os.getpid()}.{os.urandom(4).hex()}"
     try:
         staging.mkdir(parents=True)
-    except FileExistsError:
-        pass
-    except PermissionError:
-        raise ReadOnlyBoard(str(directory.parent), "cannot create the lock directory") from None
-    try:
         _put_token(staging)
         os.rename(staging, directory)
     except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            # A reader (check) on a read-only mount or another user's board: no lock to be had.
+            raise ReadOnlyBoard(str(directory.parent), "cannot create the lock directory") from None
         if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
             raise
         # Another process made it first: ours was never seen by anyone.
@@ -351,17 +390,32 @@ def read_note(directory: Path) -> Note | None:
     may move while we look, so a name that went away is looked up again (a few times)."""
     for _ in range(5):
         try:
-            tokens = [n for n in os.listdir(directory) if n == FREE or n.startswith(HELD)]
+            tokens = tokens_in(directory)
         except FileNotFoundError:
             return None
         if len(tokens) != 1:
             return None
         try:
-            with open(directory / tokens[0], "rb") as file:
-                return parse_note(file.read(NOTE_BYTES))
+            return _note_of(directory / tokens[0])
         except FileNotFoundError:
             continue
     return None
+
+
+def _note_of(path: Path | str) -> Note | None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return parse_note(os.read(fd, NOTE_BYTES))
+    finally:
+        os.close(fd)
+
+
+def _write_note(token: str, note: Note) -> None:
+    fd = os.open(token, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.pwrite(fd, format_note(note), 0)
+    finally:
+        os.close(fd)  # close-to-open: on NFS the note reaches the server here
 
 
 def _put_token(directory: Path) -> None:
@@ -380,8 +434,6 @@ def _age(path: Path) -> float | None:
 
 
 def _lost(name: str) -> None:
-    from .engine import warn
-
     warn(
         "%s: this process's hold on the writer lock was broken while it held it (no renewal for %.0f s: "
         "the process was paused?); another writer may have written meanwhile: run `blackboard check`",
@@ -449,7 +501,10 @@ class _Renewer:
                 held = list(self._held.values())
             now = time.monotonic()
             for lock in held:
-                lock.renew_if_due(now)
+                try:
+                    lock.renew_if_due(now)
+                except Exception as exc:  # one lock's failure must not end renewal for every lock
+                    warn("%s: could not renew the lock: %s", lock.directory, exc)
 
     def forget_parent(self) -> None:
         self._mutex = threading.Lock()
