@@ -199,7 +199,7 @@ class SoftLock(LockPolicy):
                     try:
                         _write_note(name, note)
                     except FileNotFoundError:
-                        raise
+                        raise  # the token is gone: our hold was broken (below)
                     except (OSError, ValueError) as exc:
                         # The note is a lower bound for the next holder, not the write: release anyway
                         # (a stranded token would block every writer for a lease).
@@ -224,16 +224,12 @@ class SoftLock(LockPolicy):
         with self._state:
             if not self._name or now - self._renewed < RENEW_SECONDS:
                 return
-            new = f"{self._base}.{self._renewals + 1}"
+            name = self._name
             try:
-                os.rename(self._name, new)
-            except FileNotFoundError:
-                lost, self._name = self._name, ""
-                _lost(lost)
-                return
+                if not self._move(now):
+                    _lost(name)
             except OSError:
-                return  # a transient error (a server away): the next round tries again
-            self._name, self._renewals, self._renewed = new, self._renewals + 1, now
+                pass  # a transient error (a server away): the next round tries again
 
     def renew_now(self) -> bool:
         """Right before a change to the log: whether we still hold the lock. Proven by a renewal
@@ -242,16 +238,19 @@ class SoftLock(LockPolicy):
             if not self._name:
                 return False  # the renewer found it broken
             now = time.monotonic()
-            if now - self._renewed < LEASE_SECONDS / 2:
-                return True
-            new = f"{self._base}.{self._renewals + 1}"
-            try:
-                os.rename(self._name, new)
-            except FileNotFoundError:
-                self._name = ""  # broken: the caller raises LockLost; release has nothing to do
-                return False
-            self._name, self._renewals, self._renewed = new, self._renewals + 1, now
-            return True
+            return now - self._renewed < LEASE_SECONDS / 2 or self._move(now)
+
+    def _move(self, now: float) -> bool:
+        """Renew: our token to its next name (with `_state` held). False if it was gone: our hold was
+        broken, and is forgotten (the caller says so; release has nothing left to do)."""
+        new = f"{self._base}.{self._renewals + 1}"
+        try:
+            os.rename(self._name, new)
+        except FileNotFoundError:
+            self._name = ""
+            return False
+        self._name, self._renewals, self._renewed = new, self._renewals + 1, now
+        return True
 
     # -- waiting ------------------------------------------------------------------------------------
 
