@@ -229,16 +229,7 @@ class Engine:
         An `idem` (idempotency key) that a record in the log already carries appends nothing: the
         record it names is returned, `duplicate=True`.
         """
-        # Parse what other writers appended before taking the lock, so that the lock is held only for
-        # the few records that land meanwhile (the others wait on it). One fstat when nothing did.
-        with self.mutex:  # another thread (the flusher) may reopen the log, closing this fd
-            log = self.log
-            # A grown log, or one that compaction replaced (the old fd does not grow): either way the
-            # work of catching up (a replay, a checkpoint load) is done before the lock, not under it.
-            if log.reopen or log.fd < 0 or os.fstat(log.fd).st_size > log.offset or log.replaced():
-                # Writable only on a local board: on NFS nothing holds the log open for writing
-                # outside the lock (it would keep that client's cache stale: see LogFile.sync).
-                self.refresh(writable=not log.reopen)
+        self._catch_up()
         self.lock.acquire(self.lock_timeout)
         try:
             self._mark_soft_board()
@@ -296,6 +287,20 @@ class Engine:
             finally:
                 os.close(durable_fd)
         return Committed(seq, author, ts, made)
+
+    def _catch_up(self) -> None:
+        """Before taking the lock, parse what other writers appended, so that the lock is held only
+        for the few records that land meanwhile (the others wait on it). One fstat when nothing did."""
+        with self.mutex:  # another thread (the flusher) may reopen the log, closing this fd
+            log = self.log
+            if log.uncached:
+                return  # FUSE, NFS: each open is a round trip, and the look under the lock opens it again
+            # A grown log, or one that compaction replaced (the old fd does not grow): either way the
+            # work of catching up (a replay, a checkpoint load) is done before the lock, not under it.
+            if log.reopen or log.fd < 0 or os.fstat(log.fd).st_size > log.offset or log.replaced():
+                # Writable only on a local board: on NFS nothing holds the log open for writing
+                # outside the lock (it would keep that client's cache stale: see LogFile.sync).
+                self.refresh(writable=not log.reopen)
 
     def _before_append(self, index: Index) -> None:
         """On a soft board, right before the append: we still hold the lock, and the file ends where

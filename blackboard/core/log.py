@@ -23,6 +23,7 @@ from .layout import write_all
 from .record import Header, log_header, parse_header
 
 _CHUNK = 1 << 22
+_DIRECT_FIRST = 1 << 16
 #: `LogFile.ino` of a view whose file went away under it (ESTALE): any file at the path is another
 _STALE = -2
 
@@ -298,7 +299,11 @@ class LogFile:
             # The client's size may be stale (NFS attribute caching, FUSE): read what the server has
             # after our offset instead (O_DIRECT). A log cut below us then reads as nothing new; the
             # traces (spec 5.3) catch that at the next open.
-            data = os.pread(self.fd, _CHUNK, base)
+            # 64 KiB first: a read asks for its whole length (4 MiB cost ~0.18 ms at the end of a
+            # file on FUSE, 64 KiB ~0.01 ms); the rest of a chunk only when there is more (catch-up).
+            data = os.pread(self.fd, _DIRECT_FIRST, base)
+            if len(data) == _DIRECT_FIRST:
+                data += os.pread(self.fd, _CHUNK - _DIRECT_FIRST, base + _DIRECT_FIRST)
             self.size = size = base + len(data)
             if len(data) == _CHUNK and data.rfind(b"\n") < 0:
                 data = os.pread(self.fd, file_size(self.fd) - base, base)
