@@ -152,8 +152,13 @@ class WriterPool:
     def run(self, job: WriteJob) -> WriteRun:
         for q in self._jobs:
             q.put(job)
+        return summarize(job.system, self.gather(job.system, job.duration + 2 * _BARRIER_TIMEOUT))
+
+    def gather(self, label: str, within: float) -> list[WriteResult]:
+        """Every worker's result of the jobs just queued, within `within` seconds; raises if a
+        worker died, the time ran out, or a worker reported an error."""
         results: list[WriteResult] = []
-        deadline = time.monotonic() + job.duration + 2 * _BARRIER_TIMEOUT
+        deadline = time.monotonic() + within
         while len(results) < self.procs:
             try:
                 results.append(self._results.get(timeout=1.0))
@@ -162,12 +167,12 @@ class WriterPool:
                 if dead:
                     raise RuntimeError(f"writer process(es) died: {dead}") from None
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{job.system}: writers did not finish in time") from None
+                    raise TimeoutError(f"{label}: writers did not finish in time") from None
         errors = [r.error for r in results if r.error]
         if errors:
             self._barrier.reset()
-            raise RuntimeError(f"{job.system} writers failed:\n" + "\n".join(errors))
-        return summarize(job.system, results)
+            raise RuntimeError(f"{label} writers failed:\n" + "\n".join(errors))
+        return results
 
     def close(self) -> None:
         for q in self._jobs:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import queue
 import shutil
 import subprocess
 import time
@@ -42,7 +41,7 @@ from typing import Literal
 from _bench import Bench, Filesystem
 from _live import PREFIX, WARMUP, BoardWriter, Job, LatencyRun, Listener, Server, Unavailable
 from _peers import OURS, open_store
-from _procs import WriteJob, WriteResult, WriterPool, WriteRun, summarize
+from _procs import WriteJob, WriterPool, WriteRun, summarize
 from _report import Row, Target
 from _sections import Pooled, Variant, median, rotated, section
 
@@ -168,23 +167,7 @@ class PathPool(WriterPool):
             raise ValueError(f"{len(jobs)} jobs for {self.procs} writers")
         for q, job in zip(self._jobs, jobs, strict=True):
             q.put(job)
-        results: list[WriteResult] = []
-        duration = max(job.duration for job in jobs)
-        deadline = time.monotonic() + duration + 240
-        while len(results) < self.procs:
-            try:
-                results.append(self._results.get(timeout=1.0))
-            except queue.Empty:
-                dead = [p.name for p in self._processes if not p.is_alive()]
-                if dead:
-                    raise RuntimeError(f"writer process(es) died: {dead}") from None
-                if time.monotonic() > deadline:
-                    raise TimeoutError("sharedfs: writers did not finish in time") from None
-        errors = [r.error for r in results if r.error]
-        if errors:
-            self._barrier.reset()
-            raise RuntimeError("sharedfs writers failed:\n" + "\n".join(errors))
-        return summarize(OURS, results)
+        return summarize(OURS, self.gather("sharedfs", max(job.duration for job in jobs) + 240))
 
 
 def _board_lock(path: Path) -> str:
