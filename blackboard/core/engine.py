@@ -274,9 +274,12 @@ class Engine:
                 # A dup of the fd: another thread may reopen the log (and close its fd) once we let go.
                 durable_fd = os.dup(self.log.fd) if self.config.fsync else -1
                 self._after_append(seq)
-                if self.log.reopen:
-                    self.log.release_fd()  # NFS: close before the lock goes (spec section 9)
         finally:
+            if self.log.reopen:
+                # NFS: close before the lock goes (spec section 9), on every way out: a writable fd
+                # left open after a conflict keeps this client's cache of the log stale.
+                with self.mutex:
+                    self.log.release_fd()
             self.lock.release()
         if durable_fd >= 0:
             # Outside the lock: fdatasync flushes every byte of the file written so far, ours
@@ -388,7 +391,7 @@ class Engine:
 _STALE_RETRIES = 3
 #: How long a writer on a soft board waits for its view of the log to reach the last release's note.
 STALE_VIEW_WAIT = 2.0
-#: The note of a hold that did not append (compaction, repair): nothing for the next holder to check.
+#: A note that asks the next holder to check nothing (a repaired log without a header).
 _NO_NOTE = Note(0, 0, "")
 
 

@@ -304,7 +304,7 @@ class LogFile:
             data = os.pread(self.fd, _DIRECT_FIRST, base)
             if len(data) == _DIRECT_FIRST:
                 data += os.pread(self.fd, _CHUNK - _DIRECT_FIRST, base + _DIRECT_FIRST)
-            self.size = size = base + len(data)
+            self.size = base + len(data)
             if len(data) == _CHUNK and data.rfind(b"\n") < 0:
                 data = os.pread(self.fd, file_size(self.fd) - base, base)
             return self._lines(base, data)
