@@ -12,9 +12,11 @@ response, checks it, then tells the server process to stop. Run:
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import math
 import multiprocessing as mp
+import shutil
 import sys
 import tempfile
 import time
@@ -86,8 +88,14 @@ def call(board: Board, op: str, args: list[int], timeout: float = 5.0) -> tuple[
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--board", default=None, help="board directory (default: a fresh temp dir)")
-    board_dir = parser.parse_args().board or tempfile.mkdtemp(prefix="request-response-")
-    print(f"board: {board_dir}")
+    parser.add_argument("--keep", action="store_true", help="keep the temp board (default: removed at exit)")
+    opts = parser.parse_args()
+    board_dir = opts.board or tempfile.mkdtemp(prefix="request-response-")
+    if opts.board is None and not opts.keep:
+        atexit.register(shutil.rmtree, board_dir, True)
+    print(
+        f"board: {board_dir}" + ("" if args.board or args.keep else " (a temp dir, removed at exit; --keep keeps it)")
+    )
     started = time.monotonic()
     proc = mp.get_context("spawn").Process(target=server, args=(board_dir,))
     matched = 0

@@ -11,7 +11,9 @@ The agents use `subscribe`: a callback per event, called from a background threa
 from __future__ import annotations
 
 import argparse
+import atexit
 import multiprocessing as mp
+import shutil
 import sys
 import tempfile
 import time
@@ -71,7 +73,14 @@ def requester(board_dir: str) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--board", default=None, help="board directory (default: a fresh temp dir)")
-    board_dir = parser.parse_args().board or tempfile.mkdtemp(prefix="pipeline-")
+    parser.add_argument("--keep", action="store_true", help="keep the temp board (default: removed at exit)")
+    opts = parser.parse_args()
+    board_dir = opts.board or tempfile.mkdtemp(prefix="pipeline-")
+    if opts.board is None and not opts.keep:
+        atexit.register(shutil.rmtree, board_dir, True)
+    print(
+        f"board: {board_dir}" + ("" if args.board or args.keep else " (a temp dir, removed at exit; --keep keeps it)")
+    )
     Board.init(board_dir).close()
 
     ctx = mp.get_context("spawn")

@@ -7,7 +7,7 @@
 # The agent is one command: `blackboard watch questions/ --exec CMD` runs CMD (with sh) for each new
 # question, with the event's fields in BLACKBOARD_KEY, BLACKBOARD_VALUE (JSON), BLACKBOARD_SEQ, ...
 # Run:
-#   bash examples/shell_agent.sh [--board DIR]
+#   bash examples/shell_agent.sh [--board DIR] [--keep]
 set -euo pipefail
 
 QUESTIONS=("what is a blackboard" "who reads the log" "how does a shell agent hear about new questions")
@@ -25,15 +25,24 @@ fi
 export BLACKBOARD_CLI
 read -r -a bb <<<"$BLACKBOARD_CLI"
 
-# The board: --board DIR, else a fresh temp dir. Every command below finds it in BLACKBOARD_DIR.
-if [[ $# -ge 2 && $1 == --board ]]; then
-    BLACKBOARD_DIR=$2
-else
+# The board: --board DIR, else a fresh temp dir, removed at exit unless --keep. Every command below
+# finds it in BLACKBOARD_DIR.
+BLACKBOARD_DIR="" keep=0
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --board) BLACKBOARD_DIR=$2; shift 2 ;;
+        --keep) keep=1; shift ;;
+        *) echo "usage: bash examples/shell_agent.sh [--board DIR] [--keep]" >&2; exit 2 ;;
+    esac
+done
+temp=""
+if [[ -z $BLACKBOARD_DIR ]]; then
     BLACKBOARD_DIR=$(mktemp -d "${TMPDIR:-/tmp}/shell-agent-XXXXXX")
+    [[ $keep == 1 ]] || temp=$BLACKBOARD_DIR
 fi
 export BLACKBOARD_DIR
 "${bb[@]}" init >/dev/null
-echo "board: $BLACKBOARD_DIR"
+echo "board: $BLACKBOARD_DIR${temp:+ (a temp dir, removed at exit; --keep keeps it)}"
 
 # Where the log ends now. The agent replays every question after this seq: questions posted while it
 # is still starting up (~0.2 s for a Python process) are not missed, as they would be with --since now.
@@ -50,7 +59,7 @@ $BLACKBOARD_CLI write "answers/$id" "{\"seq\": $BLACKBOARD_SEQ, \"words\": $word
 BLACKBOARD_AUTHOR=shell-agent "${bb[@]}" watch questions/ --since "${start:-0}" --count "$N" --timeout 20 \
     --exec "$handler" &
 agent=$!
-trap 'kill "$agent" 2>/dev/null || true' EXIT # do not leave the agent behind if we fail
+trap 'kill "$agent" 2>/dev/null || true; [[ -z $temp ]] || rm -rf "$temp"' EXIT # no agent or temp board left behind
 
 for i in "${!QUESTIONS[@]}"; do
     "${bb[@]}" write --author user --text "questions/q$((i + 1))" "${QUESTIONS[$i]}" >/dev/null

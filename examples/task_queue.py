@@ -13,8 +13,10 @@ once. Run:
 from __future__ import annotations
 
 import argparse
+import atexit
 import multiprocessing as mp
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -115,8 +117,14 @@ def verify(board: Board, orphan: str) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--board", default=None, help="board directory (default: a fresh temp dir)")
-    board_dir = parser.parse_args().board or tempfile.mkdtemp(prefix="task-queue-")
-    print(f"board: {board_dir}")
+    parser.add_argument("--keep", action="store_true", help="keep the temp board (default: removed at exit)")
+    opts = parser.parse_args()
+    board_dir = opts.board or tempfile.mkdtemp(prefix="task-queue-")
+    if opts.board is None and not opts.keep:
+        atexit.register(shutil.rmtree, board_dir, True)
+    print(
+        f"board: {board_dir}" + ("" if args.board or args.keep else " (a temp dir, removed at exit; --keep keeps it)")
+    )
     started = time.monotonic()
     ctx = mp.get_context("spawn")
     # The victim's first task takes a minute: it is sure to be killed while it holds the claim.
