@@ -93,9 +93,8 @@ def main() -> int:
     board_dir = opts.board or tempfile.mkdtemp(prefix="request-response-")
     if opts.board is None and not opts.keep:
         atexit.register(shutil.rmtree, board_dir, True)
-    print(
-        f"board: {board_dir}" + ("" if args.board or args.keep else " (a temp dir, removed at exit; --keep keeps it)")
-    )
+    temp = "" if opts.board or opts.keep else " (a temp dir, removed at exit; --keep keeps it)"
+    print(f"board: {board_dir}{temp}")
     started = time.monotonic()
     proc = mp.get_context("spawn").Process(target=server, args=(board_dir,))
     matched = 0

@@ -78,9 +78,8 @@ def main() -> int:
     board_dir = opts.board or tempfile.mkdtemp(prefix="pipeline-")
     if opts.board is None and not opts.keep:
         atexit.register(shutil.rmtree, board_dir, True)
-    print(
-        f"board: {board_dir}" + ("" if args.board or args.keep else " (a temp dir, removed at exit; --keep keeps it)")
-    )
+    temp = "" if opts.board or opts.keep else " (a temp dir, removed at exit; --keep keeps it)"
+    print(f"board: {board_dir}{temp}")
     Board.init(board_dir).close()
 
     ctx = mp.get_context("spawn")

@@ -122,9 +122,8 @@ def main() -> int:
     board_dir = opts.board or tempfile.mkdtemp(prefix="task-queue-")
     if opts.board is None and not opts.keep:
         atexit.register(shutil.rmtree, board_dir, True)
-    print(
-        f"board: {board_dir}" + ("" if args.board or args.keep else " (a temp dir, removed at exit; --keep keeps it)")
-    )
+    temp = "" if opts.board or opts.keep else " (a temp dir, removed at exit; --keep keeps it)"
+    print(f"board: {board_dir}{temp}")
     started = time.monotonic()
     ctx = mp.get_context("spawn")
     # The victim's first task takes a minute: it is sure to be killed while it holds the claim.
