@@ -536,3 +536,36 @@ def test_7_3_check_a_soft_board_on_a_read_only_mount(tmp_path: Path) -> None:
         assert check_json(view, code=0)["ok"] is True
     finally:
         subprocess.run(["umount", "-l", str(view)], check=False)
+
+
+@pytest.mark.parametrize("checkpoint", [False, True], ids=["no checkpoint", "a checkpoint past it"])
+def test_7_3_check_reports_a_damaged_record_in_the_middle_and_repair_fixes_it(tmp_path: Path, checkpoint: bool) -> None:
+    """Issue 10, item 8: a record damaged in the middle of the log makes check exit 6 (not 1), with
+    its line and seq, even where a checkpoint lets readers skip that line; repair then fixes it."""
+    board = tmp_path / "b"
+    with Board.init(board) as b:
+        for i in range(1, 6):
+            b.write(f"j{i}", i)
+        if checkpoint:  # a handle saves one once it has appended or replayed 2,000 records
+            for i in range(2100):
+                b.write(f"fill/{i % 50}", i)
+    assert (board / "checkpoint").exists() == checkpoint
+    log = board / "log.jsonl"
+    lines = log.read_bytes().split(b"\n")
+    lines[3] = lines[3].replace(b'"value":3', b'"value":9')  # seq 3's record: its checksum no longer holds
+    log.write_bytes(b"\n".join(lines))
+    report = check_json(board, code=6)
+    damaged = [p for p in report["problems"] if p["kind"] == "corrupt"]
+    assert [(p["line"], p["seq"]) for p in damaged] == [(4, 3)], report
+    assert "checksum" in damaged[0]["detail"] and "repair" in damaged[0]["detail"]
+    text = run_check(board)
+    assert text.returncode == 6 and "damaged record at line 4 (seq 3)" in text.stdout, text.stdout
+    fixed = subprocess.run(
+        [sys.executable, "-m", "blackboard", "--board", str(board), "repair"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert fixed.returncode == 0, fixed.stderr
+    assert check_json(board, code=0)["ok"] is True

@@ -159,7 +159,8 @@ def scan_entries(layout: Layout) -> Iterator[tuple[str, Path]]:
 class Problem:
     """One inconsistency `check()` found, with what the log says of it (spec 7.3).
 
-    `kind` is one of `torn_tail`, `watermark`, `missing`, `stale`, `extra`. `seq` is the log's seq
+    `kind` is one of `corrupt`, `torn_tail`, `watermark`, `lost_tail`, `lost_write`, `missing`,
+    `stale`, `extra`. `seq` is the log's seq
     for it: the key's latest record (missing, stale), the delete of an extra file's key (None if
     the log has no record of the key), the last complete record before a torn tail, the watermark.
     `line` is that record's line in log.jsonl (1-based; the torn bytes' own line for a torn tail)
@@ -214,6 +215,8 @@ class Report:
     #: (seq, reason): the soft lock's note says a writer acknowledged seq, which the log does not hold
     #: where the note says (spec 9.1): an acknowledged write was lost (overwritten, cut)
     lost_write: tuple[int, str] | None = None
+    #: records of the log that fail their checks (checksum, JSON, seq order): spec 5.3, 5.6
+    corrupt: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -225,6 +228,7 @@ class Report:
             or self.watermark_ahead
             or self.lost_tail
             or self.lost_write
+            or self.corrupt
         )
 
     @property
@@ -236,7 +240,7 @@ class Report:
         """Every problem, in the order `problems()` lists them: the log's tail, the watermark, then
         missing, stale and extra entry files. One that the lists name but `found` lacks (a caller
         edited the lists) comes with what the lists say of it."""
-        out = []
+        out = list(self.corrupt)
         if self.torn_tail_bytes:
             torn = [p for p in self.found if p.kind == "torn_tail"]
             out += torn or [

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from ..errors import CorruptLog, LockTimeout, ReadOnlyBoard
 from . import codec as _codec
 from .entries import Problem, Report, compare, materialize_lock, read_watermark, torn_tail_summary
-from .log import file_size, line_numbers
-from .record import parse_record
+from .log import complete_end, complete_lines, file_size, line_numbers
+from .record import check_order, first_seq, parse_header, parse_record
 from .softlock import Note, read_note
 
 if TYPE_CHECKING:
@@ -65,7 +65,10 @@ def check(engine: Engine, *, read_only: bool = False) -> Report:
     layout = engine.layout
     # Lock order everywhere: writer lock, then materialize lock, then _mutex. The torn-tail look
     # takes the writer lock, so it comes first, with nothing else held.
-    report.torn_tail_bytes, torn = _torn_tail_under_lock(engine, read_only)
+    try:
+        report.torn_tail_bytes, torn = _torn_tail_under_lock(engine, read_only)
+    except CorruptLog:
+        torn = None  # a damaged record before the end: reported below, with every other one
     if torn is not None:
         report.found.append(torn)
     with _batches_paused(layout), engine.mutex:
@@ -75,7 +78,16 @@ def check(engine: Engine, *, read_only: bool = False) -> Report:
         # The lock's note before the log too: a write that lands between would otherwise make the
         # note name a seq our view of the log does not reach yet (a false lost write).
         note = read_note(layout.soft_lock_dir) if engine.config.lock == "soft" else None
-        index = engine.refresh(truncated_ok=True)
+        # Every line, checked: a checkpoint lets a reader skip the lines it covers, and damage there
+        # would otherwise go unseen until a reader without one meets it.
+        report.corrupt, scanned_last = damaged_lines(engine)
+        try:
+            index = engine.refresh(truncated_ok=True)
+        except CorruptLog:
+            # Our view stops at the first bad record: comparing entry files with that part would
+            # report every later change as a problem. The damage itself is the finding.
+            report.last_seq = scanned_last
+            return report
         report.last_seq, report.keys = index.last_seq, len(index.live)
         seen, trace = engine.floor
         if seen > index.last_seq and seen > report.watermark:  # the watermark's own kind says the rest
@@ -86,6 +98,62 @@ def check(engine: Engine, *, read_only: bool = False) -> Report:
         if report.found:
             _add_lines(engine, index, report)
     return report
+
+
+#: `check` reports at most this many damaged records (repair quarantines them all).
+_MAX_DAMAGED = 100
+
+
+def damaged_lines(engine: Engine) -> tuple[list[Problem], int]:
+    """Every complete line of the log that fails its checks (spec 5.3, 5.6: JSON, checksum, seq
+    order), each with its line number, byte offset and claimed seq, and the highest good seq: one
+    pass over the file."""
+    path = engine.layout.log
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | engine.open_flags())
+    except FileNotFoundError:
+        return [], 0
+    found: list[Problem] = []
+    last: int | None = 0  # the last good record's seq (None: unknown, after a damaged line)
+    high = 0
+    try:
+        lines = complete_lines(fd, 0, complete_end(fd))
+        first = next(lines, None)
+        if first is None:
+            return [], 0
+        try:
+            header = parse_header(path, first[1])
+        except CorruptLog as exc:
+            return [_damaged(exc, 1)], 0
+        for number, (offset, line) in enumerate(lines, 2):
+            try:
+                rec = parse_record(path, offset, line, sealed=header.sealed)
+                if last is not None:  # after a damaged line, the one that follows starts over
+                    check_order(path, offset, last, first_seq(rec), header.compacted_through, rec["seq"])
+                last = rec["seq"]
+                high = max(high, rec["seq"])
+            except CorruptLog as exc:
+                found.append(_damaged(exc, number))
+                last = None
+                if len(found) >= _MAX_DAMAGED:
+                    break
+    finally:
+        os.close(fd)
+    return found, high
+
+
+def _damaged(exc: CorruptLog, line: int) -> Problem:
+    claimed = f" (seq {exc.seq})" if exc.seq is not None else ""
+    return Problem(
+        "corrupt",
+        None,
+        exc.seq,
+        f"line {line}, byte {exc.offset}{claimed}: {exc.reason}; `blackboard repair` moves it to quarantine/ "
+        "(nothing is deleted) and puts back what entry files still hold of it; what they do not hold is lost",
+        f"damaged record at line {line}{claimed}: {exc.reason}",
+        path="log.jsonl",
+        line=line,
+    )
 
 
 def _lost_write(engine: Engine, index: Index, note: Note) -> tuple[int, str] | None:
