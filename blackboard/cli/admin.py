@@ -230,9 +230,10 @@ def compact(
     as_json: bool,
 ) -> None:
     """Rewrite the log to the latest state of every key, safely while others write and watch."""
-    from ..core.compact import CompactReport, needs_compaction
+    from ..core.compact import CompactReport, needs_compaction, require_writable
 
     with open_board(board_dir) as board:
+        require_writable(board.engine.layout)  # --if-needed too: a cron job must learn it can never compact
         if if_needed and not needs_compaction(board.engine, min_bytes, min_dead_ratio):
             report = CompactReport(skipped="not needed")
         elif sys.stderr.isatty() and not as_json:

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import NO_ROOM, CorruptLog, OutOfSpace
+from ..errors import NO_ROOM, CorruptLog, OutOfSpace, ReadOnlyBoard, open_or_read_only
 from .checkpoint import encode, save
 from .entries import materialize, read_watermark
 from .index import Index
@@ -76,6 +76,23 @@ def _remove_leftovers(layout: Layout) -> None:
                     os.unlink(path)
 
 
+def require_writable(layout: Layout) -> None:
+    """`ReadOnlyBoard` unless this process can write the board (compaction replaces the log): said
+    before anything is touched, on a read-only mount (EROFS) or another user's board (EACCES), rather
+    than a raw OS error from whichever file compaction meets first (compact.lock, tmp/, the log)."""
+    root = layout.root
+    flags = 0
+    with contextlib.suppress(OSError):
+        flags = os.statvfs(root).f_flag
+    if flags & os.ST_RDONLY:
+        raise ReadOnlyBoard(str(root), "read-only filesystem")
+    effective = os.access in os.supports_effective_ids
+    for directory in (root, layout.tmp):
+        if directory.is_dir() and not os.access(directory, os.W_OK | os.X_OK, effective_ids=effective):
+            raise ReadOnlyBoard(str(root), f"cannot write {'the board directory' if directory == root else 'tmp/'}")
+    os.close(open_or_read_only(str(root / "compact.lock"), os.O_RDWR | os.O_CREAT, "compact.lock"))
+
+
 def compact(
     engine: Engine,
     *,
@@ -89,6 +106,7 @@ def compact(
     keep_after = time.time() - (engine.config.retention_seconds if retention is None else retention)
     report = CompactReport()
     started = time.monotonic()
+    require_writable(layout)
     layout.tmp.mkdir(exist_ok=True)
     with side_lock(layout.root / "compact.lock", wait=wait) as mine:
         if not mine:

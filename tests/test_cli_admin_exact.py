@@ -1,0 +1,202 @@
+"""The board-wide commands say exactly what they did (issue 10): `init` on an existing board with other
+settings is an error that names them (item 4), `seq` prints the last seq (item 13), and `compact` on
+a board this process cannot write is the read-only error, changing nothing (item 16).
+
+Every command runs as a real `python -m blackboard` process (as another user: a process that imports
+the CLI, drops to that uid, then runs it, as in tests/test_check.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from blackboard import Board
+
+TIMEOUT = 60
+ERROR_PREFIX = "blackboard: error: "
+READ_ONLY = "board is read-only here"
+
+#: Run `blackboard ARGS` as uid argv[1]: everything the commands import is imported first (the
+#: interpreter's own files may be out of that user's reach), then the uid is dropped.
+AS_USER = """
+import os, sys
+import encodings.ascii, encodings.latin_1, encodings.utf_8, logging, pwd, socket, textwrap, gzip
+import blackboard.cli.admin, blackboard.cli.base, blackboard.core.maintain, blackboard.core.compact
+import blackboard.core.cursors, blackboard.core.checkpoint, blackboard.core.entries
+uid = int(sys.argv[1])
+os.setgroups([])
+os.setgid(uid)
+os.setuid(uid)
+from blackboard.cli.base import cli
+cli.main(sys.argv[2:], prog_name="blackboard")
+"""
+
+
+def run(board: Path, *args: str, uid: int | None = None) -> subprocess.CompletedProcess[str]:
+    if uid is None:
+        cmd = [sys.executable, "-m", "blackboard", "--board", str(board), *args]
+    else:
+        cmd = [sys.executable, "-c", AS_USER, str(uid), "--board", str(board), *args]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BLACKBOARD_")}
+    env["BLACKBOARD_AUTHOR"] = "proc"
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False, input="")
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 0, (proc.args, proc.stdout, proc.stderr)
+    assert proc.stderr == ""
+    return proc.stdout
+
+
+def fails(proc: subprocess.CompletedProcess[str], code: int) -> str:
+    """The documented status, nothing on stdout, one `blackboard: error:` line (no traceback): its text."""
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(ERROR_PREFIX), proc.stderr
+    return lines[0][len(ERROR_PREFIX) :]
+
+
+def snapshot(root: Path) -> dict[str, tuple[bytes | None, int]]:
+    """Every file's bytes (None for a directory) and mode under `root`, by relative path."""
+    return {
+        p.relative_to(root).as_posix(): (None if p.is_dir() else p.read_bytes(), p.stat().st_mode)
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def board_json(board: Path) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads((board / "board.json").read_bytes())
+    return result
+
+
+def filled(board: Path, *, lock: str = "flock") -> Path:
+    """A board with superseded records and a delete (something for compact to do), entry files current."""
+    with Board.init(board, lock=lock) as b:  # type: ignore[arg-type]
+        for i in range(5):
+            b.write("k", i)
+        b.write("other", "x")
+        b.delete("other")
+    return board
+
+
+# -- other users, read-only mounts ----------------------------------------------------------------
+
+
+def nobody() -> int:
+    try:
+        return pwd.getpwnam("nobody").pw_uid
+    except KeyError:
+        pytest.skip("no user 'nobody' to run as")
+
+
+def other_user() -> int | None:
+    """None when not root (the modes already stop us), else `nobody` (root ignores permission bits)."""
+    if os.geteuid() != 0:
+        return None
+    uid = nobody()
+    probe = subprocess.run(
+        [sys.executable, "-c", f"import os; os.setgid({uid}); os.setuid({uid})"],
+        capture_output=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    if probe.returncode:
+        pytest.skip("running as root, and cannot switch to another user here")
+    return uid
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory another user can enter (pytest's tmp_path is private to its owner)."""
+    path = Path(tempfile.mkdtemp(prefix="bb-admin-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        for p in [path, *path.rglob("*")]:
+            with contextlib.suppress(OSError):
+                if not p.is_symlink():
+                    p.chmod(0o755 if p.is_dir() else 0o644)
+        shutil.rmtree(path)
+
+
+def read_only_everywhere(board: Path) -> None:
+    for p in [board, *board.rglob("*")]:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+
+
+@pytest.fixture
+def read_only_mount(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """(a directory, a read-only bind mount of it)."""
+    if os.geteuid() != 0:
+        pytest.skip("a read-only bind mount needs root")
+    source, view = tmp_path / "source", tmp_path / "ro"
+    source.mkdir()
+    view.mkdir()
+    proc = subprocess.run(
+        ["mount", "--bind", str(source), str(view)], capture_output=True, timeout=TIMEOUT, check=False
+    )
+    if proc.returncode:
+        pytest.skip(f"cannot bind-mount here: {proc.stderr.decode().strip()}")
+    try:
+        proc = subprocess.run(
+            ["mount", "-o", "remount,ro,bind", str(view)], capture_output=True, timeout=TIMEOUT, check=False
+        )
+        if proc.returncode:
+            pytest.skip(f"cannot remount read-only here: {proc.stderr.decode().strip()}")
+        yield source, view
+    finally:
+        subprocess.run(["umount", "-l", str(view)], check=False, timeout=TIMEOUT)
+
+
+# -- item 16: compact on a board this process cannot write -----------------------------------------
+
+
+@pytest.mark.parametrize("lock", ["flock", "soft"])
+@pytest.mark.parametrize("args", [[], ["--json"], ["--archive"], ["--if-needed"]], ids=repr)
+def test_compact_on_a_read_only_mount_is_the_read_only_error(
+    read_only_mount: tuple[Path, Path], lock: str, args: list[str]
+) -> None:
+    source, view = read_only_mount
+    filled(source / "board", lock=lock)
+    before = snapshot(source)
+    line = fails(run(view / "board", "compact", *args), 1)
+    assert line == f"{view / 'board'}: {READ_ONLY}: read-only filesystem"
+    assert snapshot(source) == before
+
+
+@pytest.mark.parametrize("lock", ["flock", "soft"])
+@pytest.mark.parametrize("without_compact_lock", [False, True], ids=["compact.lock", "no compact.lock"])
+def test_compact_on_a_board_of_another_user_is_the_read_only_error(
+    shared_dir: Path, lock: str, without_compact_lock: bool
+) -> None:
+    uid = other_user()
+    board = filled(shared_dir / "board", lock=lock)
+    if without_compact_lock:
+        with contextlib.suppress(FileNotFoundError):
+            (board / "compact.lock").unlink()
+    else:
+        (board / "compact.lock").touch()
+    read_only_everywhere(board)
+    before = snapshot(board)
+    for args in ([], ["--json"], ["--if-needed"]):
+        line = fails(run(board, "compact", *args, uid=uid), 1)
+        assert line.startswith(f"{board}: {READ_ONLY}: "), line
+    assert snapshot(board) == before
+    # The owner can: the board was fine, only this user may not write it.
+    for p in [board, *board.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    assert json.loads(ok(run(board, "compact", "--json")))["events_after"] == 2
