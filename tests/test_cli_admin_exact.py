@@ -162,6 +162,59 @@ def read_only_mount(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
         subprocess.run(["umount", "-l", str(view)], check=False, timeout=TIMEOUT)
 
 
+# -- item 13: seq ---------------------------------------------------------------------------------
+
+
+def test_seq_prints_the_last_seq(tmp_path: Path) -> None:
+    board = tmp_path / "board"
+    ok(run(board, "init"))
+    assert ok(run(board, "seq")) == "0\n"
+    assert json.loads(ok(run(board, "seq", "--json"))) == {
+        "last_seq": 0,
+        "compacted_through": 0,
+        "oldest_seq": 0,
+        "board": str(board),
+    }
+    with Board.open(board) as b:
+        for i in range(3):
+            b.write("k", i)
+    assert ok(run(board, "seq")) == "3\n"
+    out = ok(run(board, "seq", "--json"))
+    assert out.count("\n") == 1
+    assert json.loads(out) == {"last_seq": 3, "compacted_through": 0, "oldest_seq": 1, "board": str(board)}
+    ok(run(board, "compact"))
+    assert ok(run(board, "seq")) == "3\n"
+    assert json.loads(ok(run(board, "seq", "--json"))) == {
+        "last_seq": 3,
+        "compacted_through": 3,
+        "oldest_seq": 3,
+        "board": str(board),
+    }
+
+
+def test_seq_of_no_board_is_exit_5(tmp_path: Path) -> None:
+    assert "no such directory" in fails(run(tmp_path / "none", "seq"), 5)
+
+
+def test_seq_on_a_board_of_another_user(shared_dir: Path) -> None:
+    uid = other_user()
+    board = filled(shared_dir / "board")
+    read_only_everywhere(board)
+    before = snapshot(board)
+    assert ok(run(board, "seq", uid=uid)) == "7\n"
+    assert json.loads(ok(run(board, "seq", "--json", uid=uid)))["last_seq"] == 7
+    assert snapshot(board) == before
+
+
+def test_seq_on_a_read_only_mount(read_only_mount: tuple[Path, Path]) -> None:
+    source, view = read_only_mount
+    filled(source / "board")
+    before = snapshot(source)
+    assert ok(run(view / "board", "seq")) == "7\n"
+    assert json.loads(ok(run(view / "board", "seq", "--json")))["oldest_seq"] == 1
+    assert snapshot(source) == before
+
+
 # -- item 16: compact on a board this process cannot write -----------------------------------------
 
 

@@ -275,3 +275,30 @@ def stats(board_dir: Path, as_json: bool) -> None:
         return
     for name, value in figures.items():
         click.echo(f"{name.replace('_', ' '):<18} {_size(value) if name.endswith('_bytes') else value}")
+
+
+@click.command()
+@board_option
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object: last_seq, compacted_through, oldest_seq, board."
+)
+def seq(board_dir: Path, as_json: bool) -> None:
+    """Print the board's last seq: a bare integer (0 for an empty board).
+
+    `watch --since SEQ` then starts right after it. With --json also compacted_through (seqs up to
+    it were compacted away) and oldest_seq (the oldest still in the log; 0 if none, as in `stats`).
+    Only reads: it works on a board you cannot write (read-only mount, another user's).
+    """
+    with open_board(board_dir, read_only=True) as board:
+        if not as_json:
+            click.echo(board.last_seq)
+            return
+        figures = board.stats()
+    emit_json(
+        {
+            "last_seq": figures["last_seq"],
+            "compacted_through": figures["compacted_through"],
+            "oldest_seq": figures["oldest_seq"],
+            "board": str(board.path),
+        }
+    )

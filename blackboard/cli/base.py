@@ -65,6 +65,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ls": ("commands", "List the live keys starting with PREFIX, in key order."),
     "read": ("commands", "Print KEY's value as JSON (exit 3 if it has none)."),
     "rm": ("commands", "Delete KEY (exit 3 if it has no value)."),
+    "seq": ("admin", "Print the board's last seq: a bare integer (0 for an empty board)."),
     "stats": ("admin", "Keys, events, log bytes, dead-record ratio, last and oldest seq, archive size."),
     "tail": ("live", "The last events of the log, one readable line each (colour on a terminal)."),
     "txn": ("txn", "Apply several puts and deletes as ONE record with one seq: all of them or none."),
