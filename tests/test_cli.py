@@ -164,8 +164,10 @@ def test_init_options_are_kept_by_a_second_init(runner: CliRunner, tmp_path: Pat
     config = json.loads((path / "board.json").read_bytes())
     assert (config["lock"], config["max_value_bytes"], config["fsync"]) == ("soft", 64, True)
     before = snapshot(path)
-    # An existing board keeps its settings: the second init's options do not apply.
-    assert json.loads(ok(invoke(runner, path, "init", "--lock", "flock", "--max-value-bytes", "9")))["lock"] == "soft"
+    # An existing board keeps its settings: a second init given other ones is an error that names them.
+    line = fails(invoke(runner, path, "init", "--lock", "flock", "--max-value-bytes", "9"), 2)
+    assert "init was given --lock flock, --max-value-bytes 9:" in line
+    assert json.loads(ok(invoke(runner, path, "init")))["lock"] == "soft"  # a plain one: idempotent
     assert snapshot(path) == before
 
 

@@ -162,6 +162,75 @@ def read_only_mount(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
         subprocess.run(["umount", "-l", str(view)], check=False, timeout=TIMEOUT)
 
 
+# -- item 4: init on an existing board -------------------------------------------------------------
+
+
+def test_init_fsync_on_an_existing_board_is_an_error_that_names_it(tmp_path: Path) -> None:
+    board = tmp_path / "board"
+    ok(run(board, "init"))
+    before = snapshot(board)
+    line = fails(run(board, "init", "--fsync"), 2)
+    assert line == (
+        f"{board} exists with fsync false, lock flock; init was given --fsync (true): "
+        "settings are fixed at init (spec 3)"
+    )
+    assert board_json(board)["fsync"] is False
+    assert snapshot(board) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--lock", "soft"], "--lock soft"),
+        (["--max-value-bytes", "64"], "--max-value-bytes 64"),
+        (["--retention", "60"], "--retention 60.0"),
+        (["--compact-at-bytes", "4096"], "--compact-at-bytes 4096"),
+        (["--compact-at-dead-ratio", "0.9"], "--compact-at-dead-ratio 0.9"),
+        (["--no-auto-compact"], "--no-auto-compact (compact_at_bytes null)"),
+    ],
+)
+def test_init_with_each_differing_setting_is_an_error(tmp_path: Path, args: list[str], named: str) -> None:
+    board = tmp_path / "board"
+    ok(run(board, "init"))
+    before = snapshot(board)
+    line = fails(run(board, "init", *args), 2)
+    assert f"; init was given {named}: settings are fixed at init (spec 3)" in line, line
+    assert snapshot(board) == before
+
+
+def test_init_names_every_differing_setting_and_only_those(tmp_path: Path) -> None:
+    board = tmp_path / "board"
+    ok(run(board, "init", "--max-value-bytes", "64", "--compact-at-bytes", "4096"))
+    before = snapshot(board)
+    # --max-value-bytes 64 and --lock flock are the board's: not named.
+    args = ["--max-value-bytes", "64", "--lock", "flock", "--fsync", "--retention", "5", "--no-auto-compact"]
+    line = fails(run(board, "init", *args), 2)
+    assert line == (
+        f"{board} exists with fsync false, retention_seconds 86400.0, compact_at_bytes 4096, lock flock; "
+        "init was given --fsync (true), --retention 5.0, --no-auto-compact (compact_at_bytes null): "
+        "settings are fixed at init (spec 3)"
+    )
+    assert snapshot(board) == before
+
+
+def test_init_on_an_existing_board_with_its_own_settings_stays_idempotent(tmp_path: Path) -> None:
+    board = tmp_path / "board"
+    first = json.loads(ok(run(board, "init", "--fsync", "--lock", "soft")))
+    with Board.open(board) as b:
+        b.write("k", 1)
+    before = snapshot(board)
+    expected = {**first, "last_seq": 1}
+    assert json.loads(ok(run(board, "init"))) == expected  # no setting given
+    assert json.loads(ok(run(board, "init", "--fsync", "--lock", "soft", "--retention", "86400"))) == expected
+    assert snapshot(board) == before
+
+
+def test_init_help_says_settings_are_fixed(tmp_path: Path) -> None:
+    text = " ".join(ok(run(tmp_path / "none", "init", "--help")).split())
+    assert "Settings are fixed at init (spec 3)" in text
+    assert "that differs from the board's is an error, exit 2, that names each of them" in text
+
+
 # -- item 13: seq ---------------------------------------------------------------------------------
 
 

@@ -396,8 +396,12 @@ def test_init_compact_at_bytes(tmp_path: Path) -> None:
     board = tmp_path / "board"
     assert ok_json(run(board, "init", "--compact-at-bytes", "4096"))["compact_at_bytes"] == 4096
     assert board_json(board)["compact_at_bytes"] == 4096
-    # A second init leaves the board's settings as they are, and says what they are.
-    assert ok_json(run(board, "init", "--no-auto-compact"))["compact_at_bytes"] == 4096
+    # A second init leaves the board's settings as they are: given another one, it is an error naming it.
+    assert "init was given --no-auto-compact (compact_at_bytes null)" in fails(
+        run(board, "init", "--no-auto-compact"), 2
+    )
+    assert ok_json(run(board, "init"))["compact_at_bytes"] == 4096
+    assert board_json(board)["compact_at_bytes"] == 4096
 
 
 def test_init_no_auto_compact(tmp_path: Path) -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ..board import Board
-from ..models import DEFAULT_COMPACT_AT_BYTES
-from .base import EXIT_CHECK_FAILED, board_option, emit_json, open_board
+from ..core import codec as _codec
+from ..models import DEFAULT_COMPACT_AT_BYTES, BoardConfig
+from .base import EXIT_CHECK_FAILED, board_option, emit_json, fail, open_board
 
 
 @click.command()
@@ -64,8 +67,15 @@ def init(
     no_auto_compact: bool,
 ) -> None:
     """Create a board (an existing board is left as it is). Prints its path, lock, compact_at_bytes
-    and last seq as JSON."""
-    given = click.get_current_context().get_parameter_source("compact_at_bytes")
+    and last seq as JSON.
+
+    Settings are fixed at init (spec 3). On an existing board a plain `init` changes nothing and
+    prints the same JSON (exit 0); one given a setting (--lock, --fsync, --max-value-bytes,
+    --retention, --compact-at-bytes, --compact-at-dead-ratio, --no-auto-compact) that differs from
+    the board's is an error, exit 2, that names each of them, and it too changes nothing.
+    """
+    ctx = click.get_current_context()
+    given = ctx.get_parameter_source("compact_at_bytes")
     if no_auto_compact and given is not click.core.ParameterSource.DEFAULT:
         raise click.BadParameter(
             "give --compact-at-bytes or --no-auto-compact, not both", param_hint="--no-auto-compact"
@@ -81,6 +91,19 @@ def init(
         compact_at_dead_ratio=compact_at_dead_ratio,
     ) as board:
         config = board.config
+        differ = _differing_settings(ctx, config)
+        if differ:
+            # A board created just now has the settings given: only an existing board can differ.
+            fields = [field for field, _ in differ]
+            fields += [] if "lock" in fields else ["lock"]  # which kind of board it is, always
+            fail(
+                f"{board.path} exists with "
+                + ", ".join(f"{field} {_setting(getattr(config, field))}" for field in fields)
+                + "; init was given "
+                + ", ".join(given for _, given in differ)
+                + ": settings are fixed at init (spec 3)",
+                2,
+            )
         # Machine-readable, so that a shell agent can start `watch --since SEQ` with no gap.
         emit_json(
             {
@@ -90,6 +113,43 @@ def init(
                 "last_seq": board.last_seq,
             }
         )
+
+
+#: init's setting options: (parameter, board.json field, how the given value becomes the field's)
+_SETTINGS: tuple[tuple[str, str, Callable[[Any], Any]], ...] = (
+    ("lock", "lock", str),
+    ("fsync", "fsync", bool),
+    ("max_value_bytes", "max_value_bytes", int),
+    ("retention", "retention_seconds", float),
+    ("compact_at_bytes", "compact_at_bytes", int),
+    ("compact_at_dead_ratio", "compact_at_dead_ratio", float),
+    ("no_auto_compact", "compact_at_bytes", lambda _flag: None),
+)
+
+
+def _differing_settings(ctx: click.Context, config: BoardConfig) -> list[tuple[str, str]]:
+    """(board.json field, "--option (value)") of each setting given explicitly (on the command line or
+    from the environment) whose value is not the board's."""
+    explicit = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+    options = {param.name: param for param in ctx.command.params}
+    differ = []
+    for name, field, convert in _SETTINGS:
+        if ctx.get_parameter_source(name) not in explicit:
+            continue
+        value = convert(ctx.params[name])
+        if value != getattr(config, field):
+            option = max(options[name].opts, key=len)
+            if name == "no_auto_compact":
+                shown = f"({field} null)"
+            else:
+                shown = f"({_setting(value)})" if name == "fsync" else _setting(value)
+            differ.append((field, f"{option} {shown}"))
+    return differ
+
+
+def _setting(value: Any) -> str:
+    """A setting as board.json spells it: true, null, 86400, 0.5, flock."""
+    return value if isinstance(value, str) else _codec.dumps(value).decode()
 
 
 @click.command()
