@@ -285,7 +285,6 @@ CALLS: dict[str, Callable[[Board], Any]] = {
     "write": lambda b: b.write("k0", "new"),
     "write_if_absent": lambda b: b.write("fresh", "new", expect_version=0),
     "delete": lambda b: b.delete("k0"),
-    "check": lambda b: b.check(),
     "flush": lambda b: b.flush(),
 }
 
@@ -305,6 +304,11 @@ def test_corrupt_record_stops_reads_and_writes(corrupt_board: tuple[Path, int]) 
         assert err.path == str(path / "log.jsonl"), name
     with Board.open(path, read_only=True) as reader, pytest.raises(CorruptLog):
         reader.read("k0")
+    # check reports it (spec 7.3, kind corrupt) rather than stopping at it, and changes nothing either.
+    with Board.open(path) as board:
+        report = board.check()
+    damaged = [p for p in report.details() if p.kind == "corrupt"]
+    assert not report.ok and damaged and f"byte {offset}" in damaged[0].detail, report.details()
     assert snapshot(path) == before, "something was written to a board whose log is corrupt"
 
 
