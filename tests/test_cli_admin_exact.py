@@ -322,3 +322,18 @@ def test_compact_on_a_board_of_another_user_is_the_read_only_error(
     for p in [board, *board.rglob("*")]:
         p.chmod(0o755 if p.is_dir() else 0o644)
     assert json.loads(ok(run(board, "compact", "--json")))["events_after"] == 2
+
+
+def test_compact_json_reports_the_logs_compacted_through_when_there_is_nothing_to_do(tmp_path: Path) -> None:
+    """Issue 10, item 9: a second compaction had nothing to do and said compacted_through 0 while
+    stats said 40: it reports what the log is compacted through."""
+    board = tmp_path / "b"
+    with Board.init(board) as b:
+        for i in range(40):
+            b.write(f"k{i % 5}", i)
+    first = json.loads(ok(run(board, "compact", "--json")))
+    assert first["compacted_through"] == 40 and first["skipped"] is None
+    again = json.loads(ok(run(board, "compact", "--json")))
+    assert again["skipped"] is not None and again["compacted_through"] == 40
+    stats = json.loads(ok(run(board, "stats", "--json")))
+    assert stats["compacted_through"] == again["compacted_through"]

@@ -40,7 +40,8 @@ Progress = Callable[[int], None]
 
 @dataclass
 class CompactReport:
-    """What a compaction did. `skipped` says why it did nothing, if it did nothing."""
+    """What a compaction did. `skipped` says why it did nothing, if it did nothing; then
+    `compacted_through` is the log's as it stays (an earlier compaction's, or 0)."""
 
     bytes_before: int = 0
     bytes_after: int = 0
@@ -319,6 +320,8 @@ def _plan(
             "nothing to compact: every record is kept (the latest of a key, or young with an idempotency key)"
         )
         report.bytes_after, report.events_after = report.bytes_before, report.events_before
+        # What the log is compacted through already (an earlier compaction's): as stats says.
+        report.compacted_through = header.compacted_through
         return None
     return keep, last_seq, purged, header
 
