@@ -46,7 +46,7 @@ echo "board: $BLACKBOARD_DIR${temp:+ (a temp dir, removed at exit; --keep keeps 
 
 # Where the log ends now. The agent replays every question after this seq: questions posted while it
 # is still starting up (~0.2 s for a Python process) are not missed, as they would be with --since now.
-start=$("${bb[@]}" tail -n 1 --json | grep -o '"seq":[0-9]*' | cut -d: -f2 || true)
+start=$("${bb[@]}" seq)
 
 # The handler, run by sh once per question. It passes BLACKBOARD_VALUE on as JSON and never evaluates
 # it: what is on a board is data, not code. BLACKBOARD_AUTHOR (set for the agent below) signs the write.
