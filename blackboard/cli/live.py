@@ -64,15 +64,32 @@ def stop_on_sigterm() -> Iterator[None]:
 @click.option("-n", "count", type=click.IntRange(min=0), default=10, show_default=True, help="How many events.")
 @click.option("-f", "--follow", is_flag=True, help="Then follow the log: print each new event as it happens.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON event per line.")
+@click.option(
+    "--color/--no-color",
+    "color",
+    default=None,
+    help="Colour the lines or not [default: colour on a terminal, unless NO_COLOR is set].",
+)
 @poll_options
 def tail(
-    board_dir: Path, count: int, follow: bool, as_json: bool, poll: bool | None, poll_interval: float | None
+    board_dir: Path,
+    count: int,
+    follow: bool,
+    as_json: bool,
+    color: bool | None,
+    poll: bool | None,
+    poll_interval: float | None,
 ) -> None:
     """The last events of the log, one readable line each (colour on a terminal)."""
-    colour = sys.stdout.isatty() and not as_json
+    if color is None:  # https://no-color.org: NO_COLOR set to any non-empty value turns colour off
+        color = not os.environ.get("NO_COLOR") and sys.stdout.isatty()
+    colour = color and not as_json
 
     def show(event: Event) -> None:
-        click.echo(_codec.dumps(event.as_dict()).decode() if as_json else event_line(event, colour=colour))
+        # color=: click.echo strips the codes when stdout is not a terminal; --color keeps them
+        click.echo(
+            _codec.dumps(event.as_dict()).decode() if as_json else event_line(event, colour=colour), color=colour
+        )
 
     with open_board(board_dir, read_only=True) as board:
         events = board.tail(count)

@@ -1,0 +1,106 @@
+"""Exact behaviour of the live commands (issue 10): tail's colour switches, watch --count/--timeout's exit
+code, cursors --reset of a missing cursor. Real `python -m blackboard` processes, no mocks."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from blackboard import Board
+
+pytestmark = pytest.mark.timeout(60)
+
+_ENV_DROP = ("BLACKBOARD_DIR", "BLACKBOARD_AUTHOR", "BLACKBOARD_POLL", "BLACKBOARD_POLL_INTERVAL", "NO_COLOR")
+ESC = b"\x1b["
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
+    env.update(extra)
+    return env
+
+
+def command(board: Board, *args: str) -> list[str]:
+    return [sys.executable, "-m", "blackboard", *args, "--board", str(board.path)]
+
+
+def run_cli(board: Board, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command(board, *args), capture_output=True, text=True, timeout=30, env=env or cli_env(), check=False
+    )
+
+
+def run_on_pty(board: Board, *args: str, env: dict[str, str]) -> tuple[int, bytes]:
+    """Run the CLI with a pseudo-terminal as its stdout: its exit status and all it printed there."""
+    main, child = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            command(board, *args), stdin=subprocess.DEVNULL, stdout=child, stderr=subprocess.PIPE, env=env
+        )
+        os.close(child)
+        child = -1
+        out = b""
+        while True:
+            try:
+                data = os.read(main, 1 << 16)
+            except OSError:  # EIO: the child end is closed (the process ended)
+                break
+            if not data:
+                break
+            out += data
+        proc.wait(30)
+        assert proc.stderr is not None
+        proc.stderr.close()
+        return proc.returncode, out
+    finally:
+        if child >= 0:
+            os.close(child)
+        os.close(main)
+
+
+@pytest.fixture
+def wboard(tmp_path: Path) -> Iterator[Board]:
+    board = Board.init(tmp_path / "board", author="tester")
+    board.write("t/a", {"x": 1})
+    yield board
+    board.close()
+
+
+# -- item 6: tail honours NO_COLOR and --color/--no-color ---------------------------------------------------
+
+
+def test_tail_colours_on_a_terminal_by_default(wboard: Board) -> None:
+    status, out = run_on_pty(wboard, "tail", env=cli_env())
+    assert status == 0
+    assert b"t/a" in out and ESC in out
+
+
+@pytest.mark.parametrize("value", ["1", "0", "yes"])
+def test_tail_no_color_env_turns_colour_off_on_a_terminal(wboard: Board, value: str) -> None:
+    status, out = run_on_pty(wboard, "tail", env=cli_env(NO_COLOR=value))
+    assert status == 0
+    assert b"t/a" in out and ESC not in out
+
+
+def test_tail_empty_no_color_is_unset(wboard: Board) -> None:
+    status, out = run_on_pty(wboard, "tail", env=cli_env(NO_COLOR=""))
+    assert status == 0 and ESC in out
+
+
+def test_tail_explicit_flags_win(wboard: Board) -> None:
+    piped = run_cli(wboard, "tail", "--color")
+    assert piped.returncode == 0 and "\x1b[" in piped.stdout and "t/a" in piped.stdout
+    forced = run_cli(wboard, "tail", "--color", env=cli_env(NO_COLOR="1"))
+    assert "\x1b[" in forced.stdout
+    status, out = run_on_pty(wboard, "tail", "--no-color", env=cli_env())
+    assert status == 0 and b"t/a" in out and ESC not in out
+    plain = run_cli(wboard, "tail")
+    assert plain.returncode == 0 and "\x1b[" not in plain.stdout
+    as_json = run_cli(wboard, "tail", "--json", "--color")
+    assert "\x1b[" not in as_json.stdout
