@@ -104,3 +104,29 @@ def test_tail_explicit_flags_win(wboard: Board) -> None:
     assert plain.returncode == 0 and "\x1b[" not in plain.stdout
     as_json = run_cli(wboard, "tail", "--json", "--color")
     assert "\x1b[" not in as_json.stdout
+
+
+# -- item 2: watch --count N --timeout S that times out first exits 7 --------------------------------------
+
+
+def test_watch_timeout_before_count_exits_7(wboard: Board) -> None:
+    result = run_cli(wboard, "watch", "nothing/", "--count", "1", "--timeout", "0.2")
+    assert (result.returncode, result.stdout, result.stderr) == (7, "", "")
+
+
+def test_watch_timeout_after_some_but_not_all_events_exits_7(wboard: Board) -> None:
+    wboard.write("t/b", 2)
+    result = run_cli(wboard, "watch", "t/", "--since", "start", "--count", "3", "--timeout", "0.2")
+    assert result.returncode == 7, result.stderr
+    assert [line.count('"t/') for line in result.stdout.splitlines()] == [1, 1]
+
+
+def test_watch_count_reached_exits_0_and_a_plain_timeout_too(wboard: Board) -> None:
+    reached = run_cli(wboard, "watch", "t/", "--since", "start", "--count", "1", "--timeout", "5")
+    assert reached.returncode == 0 and len(reached.stdout.splitlines()) == 1
+    plain = run_cli(wboard, "watch", "--timeout", "0.2")
+    assert (plain.returncode, plain.stdout) == (0, "")
+
+
+def test_watch_help_documents_exit_7(wboard: Board) -> None:
+    assert "exit 7" in run_cli(wboard, "watch", "--help").stdout

@@ -39,6 +39,10 @@ def poll_options(f: F) -> F:
     )(f)
 
 
+#: `watch --count N --timeout S` that timed out before N events (base.py's EXIT_CODES: 0-6 and 130 are taken)
+EXIT_TIMED_OUT = 7
+
+
 class _Terminated(Exception):
     pass
 
@@ -123,7 +127,11 @@ def tail(
     "_OP, _KEY, _VALUE, _VERSION, _TS, _EVENT_AUTHOR. A failing CMD is reported and delivery goes on.",
 )
 @click.option("--count", type=click.IntRange(min=1), help="Stop after N events.")
-@click.option("--timeout", type=click.FloatRange(min=0), help="Stop after S seconds without an event.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    help="Stop after S seconds without an event (with --count: exit 7 if fewer than N came).",
+)
 @poll_options
 def watch(
     board_dir: Path,
@@ -136,9 +144,13 @@ def watch(
     poll: bool | None,
     poll_interval: float | None,
 ) -> None:
-    """Print every event whose key starts with PREFIX, one JSON line each, as it happens."""
+    """Print every event whose key starts with PREFIX, one JSON line each, as it happens.
+
+    Exit 7 if --timeout ended the watch before --count events came.
+    """
     start = parse_since(since)
     delivered = 0
+    timed_out = False
     with (
         open_board(board_dir, read_only=cursor is None) as board,
         stop_on_sigterm(),
@@ -157,6 +169,10 @@ def watch(
             if count is not None and delivered >= count:
                 watcher.commit()
                 break
+        else:
+            timed_out = count is not None  # the watcher ended by --timeout, before --count events
+    if timed_out:
+        sys.exit(EXIT_TIMED_OUT)
 
 
 def parse_since(text: str) -> int | None:
