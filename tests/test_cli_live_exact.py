@@ -130,3 +130,19 @@ def test_watch_count_reached_exits_0_and_a_plain_timeout_too(wboard: Board) -> N
 
 def test_watch_help_documents_exit_7(wboard: Board) -> None:
     assert "exit 7" in run_cli(wboard, "watch", "--help").stdout
+
+
+# -- item 5: cursors --reset of a cursor that does not exist -----------------------------------------------
+
+
+def test_reset_of_a_missing_cursor_is_an_error(wboard: Board) -> None:
+    wboard.reset_cursor("somebody", 1)
+    result = run_cli(wboard, "cursors", "--reset", "nobody")
+    assert result.returncode == 3
+    assert result.stdout == ""
+    assert "no such cursor: nobody" in result.stderr
+    assert wboard.cursors() == {"somebody": 1}
+    deleted = run_cli(wboard, "cursors", "--reset", "somebody")
+    assert (deleted.returncode, deleted.stdout) == (0, "cursor somebody deleted\n")
+    again = run_cli(wboard, "cursors", "--reset", "somebody")
+    assert again.returncode == 3 and wboard.cursors() == {}

@@ -11,11 +11,19 @@ import contextlib
 import os
 import re
 
-from ..errors import CorruptLog, InvalidKey
+from ..errors import CorruptLog, InvalidKey, KeyNotFound
 from .layout import Layout, format_watermark, overwrite_number
 
 #: compiled on first use (by `re`'s cache), not by every process that imports this module
 _NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}"
+
+
+class NoSuchCursor(KeyNotFound):
+    """`cursors --reset NAME` (a delete) of a cursor that does not exist (exit 3, like a missing key)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.args = (f"no such cursor: {name}",)
 
 
 def validate_name(name: str) -> str:
@@ -76,8 +84,10 @@ def reset(layout: Layout, name: str, seq: int | None) -> None:
     """Move a cursor to `seq`, or delete it (None): its consumer then starts from its `since`."""
     path = layout.cursors / validate_name(name)
     if seq is None:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             path.unlink()
+        except FileNotFoundError:
+            raise NoSuchCursor(name) from None
         return
     cursor = CursorFile(layout, name)
     try:
