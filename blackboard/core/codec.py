@@ -31,7 +31,7 @@ def _check(value: Any, depth: int) -> None:
         return
     if kind is int:
         if not INT_MIN <= value <= INT_MAX:
-            raise InvalidValue(f"integer {value} does not fit in 64 bits")
+            raise InvalidValue(f"integer {_int_text(value)} does not fit in 64 bits")
         return
     if kind is float:
         if not math.isfinite(value):
@@ -114,8 +114,19 @@ def _reject_constant(name: str) -> Any:
     raise InvalidValue(f"{name} is not a JSON number")
 
 
+def _int_text(value: int) -> str:
+    """`value` in decimal, or its length if Python's int/str conversion limit refuses it."""
+    try:
+        return str(value)
+    except ValueError:
+        return f"of about {value.bit_length() * 3 // 10} digits"
+
+
 def _parse_int(text: str) -> int:
-    number = int(text)
+    try:
+        number = int(text)
+    except ValueError:  # Python's 4,300-digit limit (sys.get_int_max_str_digits)
+        raise InvalidValue(f"integer of {len(text)} digits does not fit in 64 bits") from None
     if not INT_MIN <= number <= INT_MAX:
         raise InvalidValue(f"integer {text} does not fit in 64 bits")
     return number

@@ -73,6 +73,10 @@ def validate_prefix(prefix: object) -> str:
     bad = _forbidden(prefix)
     if bad is not None:
         raise InvalidKey(prefix, f"control character U+{ord(bad):04X} is not allowed")
+    try:
+        prefix.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidKey(prefix, "not valid Unicode (lone surrogate)") from None
     if prefix.startswith("/"):
         raise InvalidKey(prefix, "a prefix cannot start with '/'")
     return prefix
