@@ -69,3 +69,21 @@ def test_non_str_key_is_invalid_key(board: Path) -> None:
         for call in (lambda: b.read(["a"]), lambda: b.get(["a"])):  # type: ignore[arg-type]
             with pytest.raises(InvalidKey, match="list"):
                 call()
+
+
+@pytest.mark.parametrize("args", [("write", "--foo", "1"), ("write", "k", "--expect-versoin", "3")])
+def test_unknown_option_is_usage_error(board: Path, args: tuple[str, ...]) -> None:
+    proc = _run(board, *args)
+    assert proc.returncode == 2, proc.stderr
+    assert b"No such option" in proc.stderr and args[-2].encode() in proc.stderr, proc.stderr
+    assert b"Traceback" not in proc.stderr
+
+
+def test_negative_numbers_and_dash_key(board: Path) -> None:
+    assert _run(board, "write", "k", "-5").returncode == 0
+    assert _run(board, "write", "f", "-1.5e3").returncode == 0
+    assert _run(board, "write", "--", "--foo", "1").returncode == 0
+    with Board(board) as b:
+        assert b.get("k").value == -5  # type: ignore[union-attr]
+        assert b.get("f").value == -1500.0  # type: ignore[union-attr]
+        assert b.get("--foo").value == 1  # type: ignore[union-attr]

@@ -6,6 +6,7 @@ the lazy group (`base.COMMANDS`) imports no other command module to run them.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,29 @@ from ..core import codec as _codec
 from ..errors import KeyNotFound
 from .base import F, author_option, board_option, emit_json, open_board
 
+_NUMBER = re.compile(r"-(?:\d|\.\d)")
+
+
+class _NumberParser(click.parser._OptionParser):
+    """click's parser, but an argument that starts like a negative number (-5, -1.5e3) is a value."""
+
+    def _process_opts(self, arg: str, state: Any) -> None:
+        if _NUMBER.match(arg):
+            state.largs.append(arg)
+            return
+        super()._process_opts(arg, state)
+
+
+class _NumberCommand(click.Command):
+    """A command whose VALUE may be a negative number while an unknown option stays a usage error."""
+
+    def make_parser(self, ctx: click.Context) -> click.parser._OptionParser:
+        parser = _NumberParser(ctx)
+        for param in self.get_params(ctx):
+            param.add_to_parser(parser, ctx)
+        return parser
+
+
 IDEMPOTENCY_HELP = (
     "A retry with the same K (within the board's retention) writes nothing and prints what the first attempt wrote."
 )
@@ -25,7 +49,7 @@ def idempotency_option(f: F) -> F:
     return click.option("--idempotency-key", metavar="K", help=IDEMPOTENCY_HELP)(f)
 
 
-@click.command(context_settings={"ignore_unknown_options": True})  # so that `write k -5` stores -5
+@click.command(cls=_NumberCommand)  # `write k -5` stores -5; `write k --foo` is a usage error
 @board_option
 @author_option
 @click.argument("key")
