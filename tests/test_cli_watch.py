@@ -169,7 +169,7 @@ def test_watch_prints_each_event_live(wboard: Board, start_cli: StartCli, mode: 
     assert (doc["seq"], doc["op"], doc["key"], doc["value"], doc["version"]) == (gone.seq, "delete", "x/1", None, 0)
     live.proc.terminate()
     status, rest = live.finish()
-    assert (status, rest) == (0, [])
+    assert (status, rest) == (143, [])
     assert "Traceback" not in live.stderr()
 
 
@@ -333,9 +333,9 @@ def test_watch_rejects_a_bad_cursor_name(wboard: Board) -> None:
 # -- stopping: signals -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 0), (signal.SIGINT, 130)], ids=["TERM", "INT"])
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["TERM", "INT"])
 def test_watch_stops_cleanly_on_signal(wboard: Board, start_cli: StartCli, signum: int, status: int) -> None:
-    """SIGTERM: exit 0; Ctrl-C: exit 130; no traceback either way, and the cursor keeps every event
+    """SIGTERM: exit 143; Ctrl-C: exit 130; no traceback either way, and the cursor keeps every event
     that was handled."""
     first = wboard.write("x/1", 1)
     live = start_cli("watch", "x/", "--cursor", "sig", "--since", "start")
@@ -370,7 +370,7 @@ def test_watch_exec_stops_on_sigterm(wboard: Board, start_cli: StartCli, tmp_pat
         time.sleep(0.01)
     live.proc.terminate()
     status, _ = live.finish()
-    assert status == 0, live.stderr()
+    assert status == 143, live.stderr()
     assert "Traceback" not in live.stderr()
     assert len(os.listdir(ran)) < 100
 
@@ -393,5 +393,5 @@ def test_tail_follow_shows_new_events_as_readable_lines(wboard: Board, start_cli
     live.assert_quiet(0.2)
     live.proc.terminate()
     status, rest = live.finish()
-    assert (status, rest) == (0, [])
+    assert (status, rest) == (143, [])
     assert "Traceback" not in live.stderr()

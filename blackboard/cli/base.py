@@ -31,7 +31,9 @@ Exit codes:
   4  version conflict (compare-and-set failed; nothing written)
   5  not a board, or a board of a newer format
   6  check found inconsistencies (run `repair`)
-  130 interrupted"""
+  7  timed out: watch --timeout ended before --count events came
+  130 interrupted
+  143 stopped by SIGTERM (watch, tail -f)"""
 
 EXIT_CHECK_FAILED = 6
 EXIT_INTERRUPTED = 130

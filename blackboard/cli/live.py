@@ -47,20 +47,30 @@ class _Terminated(Exception):
     pass
 
 
+#: The exit status of a watch or `tail -f` that SIGTERM ended (128 + 15).
+EXIT_TERMINATED = 143
+
+
 @contextlib.contextmanager
 def stop_on_sigterm() -> Iterator[None]:
-    """SIGTERM ends a watch as cleanly as Ctrl-C: no traceback, exit 0 (a stop that was asked for)."""
+    """SIGTERM ends a watch as cleanly as Ctrl-C: no traceback, after flushing what was printed and
+    saving the cursor (the watcher's own context exits first); exit 143 (128+15, as a shell reports
+    a process SIGTERM ended), so that a script can tell it from a watch that ran to its end."""
 
     def handler(signum: int, frame: object) -> None:
         raise _Terminated
 
+    terminated = False
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
     except _Terminated:
-        pass
+        terminated = True
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if terminated:
+        sys.stdout.flush()
+        sys.exit(EXIT_TERMINATED)
 
 
 @click.command()
