@@ -275,9 +275,12 @@ def test_a_flipped_bit_in_a_string_value_is_detected(mixed: Path, tmp_path: Path
         assert error is not None and error.offset == offset and "checksum mismatch" in error.reason, prefix
         assert all(seq < 7 for seq, *_ in found)
     with Board.open(root, author="x") as board:
-        for attempt in (board.check, lambda: board.write("notes/a", "v4"), board.compact):
+        for attempt in (lambda: board.write("notes/a", "v4"), board.compact):
             with pytest.raises(CorruptLog, match="checksum mismatch"):
                 attempt()
+        # check reports it (kind corrupt, spec 7.3) rather than stopping at it
+        (damaged,) = [p for p in board.check().details() if p.kind == "corrupt"]
+        assert "checksum mismatch" in damaged.detail and f"byte {offset}" in damaged.detail
     assert (root / "log.jsonl").read_bytes() == bytes(flipped)
 
 
@@ -495,13 +498,17 @@ def test_a_corrupt_record_in_the_middle_stops_every_command_until_the_advised_re
     before = snapshot(root)
 
     with Board.open(root, author="tester") as board:
-        for attempt in (lambda: board.read("k/0"), lambda: board.write("k/9", 9), board.check, board.keys):
+        for attempt in (lambda: board.read("k/0"), lambda: board.write("k/9", 9), board.keys):
             with pytest.raises(CorruptLog) as caught:
                 attempt()
             assert (caught.value.line, caught.value.offset, caught.value.seq) == (4, offset, 3)
             assert f"run `blackboard --board {root} repair`" in str(caught.value)
-    for args in (["ls"], ["read", "k/0"], ["write", "k/9", "9"], ["check"]):
+        (damaged,) = [p for p in board.check().details() if p.kind == "corrupt"]
+        assert (damaged.line, damaged.seq) == (4, 3) and "repair" in damaged.detail
+    for args in (["ls"], ["read", "k/0"], ["write", "k/9", "9"]):
         one_error_line(cli(root, *args), "line 4", f"byte {offset}", "(seq 3)", "checksum mismatch", "repair")
+    checked = cli(root, "check")  # a finding, not an error: exit 6 with the line and what repair does
+    assert checked.returncode == 6 and "damaged record at line 4 (seq 3)" in checked.stdout, checked
     assert snapshot(root) == before, "a refused command changed the board's files"
 
     proc = cli(root, "repair")  # the command the errors advise
@@ -531,10 +538,12 @@ def test_a_deleted_line_is_a_seq_gap_every_reader_reports(tmp_path: Path) -> Non
     delete_line(root, 3)  # seq 2
     before = snapshot(root)
     with Board.open(root, author="tester") as board:
-        for attempt in (lambda: board.read("a"), lambda: board.write("b", 1), board.check, lambda: board.last_seq):
+        for attempt in (lambda: board.read("a"), lambda: board.write("b", 1), lambda: board.last_seq):
             with pytest.raises(CorruptLog, match="seq 3 after seq 1") as caught:
                 attempt()
             assert (caught.value.line, caught.value.seq) == (3, 3) and "repair" in str(caught.value)
+        (damaged,) = [p for p in board.check().details() if p.kind == "corrupt"]
+        assert (damaged.line, damaged.seq) == (3, 3) and "seq 3 after seq 1" in damaged.detail
     for prefix in ("", "a", "b"):
         events, error = watch_all(root, prefix)
         assert error is not None and "seq 3 after seq 1" in error.reason and error.line == 3, prefix
