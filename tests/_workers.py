@@ -443,3 +443,19 @@ def init_and_write(path: str, name: str, barrier: Barrier) -> int:
     barrier.wait(60)
     with Board.init(path, author=name) as board:
         return board.write(f"by/{name}", name).seq
+
+
+#: The settings a CLI test must not inherit from the environment it runs in.
+_CLI_ENV_DROP = ("BLACKBOARD_DIR", "BLACKBOARD_AUTHOR", "BLACKBOARD_POLL", "BLACKBOARD_POLL_INTERVAL", "NO_COLOR")
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """This environment without the board's settings (and NO_COLOR), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if k not in _CLI_ENV_DROP}
+    env.update(extra)
+    return env
+
+
+def command(board: Board, *args: str) -> list[str]:
+    """`blackboard ARGS --board B` as this interpreter runs it."""
+    return [sys.executable, "-m", "blackboard", *args, "--board", str(board.path)]

@@ -14,6 +14,9 @@ from _workers import CTX, Spawn
 from blackboard import Board
 from blackboard.core.record import is_sealed, reseal
 
+#: `shared_dir` (and the other-user helpers) for every test module that needs them.
+pytest_plugins = ["_users"]
+
 
 def sealed(line: bytes) -> bytes:
     """A hand-made log line (a JSON object, with or without its newline) ending with a valid checksum

@@ -11,17 +11,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pwd
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from _users import (
+    other_user,
+    read_only_everywhere,
+)
 
 from blackboard import Board
 from blackboard.core.entries import Report
@@ -276,54 +278,6 @@ def assert_checks(board: Path, damaged: bool, *, uid: int | None = None) -> None
     if not damaged:
         assert proc.stdout.splitlines() == ["last seq 6, 3 keys, entry files at seq 3", "consistent"]
     assert snapshot(board) == before, "check changed something"
-
-
-def nobody() -> int:
-    try:
-        return pwd.getpwnam("nobody").pw_uid
-    except KeyError:
-        pytest.skip("no user 'nobody' to run check as")
-
-
-def can_switch_user() -> bool:
-    proc = subprocess.run(
-        [sys.executable, "-c", f"import os; os.setgid({nobody()}); os.setuid({nobody()})"],
-        capture_output=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
-    return proc.returncode == 0
-
-
-def other_user() -> int | None:
-    """The uid to run check as so that the board's permissions apply: None when not root (we are
-    already another user), `nobody` when root (root ignores permission bits)."""
-    if os.geteuid() != 0:
-        return None
-    if not can_switch_user():
-        pytest.skip("running as root, and cannot switch to another user here (no CAP_SETUID)")
-    return nobody()
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A directory another user can enter (pytest's tmp_path is private to its owner)."""
-    path = Path(tempfile.mkdtemp(prefix="bb-check-"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        for p in [path, *path.rglob("*")]:
-            with contextlib.suppress(OSError):
-                if not p.is_symlink():
-                    p.chmod(0o755 if p.is_dir() else 0o644)
-        shutil.rmtree(path)
-
-
-def read_only_everywhere(board: Path, *, lock_mode: int = 0o444) -> None:
-    for p in [board, *board.rglob("*")]:
-        p.chmod(0o555 if p.is_dir() else 0o444)
-    (board / "lock").chmod(lock_mode)
 
 
 @pytest.mark.parametrize("damaged", [False, True], ids=["pending only", "damaged"])

@@ -11,16 +11,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pwd
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _users import (
+    other_user,
+    read_only_everywhere,
+)
 
 from blackboard import Board
 
@@ -93,49 +94,6 @@ def filled(board: Path, *, lock: str = "flock") -> Path:
 
 
 # -- other users, read-only mounts ----------------------------------------------------------------
-
-
-def nobody() -> int:
-    try:
-        return pwd.getpwnam("nobody").pw_uid
-    except KeyError:
-        pytest.skip("no user 'nobody' to run as")
-
-
-def other_user() -> int | None:
-    """None when not root (the modes already stop us), else `nobody` (root ignores permission bits)."""
-    if os.geteuid() != 0:
-        return None
-    uid = nobody()
-    probe = subprocess.run(
-        [sys.executable, "-c", f"import os; os.setgid({uid}); os.setuid({uid})"],
-        capture_output=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
-    if probe.returncode:
-        pytest.skip("running as root, and cannot switch to another user here")
-    return uid
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A directory another user can enter (pytest's tmp_path is private to its owner)."""
-    path = Path(tempfile.mkdtemp(prefix="bb-admin-"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        for p in [path, *path.rglob("*")]:
-            with contextlib.suppress(OSError):
-                if not p.is_symlink():
-                    p.chmod(0o755 if p.is_dir() else 0o644)
-        shutil.rmtree(path)
-
-
-def read_only_everywhere(board: Path) -> None:
-    for p in [board, *board.rglob("*")]:
-        p.chmod(0o555 if p.is_dir() else 0o444)
 
 
 @pytest.fixture

@@ -6,28 +6,17 @@ from __future__ import annotations
 import os
 import pty
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _workers import cli_env, command
 
 from blackboard import Board
 
 pytestmark = pytest.mark.timeout(60)
 
-_ENV_DROP = ("BLACKBOARD_DIR", "BLACKBOARD_AUTHOR", "BLACKBOARD_POLL", "BLACKBOARD_POLL_INTERVAL", "NO_COLOR")
 ESC = b"\x1b["
-
-
-def cli_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
-    env.update(extra)
-    return env
-
-
-def command(board: Board, *args: str) -> list[str]:
-    return [sys.executable, "-m", "blackboard", *args, "--board", str(board.path)]
 
 
 def run_cli(board: Board, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

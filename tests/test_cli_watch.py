@@ -11,7 +11,6 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,23 +18,13 @@ from typing import IO, Any
 
 import pytest
 from _watch_workers import assert_events_are_records, log_records, matching
+from _workers import cli_env, command
 
 from blackboard import Board
 
 pytestmark = pytest.mark.timeout(60)
 
 #: Settings that would change what the children do if the test runner happened to have them set.
-_ENV_DROP = ("BLACKBOARD_DIR", "BLACKBOARD_AUTHOR", "BLACKBOARD_POLL", "BLACKBOARD_POLL_INTERVAL")
-
-
-def cli_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
-    env.update(extra)
-    return env
-
-
-def command(board: Board, *args: str) -> list[str]:
-    return [sys.executable, "-m", "blackboard", *args, "--board", str(board.path)]
 
 
 def run_cli(board: Board, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
