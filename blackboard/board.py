@@ -508,6 +508,7 @@ class Board:
         self,
         prefix: str = "",
         *,
+        key: str | None = None,
         since: int | None = None,
         cursor: str | None = None,
         timeout: float | None = None,
@@ -516,6 +517,7 @@ class Board:
     ) -> Watcher:
         """Iterate over every event whose key starts with `prefix`, in seq order, each once.
 
+        `key="responses/r1"` instead: the events of that one key only (not `responses/r10`).
         `since=None`: from the next change; `since=N`: replay every event after seq N, then live.
         `cursor="name"`: resume where the consumer of that name stopped (kept in the board).
         `timeout`: stop after that many idle seconds. `poll=True` (or BLACKBOARD_POLL=1) polls the
@@ -527,13 +529,21 @@ class Board:
         from .core.watch import Watcher
 
         return Watcher(
-            self.engine, prefix, since=since, cursor=cursor, timeout=timeout, poll=poll, poll_interval=poll_interval
+            self.engine,
+            prefix,
+            key=key,
+            since=since,
+            cursor=cursor,
+            timeout=timeout,
+            poll=poll,
+            poll_interval=poll_interval,
         )
 
     def awatch(
         self,
         prefix: str = "",
         *,
+        key: str | None = None,
         since: int | None = None,
         cursor: str | None = None,
         timeout: float | None = None,
@@ -544,7 +554,14 @@ class Board:
         from .core.watch import awatch
 
         return awatch(
-            self.engine, prefix, since=since, cursor=cursor, timeout=timeout, poll=poll, poll_interval=poll_interval
+            self.engine,
+            prefix,
+            key=key,
+            since=since,
+            cursor=cursor,
+            timeout=timeout,
+            poll=poll,
+            poll_interval=poll_interval,
         )
 
     def subscribe(
@@ -552,6 +569,7 @@ class Board:
         prefix: str,
         callback: Callable[[Event], Any],
         *,
+        key: str | None = None,
         since: int | None = None,
         cursor: str | None = None,
         poll: bool | None = None,
@@ -559,12 +577,13 @@ class Board:
     ) -> Subscription:
         """Call `callback(event)` for every event of `prefix` from a background thread until closed.
 
-        A callback that raises does not end the subscription: see `dead_letters()`.
+        A callback that raises does not end the subscription: see `dead_letters()`. `key=` (with
+        prefix "") follows that one key only.
         """
         from .core.watch import Subscription
 
         return Subscription(
-            self.engine, prefix, callback, since=since, cursor=cursor, poll=poll, poll_interval=poll_interval
+            self.engine, prefix, callback, key=key, since=since, cursor=cursor, poll=poll, poll_interval=poll_interval
         )
 
     def cursors(self) -> dict[str, int]:
@@ -579,6 +598,15 @@ class Board:
 
         self._check_writable()
         _cursors.reset(self.engine.layout, name, seq)
+
+    def record_dead_letter(
+        self, event: Event, error: BaseException | str, *, prefix: str = "", details: dict[str, Any] | None = None
+    ) -> bool:
+        """Append `event` and why its handling failed to deadletter.jsonl, as a subscription does for
+        a callback that raised. `details` adds fields. False if it could not be written (logged)."""
+        from .core.watch import record_dead_letter
+
+        return record_dead_letter(self.engine.layout, prefix, event, error, details)
 
     def dead_letters(self) -> list[dict[str, Any]]:
         """Events whose subscription callback raised, with the error (from deadletter.jsonl)."""

@@ -77,9 +77,9 @@ def call(board: Board, op: str, args: list[int], timeout: float = 5.0) -> tuple[
     # Watch from the seq of our own request, not from "now" (since=None): the server may answer
     # between the write above and the watch starting, and a watch from "now" would then wait forever
     # for a reply that is already in the log. since=sent.seq replays every event after our request,
-    # so the reply is seen whether it landed before or after the watch began.
-    # (A watch takes a prefix; every corr id has the same length, so this one matches only reply_to.)
-    with board.watch(reply_to, since=sent.seq, timeout=timeout) as replies:
+    # so the reply is seen whether it landed before or after the watch began. key= watches that one
+    # key (a prefix "responses/r1" would match "responses/r10" too).
+    with board.watch(key=reply_to, since=sent.seq, timeout=timeout) as replies:
         for reply in replies:
             return corr_id, reply.value
     raise TimeoutError(f"no response to {op}{args} ({corr_id}) within {timeout} s")

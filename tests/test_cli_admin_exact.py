@@ -34,7 +34,8 @@ READ_ONLY = "board is read-only here"
 AS_USER = """
 import os, sys
 import encodings.ascii, encodings.latin_1, encodings.utf_8, logging, pwd, socket, textwrap, gzip
-import blackboard.cli.admin, blackboard.cli.base, blackboard.core.maintain, blackboard.core.compact
+import blackboard.cli.admin, blackboard.cli.base, blackboard.cli.live, blackboard.cli.execute, blackboard.core.maintain
+import blackboard.core.compact, blackboard.core.watch, blackboard.core.notify, blackboard.core.history
 import blackboard.core.cursors, blackboard.core.checkpoint, blackboard.core.entries
 uid = int(sys.argv[1])
 os.setgroups([])
@@ -295,3 +296,50 @@ def test_compact_json_reports_the_logs_compacted_through_when_there_is_nothing_t
     assert again["skipped"] is not None and again["compacted_through"] == 40
     stats = json.loads(ok(run(board, "stats", "--json")))
     assert stats["compacted_through"] == again["compacted_through"]
+
+
+# -- item 16: cursors --reset and watch --cursor on a board this process cannot write ---------------
+
+#: Each needs to write the board (a cursor file): on a read-only board, the read-only error.
+CURSOR_WRITES = [
+    ["cursors", "--reset", "c1"],
+    ["cursors", "--reset", "c1", "--to", "2"],
+    ["watch", "--cursor", "c1", "--timeout", "0"],
+    ["watch", "--cursor", "new", "--since", "start", "--count", "1"],
+]
+
+
+def with_cursor(board: Path) -> None:
+    with Board.open(board) as b:
+        for event in b.watch(since=0, cursor="c1"):
+            if event.seq == 3:
+                break
+        b.write("after", 1)  # the cursor at 3 has events to resume with
+
+
+@pytest.mark.parametrize("lock", ["flock", "soft"])
+def test_cursor_writes_on_a_read_only_mount_are_the_read_only_error(
+    read_only_mount: tuple[Path, Path], lock: str
+) -> None:
+    source, view = read_only_mount
+    filled(source / "board", lock=lock)
+    with_cursor(source / "board")
+    before = snapshot(source)
+    for args in CURSOR_WRITES:
+        line = fails(run(view / "board", *args), 1)
+        assert line == f"{view / 'board'}: {READ_ONLY}: read-only filesystem", (args, line)
+    assert snapshot(source) == before
+    # Reading the cursors is not writing: it works there.
+    assert json.loads(ok(run(view / "board", "cursors", "--json")))["name"] == "c1"
+
+
+def test_cursor_writes_on_a_board_of_another_user_are_the_read_only_error(shared_dir: Path) -> None:
+    uid = other_user()
+    board = filled(shared_dir / "board")
+    with_cursor(board)
+    read_only_everywhere(board)
+    before = snapshot(board)
+    for args in CURSOR_WRITES:
+        line = fails(run(board, *args, uid=uid), 1)
+        assert line.startswith(f"{board}: {READ_ONLY}: "), (args, line)
+    assert snapshot(board) == before

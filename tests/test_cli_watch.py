@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import time
@@ -233,7 +234,9 @@ def test_watch_exec_runs_the_command_per_event(wboard: Board, start_cli: StartCl
     wboard.write("x/one", value, author="alice")
     wboard.write("y/skipped", 0)
     bad = wboard.write("x/bad", 1)
-    live = start_cli("watch", "x/", "--since", "start", "--count", "4", "--exec", EXEC, env=cli_env(OUT=str(out)))
+    live = start_cli(
+        "watch", "x/", "--since", "start", "--count", "4", "--retries", "0", "--exec", EXEC, env=cli_env(OUT=str(out))
+    )
     wait_for_file = out / f"{bad.seq}.env"
     deadline = time.monotonic() + 10
     while not wait_for_file.exists():  # the failing command ran; delivery must go on live after it
@@ -263,8 +266,10 @@ def test_watch_exec_runs_the_command_per_event(wboard: Board, start_cli: StartCl
         assert json.loads(value_json) == record["value"]
         assert ts == stdin_doc["ts"]
     stderr = live.stderr()
-    assert f"--exec failed on seq {bad.seq} (x/bad): exit 7" in stderr
+    assert f"--exec failed on seq {bad.seq} (x/bad): exit 7 (attempt 1 of 1)" in stderr
     assert stderr.count("--exec failed") == 1
+    (letter,) = wboard.dead_letters()
+    assert (letter["event"]["seq"], letter["exit_status"], letter["attempts"]) == (bad.seq, 7, 1)
     assert "Traceback" not in stderr
 
 
@@ -365,6 +370,55 @@ def test_watch_exec_stops_on_sigterm(wboard: Board, start_cli: StartCli, tmp_pat
 
 
 # -- tail -f -----------------------------------------------------------------------------------------------
+
+
+def wait_until_following(board: Board, live: Live) -> Any:
+    """Write probe events until `live` (a `tail -f --json -n 0`) prints one: the entry of that one."""
+    for i in range(200):
+        probe = board.write(f"probe/{i}", i)
+        try:
+            line = live.line(timeout=0.1)
+        except AssertionError:
+            continue
+        while json.loads(line)["seq"] != probe.seq:
+            line = live.line()
+        return probe
+    raise AssertionError("tail -f never printed a probe")
+
+
+def test_gnu_tail_F_across_compaction_sees_what_the_readme_says(
+    wboard: Board, start_cli: StartCli, tmp_path: Path
+) -> None:
+    """Issue 10, item 11. GNU `tail -F BOARD/log.jsonl` follows the log by name; compaction switches a
+    new file in (never rewriting the one writers append to), so tail prints that file from its top:
+    the header, then the kept records, every one at or below the last seq it had printed, then the new
+    records. `blackboard tail -f --json` prints none of them again. README "Following the log"."""
+    if shutil.which("tail") is None:
+        pytest.skip("no tail(1) here")
+    for i in range(200):
+        wboard.write(f"k{i % 5}", i)
+    log = wboard.path / "log.jsonl"
+    gnu = Live(["tail", "-F", "-n", "+1", str(log)], cli_env(), tmp_path / "gnu-tail.err")
+    try:
+        ours = start_cli("tail", "-f", "-n", "0", "--json")
+        before = [gnu.line() for _ in range(201)]  # the header and 200 records
+        assert json.loads(before[-1])["seq"] == 200
+        probe = wait_until_following(wboard, ours)
+        while json.loads(gnu.line())["seq"] != probe.seq:  # both follow, at the same place
+            pass
+        report = wboard.compact()
+        assert report.events_after < 201
+        after = wboard.write("after", 1)
+        replayed: list[str] = []
+        while not replayed or json.loads(replayed[-1]).get("seq") != after.seq:
+            replayed.append(gnu.line())
+        assert replayed == log.read_text().splitlines(), "tail -F printed the new log file whole"
+        assert "blackboard_log" in json.loads(replayed[0])  # the header, again
+        assert all(json.loads(line)["seq"] <= probe.seq for line in replayed[1:-1])
+        assert len(replayed) == 1 + report.events_after + 1
+        assert json.loads(ours.line())["seq"] == after.seq, "blackboard tail -f replays nothing"
+    finally:
+        gnu.close()
 
 
 def test_tail_follow_shows_new_events_as_readable_lines(wboard: Board, start_cli: StartCli) -> None:

@@ -32,6 +32,7 @@ Exit codes:
   5  not a board, or a board of a newer format
   6  check found inconsistencies (run `repair`)
   7  timed out: watch --timeout ended before --count events came
+  8  watch --exec stopped: CMD failed for good (--on-failure stop) or cannot run
   130 interrupted
   143 stopped by SIGTERM (watch, tail -f)"""
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +15,8 @@ import click
 from ..core import codec as _codec
 from ..core import settings as _settings
 from ..models import Event
-from .base import board_option, emit_json, open_board
+from .base import board_option, emit_json, fail, open_board
+from .execute import EXIT_EXEC_FAILED, ExecPolicy, ExecStopped
 from .render import event_line
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -130,11 +130,42 @@ def tail(
 )
 @click.option("--cursor", help="Resume after the last event the consumer of this name finished with.")
 @click.option(
+    "--key",
+    "key",
+    metavar="KEY",
+    help="Watch this one key only (PREFIX matches responses/r10 too when waiting for responses/r1).",
+)
+@click.option(
     "--exec",
     "command",
     metavar="CMD",
     help="Run CMD (with sh) for each event: the event JSON on stdin, its fields in BLACKBOARD_SEQ, "
-    "_OP, _KEY, _VALUE, _VERSION, _TS, _EVENT_AUTHOR. A failing CMD is reported and delivery goes on.",
+    "_OP, _KEY, _VALUE, _VERSION, _TS, _EVENT_AUTHOR. The next event waits until CMD succeeds or "
+    "fails for good (see --retries, --on-failure).",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="With --exec: run a failing CMD again up to N times, --retry-delay apart (doubling).",
+)
+@click.option(
+    "--retry-delay",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --exec: the wait before the first retry.",
+)
+@click.option(
+    "--on-failure",
+    type=click.Choice(["deadletter", "stop"]),
+    default="deadletter",
+    show_default=True,
+    help="With --exec, once the retries are spent: record the event in deadletter.jsonl (exit status, "
+    "stderr tail) and go on, or stop (exit 8) with the cursor before it. A CMD the shell cannot run "
+    "(exit 126, 127) always stops.",
 )
 @click.option("--count", type=click.IntRange(min=1), help="Stop after N events.")
 @click.option(
@@ -148,7 +179,11 @@ def watch(
     prefix: str,
     since: str,
     cursor: str | None,
+    key: str | None,
     command: str | None,
+    retries: int,
+    retry_delay: float,
+    on_failure: str,
     count: int | None,
     timeout: float | None,
     poll: bool | None,
@@ -156,25 +191,31 @@ def watch(
 ) -> None:
     """Print every event whose key starts with PREFIX, one JSON line each, as it happens.
 
-    Exit 7 if --timeout ended the watch before --count events came.
+    Exit 7 if --timeout ended the watch before --count events came; exit 8 if --exec stopped it.
     """
+    if key is not None and prefix:
+        raise click.UsageError("give a PREFIX or --key KEY, not both")
     start = parse_since(since)
     delivered = 0
     timed_out = False
+    policy = None if command is None else ExecPolicy(command, retries, retry_delay, on_failure)
     with (
         open_board(board_dir, read_only=cursor is None) as board,
         stop_on_sigterm(),
         board.watch(
-            prefix, since=start, cursor=cursor, timeout=timeout, poll=poll, poll_interval=poll_interval
+            prefix, key=key, since=start, cursor=cursor, timeout=timeout, poll=poll, poll_interval=poll_interval
         ) as watcher,
     ):
         for event in watcher:
             line = _codec.dumps(event.as_dict()).decode()
-            if command is None:
+            if policy is None:
                 click.echo(line)
                 sys.stdout.flush()  # so that `| jq` works live
             else:
-                run_for_event(command, event, line)
+                try:
+                    policy.handle(board, prefix, event, line)
+                except ExecStopped as stop:  # leaving now, uncommitted: the cursor stays before it
+                    fail(stop.message, EXIT_EXEC_FAILED)
             delivered += 1
             if count is not None and delivered >= count:
                 watcher.commit()
@@ -197,24 +238,6 @@ def parse_since(text: str) -> int | None:
     if seq < 0:
         raise click.BadParameter("a seq is >= 0", param_hint="--since")
     return seq
-
-
-def run_for_event(command: str, event: Event, line: str) -> None:
-    env = dict(os.environ)
-    env.update(
-        BLACKBOARD_SEQ=str(event.seq),
-        BLACKBOARD_OP=event.op,
-        BLACKBOARD_KEY=event.key,
-        BLACKBOARD_VALUE=_codec.dumps(event.value).decode(),
-        BLACKBOARD_VERSION=str(event.version),
-        BLACKBOARD_TS=event.as_dict()["ts"],
-        # Not BLACKBOARD_AUTHOR: that one names who *this* process writes as.
-        BLACKBOARD_EVENT_AUTHOR=event.author,
-    )
-    sys.stdout.flush()
-    result = subprocess.run(command, shell=True, input=line + "\n", text=True, env=env, check=False)
-    if result.returncode != 0:
-        click.echo(f"blackboard: --exec failed on seq {event.seq} ({event.key}): exit {result.returncode}", err=True)
 
 
 @click.command()

@@ -8,10 +8,12 @@ SIGKILL; a torn or unreadable cursor is reported, never silently reset.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+from collections.abc import Iterator
 
-from ..errors import CorruptLog, InvalidKey, KeyNotFound
+from ..errors import CorruptLog, InvalidKey, KeyNotFound, ReadOnlyBoard
 from .layout import Layout, format_watermark, overwrite_number
 
 #: compiled on first use (by `re`'s cache), not by every process that imports this module
@@ -46,13 +48,28 @@ def load(layout: Layout, name: str) -> int | None:
     return int(data)
 
 
+@contextlib.contextmanager
+def _writing(layout: Layout, name: str) -> Iterator[None]:
+    """A cursor this process cannot write is the board's read-only error (a read-only mount, another
+    user's board), not a raw OS error naming cursors/<name>."""
+    try:
+        yield
+    except PermissionError:
+        raise ReadOnlyBoard(str(layout.root), f"cannot write cursor {name}") from None
+    except OSError as exc:
+        if exc.errno == errno.EROFS:
+            raise ReadOnlyBoard(str(layout.root), "read-only filesystem") from None
+        raise
+
+
 class CursorFile:
     """An open cursor, saved in place as the consumer moves."""
 
     def __init__(self, layout: Layout, name: str) -> None:
-        layout.cursors.mkdir(exist_ok=True)
         self.path = layout.cursors / validate_name(name)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        with _writing(layout, name):
+            layout.cursors.mkdir(exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         self.saved = -1
 
     def save(self, seq: int) -> None:
@@ -85,7 +102,8 @@ def reset(layout: Layout, name: str, seq: int | None) -> None:
     path = layout.cursors / validate_name(name)
     if seq is None:
         try:
-            path.unlink()
+            with _writing(layout, name):
+                path.unlink()
         except FileNotFoundError:
             raise NoSuchCursor(name) from None
         return

@@ -29,7 +29,7 @@ from . import codec as _codec
 from . import cursors as _cursors
 from . import settings as _settings
 from .history import events_of
-from .keys import validate_prefix
+from .keys import validate_key, validate_prefix
 from .layout import write_all
 from .log import LogFile
 from .mount import fstype_of
@@ -59,7 +59,7 @@ _BATCH = 4096
 
 
 class Watcher:
-    """An iterator of the log's events whose key starts with `prefix`, in seq order, each once.
+    """An iterator of the log's events whose key starts with `prefix` (or is `key`), in seq order, each once.
 
     `since=None` starts after the current last event, `since=N` replays every event after seq N first.
     `cursor="name"` resumes from the position saved under that name (at-least-once: the event being
@@ -72,6 +72,7 @@ class Watcher:
         engine: Engine,
         prefix: str = "",
         *,
+        key: str | None = None,
         since: int | None = None,
         cursor: str | None = None,
         timeout: float | None = None,
@@ -81,6 +82,12 @@ class Watcher:
     ) -> None:
         layout = engine.layout
         self.prefix = validate_prefix(prefix)
+        #: the one key watched, if any: `responses/r1` must not match `responses/r10`
+        self.key = None if key is None else validate_key(key)
+        if self.key is not None:
+            if self.prefix:
+                raise InvalidValue(f"watch a prefix or one key, not both (prefix {prefix!r}, key {key!r})")
+            prefix = self.prefix = self.key  # the prefix filter passes it over the other keys' lines unparsed
         # For passing over other prefixes' lines unparsed (see record.key_starts_with).
         self._prefix_bytes = prefix.encode() if prefix and '"' not in prefix and "\\" not in prefix else b""
         self.timeout = timeout
@@ -201,7 +208,7 @@ class Watcher:
     def _take(self, base: int, lines: list[bytes], compacted_through: int) -> bool:
         """Queue the events of `lines` (read from `base`) after our position; move the log's offset
         past what was taken. False once the queue is full or a bad record stops us."""
-        log, path, prefix, pending = self._log, self._log.path, self.prefix, self._pending
+        log, path, prefix, pending, exact = self._log, self._log.path, self.prefix, self._pending, self.key
         prefix_bytes, flag, sealed = self._prefix_bytes, self._flag_through, log.sealed
         offset, last = base, self._line_last
         for i, line in enumerate(lines):
@@ -237,7 +244,7 @@ class Watcher:
                 self.seq = last = seq
                 if rec["op"] == PUT or rec["op"] == DELETE:  # the common case, built here (a list costs)
                     key = rec["key"]
-                    if key.startswith(prefix):
+                    if key.startswith(prefix) and (exact is None or key == exact):
                         event = Event(
                             seq, rec["op"], key, rec["value"], rec["version"], rec["author"], rec["ts"], seq <= flag
                         )
@@ -270,9 +277,12 @@ class Watcher:
         if rec["op"] == LOST:
             _warn_lost(self._log.path, first, seq, self.prefix)
             return
-        events = [e for e in events_of(rec, compacted=seq <= self._flag_through) if e.key.startswith(self.prefix)]
+        events = [e for e in events_of(rec, compacted=seq <= self._flag_through) if self._matches(e.key)]
         for left, event in enumerate(events, 1 - len(events)):
             self._pending.append((event, seq if left == 0 else seq - 1))
+
+    def _matches(self, key: str) -> bool:
+        return key == self.key if self.key is not None else key.startswith(self.prefix)
 
     def next_nowait(self) -> Event | None:
         """The next event if one is already in the log, else None. Marks the previous one finished."""
@@ -475,16 +485,27 @@ class Subscription:
         self.close()
 
 
-def record_dead_letter(layout: Layout, prefix: str, event: Event, exc: BaseException) -> None:
-    """Append the failed event and its error to deadletter.jsonl (one write of a whole line)."""
-    record = {
+def record_dead_letter(
+    layout: Layout, prefix: str, event: Event, error: BaseException | str, details: dict[str, Any] | None = None
+) -> bool:
+    """Append the failed event and its error to deadletter.jsonl (one write of a whole line).
+
+    `error` is what the callback raised (its traceback is kept too) or a description; `details` adds
+    fields (`watch --exec` gives the command, its exit status, attempts and stderr tail). False if the
+    letter could not be written (a read-only board): the error is logged, and the caller decides.
+    """
+    record: dict[str, Any] = {
         "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "prefix": prefix,
         "pid": os.getpid(),
-        "error": f"{type(exc).__name__}: {exc}",
-        "traceback": "".join(traceback.format_exception(exc)),
-        "event": event.as_dict(),
     }
+    if isinstance(error, BaseException):
+        record["error"] = f"{type(error).__name__}: {error}"
+        record["traceback"] = "".join(traceback.format_exception(error))
+    else:
+        record["error"] = error
+    record.update(details or {})
+    record["event"] = event.as_dict()
     try:
         fd = os.open(layout.deadletter, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
         try:
@@ -495,9 +516,19 @@ def record_dead_letter(layout: Layout, prefix: str, event: Event, exc: BaseExcep
             write_all(fd, (b"\n" if cut else b"") + _codec.dumps(record) + b"\n", layout.deadletter)
         finally:
             os.close(fd)
-    except OSError as write_error:  # a read-only board: the error still reaches the log, delivery goes on
-        logger.error("%s: cannot record a dead letter: %s", layout.root, write_error)
-    logger.warning("%s: callback for %r failed on seq %d: %s", layout.root, prefix, event.seq, exc)
+    except OSError as write_error:  # a read-only board: the error still reaches the log
+        logger.error(
+            "%s: seq %d failed (%s); cannot record a dead letter: %s",
+            layout.root,
+            event.seq,
+            record["error"],
+            write_error,
+        )
+        return False
+    logger.warning(
+        "%s: seq %d (%s) failed, recorded in deadletter.jsonl: %s", layout.root, event.seq, event.key, record["error"]
+    )
+    return True
 
 
 def read_dead_letters(layout: Layout) -> list[dict[str, Any]]:
