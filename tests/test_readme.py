@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
 import subprocess
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import click
 import pytest
+from _workers import cli_env
 from click.testing import CliRunner
 
 from blackboard import Board
@@ -85,7 +88,74 @@ def test_shell_tour_runs(tmp_path: Path) -> None:
     assert '{"answer":42}' in "".join(outputs)
 
 
-def test_exit_codes_in_readme_match_help() -> None:
-    documented = dict(re.findall(r"(\d+) ([a-z][a-z -]+?)(?:,|\s\()", README.split("Exit codes let")[1][:300]))
-    for code, words in documented.items():
-        assert re.search(rf"^\s*{code}\s+.*{words.split()[0]}", EXIT_CODES, re.MULTILINE | re.IGNORECASE), (code, words)
+def test_exit_codes_in_readme_match_help_and_spec() -> None:
+    """The README's exit codes, `blackboard --help`'s table and spec section 12 name the same codes,
+    and the README's word for each is in the help's line for it: none of the three can drift."""
+    paragraph = README.split("Exit codes let")[1].split("\n\n")[0]
+    documented = {code: word.strip("`,") for code, word in re.findall(r"(?:(?<=[:,] )|(?<=\n))(\d+) (\S+)", paragraph)}
+    for code, word in documented.items():
+        assert re.search(rf"^\s*{code}\s+.*{word}", EXIT_CODES, re.MULTILINE | re.IGNORECASE), (code, word)
+    spec = (ROOT / "spec" / "FORMAT.md").read_text().split("## 12. Errors")[1].split("\n### ")[0]
+    in_help = set(re.findall(r"^\s+(\d+)\s", EXIT_CODES, re.MULTILINE))
+    assert set(documented) == in_help == set(re.findall(r"^\| (\d+) \|", spec, re.MULTILINE))
+
+
+def request_reply_line() -> str:
+    block = README.split("### Request and reply from the shell")[1]
+    (line,) = [str(body).strip() for _, body in re.findall(r"```(\w+)\n(.*?)```", block, re.DOTALL)[:1]]
+    return line
+
+
+def test_request_reply_one_liner_gets_exactly_its_reply(tmp_path: Path) -> None:
+    """The README's one-liner, verbatim in bash: a reply to r10 first (a prefix watch would take it),
+    then the reply to r1 from another process once it sees the request: exit 0, that reply printed."""
+    line = request_reply_line()
+    board_dir = tmp_path / "board"
+    with Board.init(board_dir) as board:
+        board.write("responses/r10", "not yours")
+    responder = subprocess.Popen(
+        [sys.executable, "-c", RESPONDER, str(board_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    env = {**cli_env(), "BLACKBOARD_DIR": str(board_dir)}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    try:
+        run = subprocess.run(["bash", "-c", line], capture_output=True, text=True, env=env, timeout=60, check=False)
+    finally:
+        _, err = responder.communicate(timeout=60)
+    assert responder.returncode == 0, err
+    assert run.returncode == 0, run.stderr
+    (event,) = [json.loads(text) for text in run.stdout.splitlines()]
+    assert (event["key"], event["value"]) == ("responses/r1", {"a": "because", "q": "why?"})
+
+
+def test_request_reply_one_liner_without_a_reply_exits_7(tmp_path: Path) -> None:
+    """Nobody answers: exit 7 once the timeout passes (the one-liner with its 30 s made 1 s)."""
+    line = request_reply_line()
+    assert "--timeout 30" in line
+    board_dir = tmp_path / "board"
+    Board.init(board_dir).close()
+    env = {**cli_env(), "BLACKBOARD_DIR": str(board_dir)}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    run = subprocess.run(
+        ["bash", "-c", line.replace("--timeout 30", "--timeout 1")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 7, run.stderr
+    assert run.stdout == ""
+
+
+#: Answers the first request it sees with {"a": "because", "q": <the question>}, then exits.
+RESPONDER = """
+import sys
+from blackboard import Board
+with Board.open(sys.argv[1]) as board:
+    for event in board.watch("requests/", since=0, timeout=30):
+        board.write("responses/" + event.key.split("/")[1], {"a": "because", "q": event.value["q"]})
+        break
+    else:
+        sys.exit("no request came")
+"""
