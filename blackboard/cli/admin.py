@@ -13,6 +13,7 @@ from ..board import Board
 from ..core import codec as _codec
 from ..models import DEFAULT_COMPACT_AT_BYTES, BoardConfig
 from .base import EXIT_CHECK_FAILED, board_option, emit_json, fail, open_board
+from .commands import json_noop_option
 
 
 @click.command()
@@ -55,6 +56,7 @@ from .base import EXIT_CHECK_FAILED, board_option, emit_json, fail, open_board
     help="...and at least this share of its records is superseded.",
 )
 @click.option("--no-auto-compact", is_flag=True, help="Writers never compact on their own (run `compact` yourself).")
+@json_noop_option
 def init(
     board_dir: Path,
     lock: str | None,

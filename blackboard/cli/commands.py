@@ -16,6 +16,8 @@ import click
 from ..core import codec as _codec
 from ..errors import KeyNotFound
 from .base import F, author_option, board_option, emit_json, open_board
+from .complete import complete_keys
+from .render import full_option
 
 _NUMBER = re.compile(r"-(?:\d|\.\d)")
 
@@ -49,16 +51,22 @@ def idempotency_option(f: F) -> F:
     return click.option("--idempotency-key", metavar="K", help=IDEMPOTENCY_HELP)(f)
 
 
+def json_noop_option(f: F) -> F:
+    """`--json` on a command whose output is JSON already: a script may pass it to every data command."""
+    return click.option("--json", "_json", is_flag=True, expose_value=False, help="Output is JSON already.")(f)
+
+
 @click.command(cls=_NumberCommand)  # `write k -5` stores -5; `write k --foo` is a usage error
 @board_option
 @author_option
-@click.argument("key")
+@click.argument("key", shell_complete=complete_keys)
 @click.argument("value")
 @click.option("--text", is_flag=True, help="Store VALUE as a JSON string instead of parsing it.")
 @click.option(
     "--expect-version", type=click.IntRange(min=0), help="Write only if the key is at this version (0: absent)."
 )
 @idempotency_option
+@json_noop_option
 def write(
     board_dir: Path,
     author: str | None,
@@ -81,8 +89,9 @@ def write(
 
 @click.command()
 @board_option
-@click.argument("key")
+@click.argument("key", shell_complete=complete_keys)
 @click.option("--entry", "whole", is_flag=True, help="Print the whole entry (key, value, version, seq, author, ts).")
+@click.option("--json", "as_json", is_flag=True, help="The same as --entry: the whole entry as one JSON object.")
 @click.option("--raw", is_flag=True, help="Print a string value without JSON quotes.")
 @click.option(
     "--at",
@@ -90,13 +99,13 @@ def write(
     metavar="SEQ",
     help="KEY as it was just after seq SEQ (from the retained history and the archive).",
 )
-def read(board_dir: Path, key: str, whole: bool, raw: bool, at: int | None) -> None:
+def read(board_dir: Path, key: str, whole: bool, as_json: bool, raw: bool, at: int | None) -> None:
     """Print KEY's value as JSON (exit 3 if it has none)."""
     with open_board(board_dir, read_only=True) as board:
         entry = board.get(key, at=at)
     if entry is None:
         raise KeyNotFound(key, at=at)
-    if whole:
+    if whole or as_json:
         emit_json(entry.as_dict())
     elif raw and isinstance(entry.value, str):
         click.echo(entry.value)
@@ -106,10 +115,11 @@ def read(board_dir: Path, key: str, whole: bool, raw: bool, at: int | None) -> N
 
 @click.command()
 @board_option
-@click.argument("prefix", default="")
+@click.argument("prefix", default="", shell_complete=complete_keys)
 @click.option("--json", "as_json", is_flag=True, help="One JSON entry per line.")
 @click.option("--keys", "keys_only", is_flag=True, help="Only the keys, one per line.")
-def ls(board_dir: Path, prefix: str, as_json: bool, keys_only: bool) -> None:
+@full_option
+def ls(board_dir: Path, prefix: str, as_json: bool, keys_only: bool, full: bool) -> None:
     """List the live keys starting with PREFIX, in key order."""
     with open_board(board_dir, read_only=True) as board:
         if keys_only:
@@ -123,17 +133,20 @@ def ls(board_dir: Path, prefix: str, as_json: bool, keys_only: bool) -> None:
         return
     from .render import entry_line
 
-    width = min(max((len(e.key) for e in entries), default=0), 60)
+    # Every column padded to its widest cell (a key past 60 characters pushes only its own line).
+    key_width = min(max((len(e.key) for e in entries), default=0), 60)
+    author_width = min(max((len(e.author) for e in entries), default=0), 40)
     for entry in entries:
-        click.echo(entry_line(entry, key_width=width))
+        click.echo(entry_line(entry, key_width=key_width, author_width=author_width, full=full))
 
 
 @click.command()
 @board_option
 @author_option
-@click.argument("key")
+@click.argument("key", shell_complete=complete_keys)
 @click.option("--expect-version", type=click.IntRange(min=1), help="Delete only if the key is at this version.")
 @idempotency_option
+@json_noop_option
 def rm(board_dir: Path, author: str | None, key: str, expect_version: int | None, idempotency_key: str | None) -> None:
     """Delete KEY (exit 3 if it has no value). Its next write starts again at version 1."""
     with open_board(board_dir, author=author) as board:

@@ -52,11 +52,11 @@ def work(role: str, value: object) -> dict[str, object]:
             "findings": [f"finding {i + 1} on {value['question'][:24]}..." for i in range(random.randint(2, 4))],
             "sources": random.randint(3, 12),
         }
-    return {
-        "question": value["question"],
+    return {  # the verdict first: it is what a person watching the demo looks for
         "verdict": random.choice(["well supported", "plausible", "needs more data"]),
         "confidence": round(random.uniform(0.55, 0.95), 2),
         "based_on": len(value["findings"]),
+        "question": value["question"],
     }
 
 
@@ -104,7 +104,9 @@ def demo(board_dir: Path | None, requests: int, interval: float) -> None:
                 seen += 1
                 if event.author != "requester":  # written by another process: a cross-process latency
                     latencies.append(time.time() - event.ts.timestamp())
-                click.echo(event_line(event, colour=colour, key_width=22, author_width=10, date=False))
+                # Values whole: one too long for the terminal's line is wrapped on lines below its event.
+                line = event_line(event, colour=colour, wrap_value=True, key_width=22, author_width=10, date=False)
+                click.echo(line)
                 done += event.key.startswith("analysis/")
                 if done == requests:
                     break

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .base import author_option, board_option, emit_json, open_board
+from .commands import json_noop_option
 
 TXN_EXAMPLE = '{"expect": {"a": 1}, "ops": [{"op": "put", "key": "a", "value": 2}, {"op": "delete", "key": "b"}]}'
 
@@ -24,6 +25,7 @@ Example:
 @board_option
 @author_option
 @click.argument("doc", required=False, metavar="[DOC]")
+@json_noop_option
 def txn(board_dir: Path, author: str | None, doc: str | None) -> None:
     """Apply several puts and deletes as ONE record with one seq: all of them or none.
 
