@@ -129,18 +129,7 @@ def starts(line: str, *cells: str) -> list[int]:
 # -- --json everywhere ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(strict=True, reason="watch's --json is live.py's (prints JSON lines already)")
-            if name == "watch"
-            else (),
-        )
-        for name in sorted(set(COMMANDS) - {"demo"})
-    ],
-)
+@pytest.mark.parametrize("name", sorted(set(COMMANDS) - {"demo"}))
 def test_every_data_command_takes_json(name: str) -> None:
     """So that a script can pass --json to any command that prints data, and a new one cannot forget it."""
     proc = subprocess.run(
@@ -250,7 +239,7 @@ def long_value(board: Board) -> Board:
     [
         ["ls", "long"],
         ["history", "long"],
-        pytest.param(["tail", "-n", "1"], marks=pytest.mark.xfail(strict=True, reason="tail --full is live.py's")),
+        ["tail", "-n", "1"],
     ],
 )
 def test_full_prints_a_long_value_whole_on_a_terminal(long_value: Board, args: list[str]) -> None:

@@ -12,8 +12,7 @@ import click
 from ..board import Board
 from ..core import codec as _codec
 from ..models import DEFAULT_COMPACT_AT_BYTES, BoardConfig
-from .base import EXIT_CHECK_FAILED, board_option, emit_json, fail, open_board
-from .commands import json_noop_option
+from .base import EXIT_CHECK_FAILED, board_option, emit_json, fail, json_noop_option, open_board
 
 
 @click.command()

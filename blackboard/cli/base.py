@@ -184,6 +184,11 @@ def author_option(f: F) -> F:
     )(f)
 
 
+def json_noop_option(f: F) -> F:
+    """`--json` on a command whose output is JSON already: a script may pass it to every data command."""
+    return click.option("--json", "_json", is_flag=True, expose_value=False, help="Output is JSON already.")(f)
+
+
 def emit_json(obj: Any) -> None:
     click.echo(_codec.dumps(obj).decode())
 

@@ -15,7 +15,7 @@ import click
 
 from ..core import codec as _codec
 from ..errors import KeyNotFound
-from .base import F, author_option, board_option, emit_json, open_board
+from .base import F, author_option, board_option, emit_json, json_noop_option, open_board
 from .complete import complete_keys
 from .render import full_option
 
@@ -49,11 +49,6 @@ IDEMPOTENCY_HELP = (
 
 def idempotency_option(f: F) -> F:
     return click.option("--idempotency-key", metavar="K", help=IDEMPOTENCY_HELP)(f)
-
-
-def json_noop_option(f: F) -> F:
-    """`--json` on a command whose output is JSON already: a script may pass it to every data command."""
-    return click.option("--json", "_json", is_flag=True, expose_value=False, help="Output is JSON already.")(f)
 
 
 @click.command(cls=_NumberCommand)  # `write k -5` stores -5; `write k --foo` is a usage error

@@ -15,9 +15,10 @@ import click
 from ..core import codec as _codec
 from ..core import settings as _settings
 from ..models import Event
-from .base import board_option, emit_json, fail, open_board
+from .base import board_option, emit_json, fail, json_noop_option, open_board
+from .complete import complete_keys
 from .execute import EXIT_EXEC_FAILED, ExecPolicy, ExecStopped
-from .render import event_line
+from .render import event_line, full_option
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -78,6 +79,7 @@ def stop_on_sigterm() -> Iterator[None]:
 @click.option("-n", "count", type=click.IntRange(min=0), default=10, show_default=True, help="How many events.")
 @click.option("-f", "--follow", is_flag=True, help="Then follow the log: print each new event as it happens.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON event per line.")
+@full_option
 @click.option(
     "--color/--no-color",
     "color",
@@ -90,6 +92,7 @@ def tail(
     count: int,
     follow: bool,
     as_json: bool,
+    full: bool,
     color: bool | None,
     poll: bool | None,
     poll_interval: float | None,
@@ -102,7 +105,8 @@ def tail(
     def show(event: Event) -> None:
         # color=: click.echo strips the codes when stdout is not a terminal; --color keeps them
         click.echo(
-            _codec.dumps(event.as_dict()).decode() if as_json else event_line(event, colour=colour), color=colour
+            _codec.dumps(event.as_dict()).decode() if as_json else event_line(event, colour=colour, full=full),
+            color=colour,
         )
 
     with open_board(board_dir, read_only=True) as board:
@@ -120,7 +124,8 @@ def tail(
 
 @click.command()
 @board_option
-@click.argument("prefix", default="")
+@click.argument("prefix", default="", shell_complete=complete_keys)
+@json_noop_option
 @click.option(
     "--since",
     default="now",
@@ -133,6 +138,7 @@ def tail(
     "--key",
     "key",
     metavar="KEY",
+    shell_complete=complete_keys,
     help="Watch this one key only (PREFIX matches responses/r10 too when waiting for responses/r1).",
 )
 @click.option(

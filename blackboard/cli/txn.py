@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from .base import author_option, board_option, emit_json, open_board
-from .commands import json_noop_option
+from .base import author_option, board_option, emit_json, json_noop_option, open_board
 
 TXN_EXAMPLE = '{"expect": {"a": 1}, "ops": [{"op": "put", "key": "a", "value": 2}, {"op": "delete", "key": "b"}]}'
 
