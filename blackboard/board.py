@@ -41,6 +41,7 @@ from .models import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
+    from .agents import Agent
     from .core.compact import CompactReport
     from .core.entries import Report
     from .core.repair import RepairReport
@@ -598,6 +599,28 @@ class Board:
 
         self._check_writable()
         _cursors.reset(self.engine.layout, name, seq)
+
+    def agent(self, name: str, **options: Any) -> Agent:
+        """Act as agent `name` (spec/AGENTS.md): `with board.agent("atlas", capabilities=["search"],
+        ttl=30) as me:` registers it, signs life in the background and leaves at the end; `me.send`,
+        `me.inbox`, `me.request`, `me.call`, ... The agents layer sits above the board and uses its
+        public API only; this is its door."""
+        from .agents import Agent
+
+        return Agent(self, name, **options)
+
+    def mark_seen(self, name: str) -> None:
+        """Record that `name` (an agent, a consumer) is alive now, without a log record: the mtime of
+        `seen/<name>` (spec/AGENTS.md). Works on a read-only handle of a writable board."""
+        from .core import seen
+
+        seen.mark(self.engine.layout, name)
+
+    def last_seen(self) -> dict[str, float]:
+        """name -> when `mark_seen(name)` was last called (seconds since the epoch, the file's mtime)."""
+        from .core import seen
+
+        return seen.last_seen(self.engine.layout)
 
     def record_dead_letter(
         self, event: Event, error: BaseException | str, *, prefix: str = "", details: dict[str, Any] | None = None

@@ -79,6 +79,42 @@ class KeyNotFound(BlackboardError, KeyError):
         return str(self.args[0])
 
 
+class UnknownAgent(KeyNotFound):
+    """A message to an agent that never joined the board (or a broadcast that reaches nobody): refused,
+    so that a typo does not vanish into an inbox no one reads. Names the closest registered agents."""
+
+    def __init__(self, name: str, close: list[str] | None = None, *, reason: str | None = None) -> None:
+        super().__init__(name)
+        self.name = name
+        self.close = close or []
+        hint = f"; did you mean {', '.join(self.close)}?" if self.close else ""
+        self.args = (reason or f"no such agent: {name!r} (it never joined this board{hint})",)
+
+
+class NoSuchMessage(KeyNotFound):
+    """No message of this id waits in this agent's inbox (never sent to it, or acked already)."""
+
+    def __init__(self, agent: str, message_id: str) -> None:
+        super().__init__(f"inbox/{agent}/{message_id}")
+        self.agent = agent
+        self.message_id = message_id
+        self.args = (f"no message {message_id} in {agent}'s inbox (acked already, or never sent to {agent})",)
+
+
+class TimedOut(BlackboardError, TimeoutError):
+    """A request or a call got no answer before its deadline (CLI exit 7, like a watch that timed out)."""
+
+    exit_code = 7
+
+
+class Refused(BlackboardError):
+    """The layer said no, and wrote nothing: a turn past a conversation's limit, a closed
+    conversation, a speaker who is not a participant, a rejected call, an accept of a call that no
+    longer rings (CLI exit 9)."""
+
+    exit_code = 9
+
+
 class VersionConflict(BlackboardError):
     """Compare-and-set failed: the key's current version is not the expected one. Nothing was written."""
 

@@ -12,6 +12,7 @@ cursors/            one file per named consumer position (watch --cursor)
 tmp/                temporary files, renamed into place (never watched, never listed)
 archive/            history removed by `compact --archive`, as gzip JSONL segments
 deadletter.jsonl    subscription callbacks that raised, with the event
+seen/               one empty file per agent: its mtime is the agent's last sign of life (spec/AGENTS.md)
 """
 
 from __future__ import annotations
@@ -100,6 +101,10 @@ class Layout:
     @property
     def quarantine(self) -> Path:
         return self.root / "quarantine"
+
+    @property
+    def seen(self) -> Path:
+        return self.root / "seen"
 
     @property
     def deadletter(self) -> Path:
