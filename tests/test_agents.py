@@ -71,7 +71,7 @@ def test_envelope_fields_and_order(board: Board) -> None:
             "t1",
         )
         assert (got[1].kind, got[1].reply_to, got[1].seq) == ("note", first.id, second.seq)
-        assert board.get(got[0].key).author == "atlas"  # an agent's writes carry its name
+        assert entry_author(board, got[0].key) == "atlas"  # an agent's writes carry its name
         got[0].ack()
         with pytest.raises(NoSuchMessage):
             got[0].ack()
@@ -124,6 +124,12 @@ def test_a_consumer_killed_mid_way_resumes_without_loss(tmp_path: Path, spawn: S
         assert sorted(set(handled)) == list(range(300)), "every message handled"
         assert len(handled) - len(set(handled)) <= 1, "only the one in hand at the kill comes again"
         assert messages_left(board, "worker") == 0
+
+
+def entry_author(board: Board, key: str) -> str:
+    entry = board.get(key)
+    assert entry is not None, key
+    return entry.author
 
 
 def entry_seq(board: Board, key: str) -> int:
