@@ -8,6 +8,8 @@
     python bench/run.py --only compaction_stall,txn --fs disk
     python bench/run.py --only checksum --checksum-rounds 9   # format 3's checksums vs none
     python bench/run.py --only sharedfs   # a soft board through two bindfs views (root, /dev/fuse, bindfs)
+    python bench/run.py --only agents      # the agents layer: request/reply, fan-in, CLI request, who
+    python bench/run.py --only agents --agents-roundtrips 1000 --agents-messages 2000
     python bench/run.py --list             # the sections
 
 Each figure is the median of --reps runs, measured on the machine's disk (a temp dir under /tmp
@@ -29,6 +31,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+import _agents
 import _checksum  # noqa: F401  (each registers its section, after those of _sections)
 import _coldstart  # noqa: F401
 import _sharedfs  # noqa: F401
@@ -134,6 +137,14 @@ WHAT = """\
   writes: only the 250 ms safety re-check wakes it); the column is the same on a local soft board;
   idle CPU on the views adds view B's bindfs process. Without root, /dev/fuse or bindfs the views'
   cells are empty and the notes say "skipped" and why; the local columns are still measured.
+- **agents** (spec/AGENTS.md): request -> reply round trips between two processes, both waiting on
+  notifications (`me.request` against a responder in `me.messages()` + `me.reply`; redis-py: `LPUSH`
+  + `BRPOP` each way, a responder process), 50 warm-up trips per run, p50/p99 over `--agents-roundtrips`
+  (default 500); fan-in: `--agents-senders` processes (8) each `me.send` `--agents-messages` (1,000) to
+  one agent consuming with `me.inbox(wait=)` + `me.ack`, every message checked (delivered, never listed
+  again after its ack, in order per sender), against `LPUSH`/`BRPOP`; `blackboard --as c request srv
+  BODY --timeout 10` by subprocess against the Python responder (column: `blackboard read k`, in
+  turns); `me.who()` with `--agents-registered` (1,000) agents registered (median of 20 calls).
 - Ratios are ours / peer. "better" says which way is good for the figure and for its ratios.
 """
 
@@ -152,7 +163,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         flag = "--" + f.name.replace("_", "-")
         shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
         sizes.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=f"default {shown}")
+    agents = p.add_argument_group("agents section (defaults: full run; --quick lowers some)")
+    for f in dataclasses.fields(_agents.AgentSizes):
+        agents.add_argument(f"--agents-{f.name.replace('_', '-')}", dest=f"agents_{f.name}", type=int, default=None)
     return p.parse_args(argv)
+
+
+def resolve_agent_sizes(args: argparse.Namespace) -> _agents.AgentSizes:
+    sizes = _agents.AgentSizes.quick() if args.quick else _agents.AgentSizes()
+    given = {f.name: getattr(args, f"agents_{f.name}") for f in dataclasses.fields(_agents.AgentSizes)}
+    return dataclasses.replace(sizes, **{k: v for k, v in given.items() if v is not None})
 
 
 def resolve_sizes(args: argparse.Namespace) -> Sizes:
@@ -256,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     bench = Bench.create(resolve_sizes(args), {n: bases[n] for n in names})
+    _agents.SIZES = resolve_agent_sizes(args)
     rows: list[Row] = []
     try:
         print(f"machine: {machine_line(bench)}", file=sys.stderr)
