@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import Board, Entry, NoSuchMessage, TimedOut, UnknownAgent
+from .. import Board, Entry, Event, NoSuchMessage, TimedOut, UnknownAgent
 from . import presence
 from .names import format_ts, new_id, now, parse_ts, validate_agent, validate_id
 
@@ -220,27 +220,27 @@ def ack(board: Board, name: str, message_id: str) -> None:
         raise NoSuchMessage(name, message_id) from None
 
 
+def _from_event(event: Event, board: Board) -> Message | None:
+    if event.op != "put":
+        return None
+    return Message.of(Entry(event.key, event.value, event.version, event.seq, event.author, event.ts), board)
+
+
 def wait_for(
     board: Board, name: str, *, since: int, timeout: float, match: Callable[[Message], bool] | None = None
 ) -> Message | None:
     """The first message put into `name`'s inbox after seq `since` that `match`es, waiting up to
-    `timeout` seconds (replay then live: one that came before the call is found too)."""
+    `timeout` seconds in all (replay then live: one that came before the call is found too)."""
     deadline = time.monotonic() + timeout
     with board.watch(inbox_prefix(name), since=since, timeout=max(timeout, 0.0)) as watcher:
         for event in watcher:
-            if event.op == "put":
-                entry = board.get(event.key)
-                message = None if entry is None or entry.seq != event.seq else Message.of(entry, board)
-                if message is None:  # acked (or changed) meanwhile: build it from the event itself
-                    message = Message.of(
-                        Entry(event.key, event.value, event.version, event.seq, event.author, event.ts), board
-                    )
-                if message is not None and (match is None or match(message)):
-                    return message
+            message = _from_event(event, board)
+            if message is not None and (match is None or match(message)):
+                return message
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            watcher.timeout = remaining  # idle time left, not a fresh timeout per event
+            watcher.timeout = remaining  # the time left, not a fresh timeout per event
     return None
 
 
@@ -257,18 +257,22 @@ def inbox(board: Board, name: str, *, wait: float = 0.0, limit: int | None = Non
 
 def iterate(board: Board, name: str, *, wait: float | None = None) -> Iterator[Message]:
     """Each pending message, then each new one as it arrives, until `wait` idle seconds pass (None:
-    forever). A message not acked by the time the loop ends is listed again next time."""
-    seen: set[str] = set()
-    while True:
-        since = board.last_seq
-        fresh = [m for m in pending(board, name) if m.id not in seen]
-        for message in fresh:
-            seen.add(message.id)
+    forever). The inbox is listed once; after that the watch delivers, so a backlog of N costs N, not
+    N squared. A message not acked when the loop ends is listed again next time."""
+    since = board.last_seq  # before listing: what is sent meanwhile comes from the watch
+    listed: set[str] = set()
+    for message in pending(board, name):
+        if message.seq > since:
+            listed.add(message.id)  # the watch will see it too
+        yield message
+    with board.watch(inbox_prefix(name), since=since, timeout=wait) as watcher:
+        for event in watcher:
+            message = _from_event(event, board)
+            # version 1 only: a later version is a change to a message already delivered (a call
+            # its caller marked missed), not a new one
+            if message is None or event.version != 1 or message.id in listed:
+                continue
             yield message
-        if fresh:
-            continue
-        if wait_for(board, name, since=since, timeout=3600.0 if wait is None else wait) is None and wait is not None:
-            return
 
 
 def request(
