@@ -267,12 +267,12 @@ def iterate(board: Board, name: str, *, wait: float | None = None) -> Iterator[M
         yield message
     with board.watch(inbox_prefix(name), since=since, timeout=wait) as watcher:
         for event in watcher:
-            message = _from_event(event, board)
+            new = _from_event(event, board)
             # version 1 only: a later version is a change to a message already delivered (a call
             # its caller marked missed), not a new one
-            if message is None or event.version != 1 or message.id in listed:
+            if new is None or event.version != 1 or new.id in listed:
                 continue
-            yield message
+            yield new
 
 
 def request(
