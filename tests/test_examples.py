@@ -22,6 +22,7 @@ TIMEOUT = 60.0
 
 #: A line each example prints only when its own correctness check passed.
 EXPECTED = {
+    "agents_conversation.py": r"^conversation: (\d+)/\1 turns in order, each by its sender; the next one refused",
     "research_pipeline.py": r"^(\d+)/\1 requests analysed",
     "request_response.py": r"^client: 6/6 responses matched their requests",
     "shell_agent.sh": r"^3/3 questions answered by the shell agent$",
