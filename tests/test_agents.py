@@ -420,3 +420,24 @@ def test_digest_ranks_what_needs_attention_and_marks_it_seen(board: Board) -> No
         assert [i.what for i in me.digest()] == ["call", "request", "message"], "the conversation was seen"
         x.say(cid, "more")
         assert "conversation" in [i.what for i in me.digest()]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("kind", "Not A Kind"),
+        ("kind", ""),
+        ("thread", ""),
+        ("thread", 7),
+        ("reply_to", "../x"),
+        ("reply_to", "c-000000000000"),
+    ],
+)
+def test_bad_envelope_fields_are_refused_and_write_nothing(board: Board, field: str, value: Any) -> None:
+    from blackboard import InvalidValue
+
+    with board.agent("a") as a, board.agent("b"):
+        before = board.last_seq
+        with pytest.raises((InvalidValue, InvalidKey)):
+            a.send("b", "x", **{field: value})
+        assert board.last_seq == before

@@ -8,12 +8,13 @@ Handling is a delete of that key (ack); until then the message is listed again (
 from __future__ import annotations
 
 import difflib
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import Board, Entry, Event, NoSuchMessage, TimedOut, UnknownAgent
+from .. import Board, Entry, Event, InvalidValue, NoSuchMessage, TimedOut, UnknownAgent, VersionConflict
 from . import presence
 from .names import format_ts, new_id, now, parse_ts, validate_agent, validate_id
 
@@ -177,19 +178,39 @@ def send(
     """Deliver a message to the inbox of every agent `to` names, as ONE record (a broadcast reaches
     exactly the agents online when it was sent, or none of them on a crash)."""
     validate_agent(sender)
+    check_fields(kind, thread, reply_to)
     names = recipients(board, sender, to, queue=queue)
-    message_id = new_id("m")
-    value = envelope(
-        message_id, sender, to, kind, body, thread=thread, reply_to=reply_to, deadline=deadline, extra=extra
-    )
-    if len(names) == 1:
-        entry = board.write(f"{PREFIX}{names[0]}/{message_id}", value, author=sender, expect_version=0)
-        return Sent(message_id, entry.seq, (names[0],))
-    with board.transaction(author=sender) as tx:
-        for name in names:
-            tx.expect(f"{PREFIX}{name}/{message_id}", 0)
-            tx.write(f"{PREFIX}{name}/{message_id}", value)
-    return Sent(message_id, tx.seq, tuple(names))
+    for _ in range(_ID_ATTEMPTS):
+        message_id = new_id("m")
+        value = envelope(
+            message_id, sender, to, kind, body, thread=thread, reply_to=reply_to, deadline=deadline, extra=extra
+        )
+        try:
+            if len(names) == 1:  # a plain put: a message is one record of its own
+                entry = board.write(f"{PREFIX}{names[0]}/{message_id}", value, author=sender, expect_version=0)
+                return Sent(message_id, entry.seq, (names[0],))
+            with board.transaction(author=sender) as tx:
+                for name in names:
+                    tx.expect(f"{PREFIX}{name}/{message_id}", 0)  # a new key: an id never overwrites
+                    tx.write(f"{PREFIX}{name}/{message_id}", value)
+            return Sent(message_id, tx.seq, tuple(names))
+        except VersionConflict:
+            continue  # 48 random bits met an id waiting in that inbox: draw another
+    raise InvalidValue(f"could not draw an unused message id in {_ID_ATTEMPTS} attempts")
+
+
+#: Draws of a message id before giving up (a collision in one inbox is ~1e-9 at 10,000 waiting).
+_ID_ATTEMPTS = 5
+_KIND = r"[a-z][a-z_-]{0,31}"
+
+
+def check_fields(kind: str, thread: str | None, reply_to: str | None) -> None:
+    if not isinstance(kind, str) or not re.fullmatch(_KIND, kind):
+        raise InvalidValue(f"a kind is 1-32 of a-z, '_' and '-', starting with a letter, not {kind!r}")
+    if thread is not None and (not isinstance(thread, str) or not 1 <= len(thread) <= 200):
+        raise InvalidValue("a thread is a string of 1 to 200 characters")
+    if reply_to is not None:
+        validate_id(reply_to, "m")
 
 
 def pending(board: Board, name: str, *, limit: int | None = None) -> list[Message]:
