@@ -20,7 +20,7 @@ import click
 from ..board import Board
 from ..core import codec as _codec
 from ..core import settings as _settings
-from ..errors import NO_ROOM, BlackboardError
+from ..errors import NO_ROOM, BlackboardError, ReadOnlyBoard
 
 EXIT_CODES = """\b
 Exit codes:
@@ -31,8 +31,10 @@ Exit codes:
   4  version conflict (compare-and-set failed; nothing written)
   5  not a board, or a board of a newer format
   6  check found inconsistencies (run `repair`)
-  7  timed out: watch --timeout ended before --count events came
+  7  timed out: watch --timeout ended before --count events came; no reply
+     to request, call missed, inbox --wait with nothing
   8  watch --exec stopped: CMD failed for good (--on-failure stop) or cannot run
+  9  refused: a rejected call, a turn past the limit or in a closed conversation
   130 interrupted
   143 stopped by SIGTERM (watch, tail -f)"""
 
@@ -49,9 +51,28 @@ def fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+#: The variable `--as` defaults to. It is `blackboard.agents.ENV_AGENT` (a test checks): not imported
+#: from there, which would load the whole agents layer (asyncio included) into every command.
+ENV_AGENT = "BLACKBOARD_AGENT"
+
 #: command -> (its module in blackboard.cli, the short help `blackboard --help` shows). The command
 #: object is the module's attribute of the command's name ('-' as '_').
 COMMANDS: dict[str, tuple[str, str]] = {
+    "accept": ("agents", "Accept a ringing call ID: a conversation with the caller starts."),
+    "ack": ("agents", "Mark messages ID... of your inbox handled: they are not listed again."),
+    "call": ("agents", "Ring agent NAME and wait for it to accept (exit 0), reject (9) or miss (7) the call."),
+    "conv": ("agents", "Conversations of 2 to 6 agents, turn by turn: new, say, show, watch, close."),
+    "digest": ("agents", "What needs your attention, most urgent first: calls, requests, conversations, messages."),
+    "inbox": ("agents", "The messages waiting for you, oldest first (--wait S for one to come)."),
+    "join": ("agents", "Register as an agent (--as NAME) with capabilities, a description and a status."),
+    "leave": ("agents", "Mark yourself gone: offline at once (messages to you still queue)."),
+    "reject": ("agents", "Reject a ringing call ID (the caller exits 9)."),
+    "reply": ("agents", "Answer message ID of your inbox with BODY, and ack it, in one record."),
+    "request": ("agents", "Send BODY to TO as a request and wait for the reply (exit 7 past --timeout)."),
+    "say": ("agents", "Add TEXT as your turn in conversation CONV (exit 9 past its turn limit or when closed)."),
+    "send": ("agents", "Send BODY (JSON) to agent TO, to '*' (everyone online) or to '@capability'."),
+    "status": ("agents", "Set your declared status: available, busy, in-call, or another word."),
+    "who": ("agents", "The registered agents with their state (available, busy, stale, offline, ...)."),
     "blame": ("history", "Who last changed each key starting with PREFIX, when, at which seq."),
     "check": ("admin", "Compare entry files with the log (the source of truth)."),
     "unlock": ("admin", "List the soft writer lock's claims; break those of dead writers (--force: any)."),
@@ -174,8 +195,64 @@ def board_option(f: F) -> F:
     )(f)
 
 
-def open_board(board_dir: Path, *, author: str | None = None, read_only: bool = False) -> Board:
-    return Board.open(board_dir, author=author, read_only=read_only)
+def _resolve_agent(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    # As --board: the command's --as wins, then the group's (which click filled from BLACKBOARD_AGENT).
+    if value is not None:
+        return value
+    root = ctx.find_root()
+    group_value = root.params.get("agent") if root is not ctx else None
+    return group_value if isinstance(group_value, str) else None
+
+
+AGENT_HELP = f"Act as agent NAME: sign life, and write as NAME [default: ${ENV_AGENT}]."
+
+
+def agent_option(f: F) -> F:
+    """`--as NAME` on an agent command; `blackboard --as NAME CMD` and BLACKBOARD_AGENT work too."""
+    return click.option("--as", "agent", metavar="NAME", callback=_resolve_agent, help=AGENT_HELP)(f)
+
+
+def identity(explicit: str | None = None) -> str | None:
+    """The agent this process acts as: `explicit`, else the group's `--as` (or BLACKBOARD_AGENT),
+    else None; validated (InvalidKey, exit 2)."""
+    name = explicit
+    if name is None:
+        ctx = click.get_current_context(silent=True)
+        group_value = None if ctx is None else ctx.find_root().params.get("agent")
+        name = group_value if isinstance(group_value, str) else None
+    if name is None:
+        return None
+    from ..agents.names import validate_agent  # only when there is a name: the layer imports asyncio
+
+    return validate_agent(name)
+
+
+def require_agent(explicit: str | None) -> str:
+    """The identity of an agent command, which has no meaning without one (a usage error, exit 2)."""
+    name = identity(explicit)
+    if name is None:
+        raise click.UsageError(f"who are you? give --as NAME or set {ENV_AGENT}")
+    return name
+
+
+def open_board(
+    board_dir: Path, *, author: str | None = None, read_only: bool = False, agent: str | None = None
+) -> Board:
+    """Open the board; a process acting as an agent (`agent`, else `--as`/BLACKBOARD_AGENT) writes
+    as it unless --author says otherwise, and signs life once: an mtime, no log record (spec/AGENTS.md 3)."""
+    name = identity(agent)
+    board = Board.open(board_dir, author=author or name, read_only=read_only)
+    if name is not None:
+        try:
+            board.mark_seen(name)
+        except ReadOnlyBoard:
+            if not read_only:  # a reader of a read-only mount still reads; a writer would fail anyway
+                board.close()
+                raise
+        except BaseException:
+            board.close()
+            raise
+    return board
 
 
 def author_option(f: F) -> F:
@@ -196,7 +273,8 @@ def emit_json(obj: Any) -> None:
 @click.group(cls=BoardGroup, epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="blackboard")
 @click.option("--board", "board_dir", type=click.Path(file_okay=False, path_type=Path), help=BOARD_HELP)
-def cli(board_dir: Path | None) -> None:
+@click.option("--as", "agent", metavar="NAME", envvar=ENV_AGENT, help=AGENT_HELP)
+def cli(board_dir: Path | None, agent: str | None) -> None:
     """A file-based shared blackboard for agents, scripts and people.
 
     Every change is one JSON line appended to BOARD/log.jsonl; the latest value of every key

@@ -1,0 +1,516 @@
+"""The agents layer from the shell (spec/AGENTS.md): presence, messages, request/reply, calls,
+conversations, digest.
+
+No logic lives here: each command translates its arguments to one call of `blackboard.agents` and
+its result to JSON (or a line for people). Every command acts as `--as NAME` (or BLACKBOARD_AGENT),
+which `base.open_board` turns into one sign of life.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..agents import Agent, AgentInfo, Item, Message, Turn
+from ..agents import conversations as _conversations
+from ..agents import messages as _messages
+from ..agents import presence as _presence
+from ..core import codec as _codec
+from ..errors import NoSuchMessage, UnknownAgent
+from .base import F, agent_option, board_option, emit_json, json_noop_option, open_board, require_agent
+from .render import age, line_width, short_json
+
+#: An unanswered request, a missed call, `inbox --wait` with nothing (base.EXIT_CODES).
+EXIT_TIMED_OUT = 7
+#: A rejected call (a `Refused` library error is 9 too).
+EXIT_REFUSED = 9
+
+TEXT_HELP = "BODY is a string, taken as it is (not parsed as JSON)."
+
+
+def agent_command(name: str | None = None) -> Callable[[Callable[..., Any]], click.Command]:
+    """A command that acts as an agent: `--board`, `--as`."""
+
+    def decorate(f: Callable[..., Any]) -> click.Command:
+        return click.command(name)(agent_option(board_option(f)))
+
+    return decorate
+
+
+def body_of(raw: str, text: bool) -> Any:
+    """BODY as `write` takes VALUE: JSON, or a string with --text; '-' reads it from stdin."""
+    data = sys.stdin.read() if raw == "-" else raw
+    if text:
+        return data[:-1] if raw == "-" and data.endswith("\n") else data
+    return _codec.parse_user_json(data)
+
+
+def text_option(f: F) -> F:
+    return click.option("--text", is_flag=True, help=TEXT_HELP)(f)
+
+
+def _cell(value: Any) -> str:
+    return value if isinstance(value, str) else _codec.dumps(value).decode()
+
+
+def _table(rows: Iterable[list[str]]) -> None:
+    """Print rows with every column but the last padded to its widest cell."""
+    rows = list(rows)
+    if not rows:
+        return
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        click.echo("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip())
+
+
+# -- presence ------------------------------------------------------------------------------------------
+
+
+@agent_command()
+@click.option("--capability", "capabilities", multiple=True, metavar="C", help="What you can do (repeatable).")
+@click.option("--description", default="", help="One line saying who you are.")
+@click.option(
+    "--ttl",
+    type=click.FloatRange(1, 86400),
+    default=_presence.DEFAULT_TTL,
+    show_default=True,
+    help="Stale after S seconds without a sign of life; offline after 3 x S.",
+)
+@click.option("--status", default="available", show_default=True, help="available, busy, in-call, or another word.")
+@click.option(
+    "--pid", type=click.IntRange(min=1), help="A process whose death makes you offline at once (a shell's $$)."
+)
+@json_noop_option
+def join(
+    board_dir: Path,
+    agent: str | None,
+    capabilities: tuple[str, ...],
+    description: str,
+    ttl: float,
+    status: str,
+    pid: int | None,
+) -> None:
+    """Register as an agent (--as NAME) with capabilities, a description and a status.
+
+    Prints the registration. This process exits at once, so no pid is recorded unless --pid says
+    which process stands for you; every later command run --as NAME is a sign of life.
+    """
+    name = require_agent(agent)
+    with open_board(board_dir, agent=name) as board:
+        _presence.register(
+            board, name, capabilities=capabilities, description=description, status=status, ttl=ttl, pid=pid
+        )
+        emit_json(_lookup(board, name).as_dict())
+
+
+def _lookup(board: Any, name: str) -> AgentInfo:
+    info = _presence.lookup(board, name)
+    if info is None:
+        raise UnknownAgent(name)
+    return info
+
+
+@agent_command()
+@json_noop_option
+def leave(board_dir: Path, agent: str | None) -> None:
+    """Mark yourself gone: offline at once (messages to you still queue). Prints the registration."""
+    name = require_agent(agent)
+    with open_board(board_dir, agent=name) as board:
+        if _presence.leave(board, name) is None:
+            raise UnknownAgent(name)
+        emit_json(_lookup(board, name).as_dict())
+
+
+@agent_command()
+@click.argument("status")
+@json_noop_option
+def status(board_dir: Path, agent: str | None, status: str) -> None:
+    """Set your declared status: available, busy, in-call, or another word. Prints the registration."""
+    name = require_agent(agent)
+    with open_board(board_dir, agent=name) as board:
+        _presence.set_status(board, name, status)
+        emit_json(_lookup(board, name).as_dict())
+
+
+@click.command()
+@board_option
+@agent_option
+@click.option("--capability", metavar="C", help="Only the agents with capability C.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per agent and line.")
+def who(board_dir: Path, agent: str | None, capability: str | None, as_json: bool) -> None:
+    """The registered agents with their state (available, busy, stale, offline, ...).
+
+    Needs no identity: anyone may look. Columns: name, state, capabilities, last seen, description.
+    """
+    with open_board(board_dir, read_only=True, agent=agent) as board:
+        agents = _presence.who(board, capability=capability)
+    if as_json:
+        for info in agents:
+            emit_json(info.as_dict())
+        return
+    now = time.time()
+    _table([a.name, a.state, ",".join(a.capabilities) or "-", age(now - a.last_seen), a.description] for a in agents)
+
+
+# -- messages ------------------------------------------------------------------------------------------
+
+
+@agent_command()
+@click.argument("to")
+@click.argument("body")
+@click.option("--kind", default="message", show_default=True, help="message, request, reply, ... or your own word.")
+@click.option("--thread", metavar="ID", help="A string grouping messages (a reply keeps its request's).")
+@click.option("--reply-to", metavar="ID", help="The id of the message this answers.")
+@text_option
+@click.option("--queue", is_flag=True, help="Send to a name that never joined: it waits in that inbox.")
+@json_noop_option
+def send(
+    board_dir: Path,
+    agent: str | None,
+    to: str,
+    body: str,
+    kind: str,
+    thread: str | None,
+    reply_to: str | None,
+    text: bool,
+    queue: bool,
+) -> None:
+    """Send BODY (JSON) to agent TO, to '*' (everyone online) or to '@capability'.
+
+    BODY is JSON, a string with --text, '-' to read it from stdin. A name that never joined is
+    refused (exit 3, with the closest names) unless --queue. Prints the id, seq and recipients.
+    """
+    name = require_agent(agent)
+    value = body_of(body, text)
+    with open_board(board_dir, agent=name) as board:
+        sent = Agent(board, name, join=False).send(to, value, kind=kind, thread=thread, reply_to=reply_to, queue=queue)
+    emit_json(sent.as_dict())
+
+
+def message_line(message: Message, width: int | None) -> str:
+    """`m-3f9a0c1d2e4b  atlas  request  {"q":"why?"}`: the id first, so that `cut -d' ' -f1` finds it."""
+    cells = [message.id, message.sender, message.kind]
+    if message.reply_to is not None:
+        cells.append(f"re {message.reply_to}")
+    if message.thread is not None:
+        cells.append(f"thread {message.thread}")
+    head = "  ".join(cells) + "  "
+    return head + short_json(message.body, None if width is None else max(width - len(head), 20))
+
+
+@agent_command()
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    metavar="S",
+    help="With none waiting, wait up to S s for one (exit 7 if none came).",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), metavar="N", help="At most N messages (stderr says how many more wait)."
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON message per line (id, from, to, kind, body, thread, reply_to, seq, ts, ...).",
+)
+@click.option("--ack", "ack_them", is_flag=True, help="Ack the messages printed, once they are printed.")
+def inbox(
+    board_dir: Path, agent: str | None, wait: float | None, limit: int | None, as_json: bool, ack_them: bool
+) -> None:
+    """The messages waiting for you, oldest first (--wait S for one to come).
+
+    A message is listed again by every inbox until it is acked (--ack, or `ack ID`).
+    """
+    name = require_agent(agent)
+    with open_board(board_dir, agent=name, read_only=not ack_them) as board:
+        waiting = _messages.inbox(board, name, wait=wait or 0.0)
+        shown = waiting if limit is None else waiting[:limit]
+        width = None if as_json else line_width()
+        for message in shown:
+            if as_json:
+                emit_json(message.as_dict())
+            else:
+                click.echo(message_line(message, width))
+        sys.stdout.flush()  # printed before acked: a crash between the two lists them again
+        if len(waiting) > len(shown):
+            click.echo(f"blackboard: {len(waiting) - len(shown)} more message(s) waiting", err=True)
+        if ack_them:
+            for message in shown:
+                with contextlib.suppress(NoSuchMessage):  # another process acked it meanwhile: handled
+                    _messages.ack(board, name, message.id)
+    if wait is not None and not waiting:
+        sys.exit(EXIT_TIMED_OUT)
+
+
+@agent_command()
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@json_noop_option
+def ack(board_dir: Path, agent: str | None, ids: tuple[str, ...]) -> None:
+    """Mark messages ID... of your inbox handled: they are not listed again.
+
+    Exit 3 for an id not in your inbox (the ones before it are acked). Prints the ids acked.
+    """
+    name = require_agent(agent)
+    with open_board(board_dir, agent=name) as board:
+        for message_id in ids:
+            _messages.ack(board, name, message_id)
+    emit_json({"acked": list(ids)})
+
+
+@agent_command()
+@click.argument("to")
+@click.argument("body")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    required=True,
+    metavar="S",
+    help="Wait up to S seconds for the reply (then exit 7).",
+)
+@text_option
+@click.option("--thread", metavar="ID", help="A string grouping messages; the reply keeps it.")
+@json_noop_option
+def request(
+    board_dir: Path, agent: str | None, to: str, body: str, timeout: float, text: bool, thread: str | None
+) -> None:
+    """Send BODY to TO as a request and wait for the reply (exit 7 past --timeout).
+
+    Prints the reply message as JSON (and acks it). A reply that comes later stays in your inbox,
+    flagged late.
+    """
+    name = require_agent(agent)
+    value = body_of(body, text)
+    with open_board(board_dir, agent=name) as board:
+        answer = Agent(board, name, join=False).request(to, value, timeout=timeout, thread=thread)
+    emit_json(answer.as_dict())
+
+
+@agent_command()
+@click.argument("message_id", metavar="ID")
+@click.argument("body")
+@text_option
+@json_noop_option
+def reply(board_dir: Path, agent: str | None, message_id: str, body: str, text: bool) -> None:
+    """Answer message ID of your inbox with BODY, and ack it, in one record.
+
+    Exit 3 if ID is not in your inbox (acked already: a reply is never sent twice). Prints the
+    reply's id, seq and recipient.
+    """
+    name = require_agent(agent)
+    value = body_of(body, text)
+    with open_board(board_dir, agent=name) as board:
+        sent = Agent(board, name, join=False).reply(message_id, value)
+    emit_json(sent.as_dict())
+
+
+# -- calls -----------------------------------------------------------------------------------------------
+
+
+@agent_command()
+@click.argument("callee", metavar="NAME")
+@click.option("--topic", required=True, help="What the call is about (the conversation's topic).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    metavar="S",
+    help="Ring for up to S seconds.",
+)
+@json_noop_option
+def call(board_dir: Path, agent: str | None, callee: str, topic: str, timeout: float) -> None:
+    """Ring agent NAME and wait for it to accept (exit 0), reject (9) or miss (7) the call.
+
+    Prints how it ended: id, state (accepted, rejected, missed), to, conversation, reason. A call
+    to an agent not online is missed at once and waits in its inbox.
+    """
+    name = require_agent(agent)
+    with open_board(board_dir, agent=name) as board:
+        result = Agent(board, name, join=False).call(callee, topic=topic, timeout=timeout)
+    emit_json(result.as_dict())
+    if result.state != "accepted":
+        sys.stdout.flush()
+        why = "" if result.reason is None else f": {_cell(result.reason)}"
+        click.echo(f"blackboard: call {result.state}{why}", err=True)
+        sys.exit(EXIT_REFUSED if result.state == "rejected" else EXIT_TIMED_OUT)
+
+
+@agent_command()
+@click.argument("call_id", metavar="ID")
+@click.option("--turn-limit", type=click.IntRange(min=1), metavar="N", help="At most N message turns.")
+@json_noop_option
+def accept(board_dir: Path, agent: str | None, call_id: str, turn_limit: int | None) -> None:
+    """Accept a ringing call ID: a conversation with the caller starts.
+
+    Prints {"conversation": CID}. Exit 9 if the call no longer rings (missed: call back instead).
+    """
+    name = require_agent(agent)
+    with open_board(board_dir, agent=name) as board:
+        cid = Agent(board, name, join=False).accept(call_id, turn_limit=turn_limit)
+    emit_json({"conversation": cid})
+
+
+@agent_command()
+@click.argument("call_id", metavar="ID")
+@click.option("--reason", help="Why (the caller gets it).")
+@json_noop_option
+def reject(board_dir: Path, agent: str | None, call_id: str, reason: str | None) -> None:
+    """Reject a ringing call ID (the caller exits 9)."""
+    name = require_agent(agent)
+    with open_board(board_dir, agent=name) as board:
+        Agent(board, name, join=False).reject(call_id, reason)
+    emit_json({"rejected": call_id, "reason": reason})
+
+
+# -- conversations -----------------------------------------------------------------------------------------
+
+
+@click.group()
+@click.option("--json", "as_json", is_flag=True, help="JSON output from the subcommand (as its own --json).")
+def conv(as_json: bool) -> None:
+    """Conversations of 2 to 6 agents, turn by turn: new, say, show, watch, close."""
+
+
+def _conv_command(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add a subcommand to `conv`. The module keeps the plain function, so that the lazy group's
+    table (base.COMMANDS) lists only top-level commands."""
+
+    def register(f: Callable[..., Any]) -> Callable[..., Any]:
+        conv.add_command(agent_command(name)(f))
+        return f
+
+    return register
+
+
+def _wants_json(as_json: bool) -> bool:
+    parent = click.get_current_context().parent
+    return as_json or bool(parent is not None and parent.command is conv and parent.params.get("as_json"))
+
+
+def _turn_text(turn: Turn) -> str:
+    return _cell(turn.text)
+
+
+@_conv_command("new")
+@click.option("--topic", required=True, help="What it is about.")
+@click.option("--with", "others", required=True, metavar="A,B,...", help="The other participants (registered agents).")
+@click.option("--turn-limit", type=click.IntRange(min=1), metavar="N", help="At most N message turns.")
+@json_noop_option
+def conv_new(board_dir: Path, agent: str | None, topic: str, others: str, turn_limit: int | None) -> None:
+    """Start a conversation of you and the agents --with names. Prints its id and meta."""
+    name = require_agent(agent)
+    people = [other.strip() for other in others.split(",") if other.strip()]
+    with open_board(board_dir, agent=name) as board:
+        cid, meta = _conversations.create(board, name, people, topic=topic, turn_limit=turn_limit)
+    emit_json({"conversation": cid, **meta})
+
+
+@agent_command()
+@click.argument("cid", metavar="CONV")
+@click.argument("text")
+@json_noop_option
+def say(board_dir: Path, agent: str | None, cid: str, text: str) -> None:
+    """Add TEXT as your turn in conversation CONV (exit 9 past its turn limit or when closed).
+
+    TEXT '-' reads it from stdin. Prints the turn: conversation, n, from, kind, text, seq, ts.
+    """
+    name = require_agent(agent)
+    value = body_of(text, True)
+    with open_board(board_dir, agent=name) as board:
+        turn = Agent(board, name, join=False).say(cid, value)
+    emit_json(turn.as_dict())
+
+
+conv.add_command(say)
+
+
+@_conv_command("show")
+@click.argument("cid", metavar="CONV")
+@click.option("--json", "as_json", is_flag=True, help="The meta, then one JSON turn per line.")
+def conv_show(board_dir: Path, agent: str | None, cid: str, as_json: bool) -> None:
+    """The conversation's meta and its turns, as a chat: one line per turn, `n  from  text`."""
+    with open_board(board_dir, agent=agent, read_only=True) as board:
+        meta = _conversations.meta(board, cid)
+        turns = _conversations.turns(board, cid)
+    if _wants_json(as_json):
+        emit_json(meta)
+        for turn in turns:
+            emit_json(turn.as_dict())
+        return
+    limit = meta.get("turn_limit")
+    used = f"{meta.get('messages', 0)}/{limit} messages" if limit is not None else f"{meta.get('messages', 0)} messages"
+    click.echo(f"{cid}  {meta.get('topic')}  {meta.get('state')}  {', '.join(meta.get('participants', []))}  {used}")
+    _table([str(t.n), t.sender, _turn_text(t)] for t in turns)
+
+
+@_conv_command("watch")
+@click.argument("cid", metavar="CONV")
+@click.option(
+    "--since",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    metavar="SEQ",
+    help="Turns after seq SEQ (0: every turn).",
+)
+@click.option("--timeout", type=click.FloatRange(min=0), metavar="S", help="Stop after S idle seconds.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON turn per line.")
+def conv_watch(board_dir: Path, agent: str | None, cid: str, since: int, timeout: float | None, as_json: bool) -> None:
+    """Print each turn of CONV as it comes, until the conversation closes or --timeout idle seconds."""
+    from .live import stop_on_sigterm
+
+    wants_json = _wants_json(as_json)
+    with open_board(board_dir, agent=agent, read_only=True) as board, stop_on_sigterm():
+        people = _conversations.meta(board, cid).get("participants", [])
+        width = max((len(p) for p in people), default=0)
+        for turn in _conversations.follow(board, cid, since=since, timeout=timeout):
+            if wants_json:
+                emit_json(turn.as_dict())
+            else:
+                click.echo(f"{turn.n:>3}  {turn.sender.ljust(width)}  {_turn_text(turn)}")
+            sys.stdout.flush()  # live, through a pipe too
+
+
+@_conv_command("close")
+@click.argument("cid", metavar="CONV")
+@json_noop_option
+def conv_close(board_dir: Path, agent: str | None, cid: str) -> None:
+    """Close CONV: a system turn says so, and later turns are refused (exit 9). Prints that turn."""
+    name = require_agent(agent)
+    with open_board(board_dir, agent=name) as board:
+        turn = Agent(board, name, join=False).close_conversation(cid)
+    emit_json(turn.as_dict())
+
+
+# -- digest ---------------------------------------------------------------------------------------------
+
+
+def item_line(item: Item) -> str:
+    due = "" if item.deadline is None else f"  (until {item.deadline})"
+    return f"{item.what:<12}  {item.id}  {item.sender}  {_cell(item.summary)}{due}"
+
+
+@agent_command()
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON item per line (rank, type, id, from, summary, seq, deadline)."
+)
+def digest(board_dir: Path, agent: str | None, as_json: bool) -> None:
+    """What needs your attention, most urgent first: calls, requests, conversations, messages.
+
+    Conversations count turns since your last digest: each digest moves that mark to now.
+    """
+    name = require_agent(agent)
+    with open_board(board_dir, agent=name) as board:
+        items = Agent(board, name, join=False).digest()
+    for item in items:
+        if as_json:
+            emit_json(item.as_dict())
+        else:
+            click.echo(item_line(item))
