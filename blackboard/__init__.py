@@ -14,6 +14,8 @@ from .errors import (
     BlackboardError,
     Compacted,
     CorruptLog,
+    Fenced,
+    Held,
     InvalidKey,
     InvalidValue,
     KeyNotFound,
@@ -31,7 +33,7 @@ from .errors import (
     UnknownAgent,
     VersionConflict,
 )
-from .models import BoardConfig, Entry, Event
+from .models import BoardConfig, Entry, Event, Fence
 
 if TYPE_CHECKING:
     from .core.compact import CompactReport
@@ -51,6 +53,9 @@ __all__ = [
     "CorruptLog",
     "Entry",
     "Event",
+    "Fence",
+    "Fenced",
+    "Held",
     "InvalidKey",
     "InvalidValue",
     "KeyNotFound",

@@ -36,6 +36,9 @@ from .models import (
     BoardConfig,
     Entry,
     Event,
+    Fence,
+    HasFence,
+    as_fence,
 )
 
 if TYPE_CHECKING:
@@ -269,16 +272,20 @@ class Board:
         author: str | None = None,
         expect_version: int | None = None,
         idempotency_key: str | None = None,
+        fence: Fence | HasFence | None = None,
     ) -> Entry:
         """Set `key` to `value` (any JSON value). `expect_version` makes it a compare-and-set:
         `0` means "only if absent"; on a mismatch `VersionConflict` is raised and nothing is written.
 
         `idempotency_key`: a retry of a write that already landed with this key (within the board's
         retention) appends nothing and returns the original entry.
+
+        `fence` (a `Fence`, or a lease): written only while the fence holds, else `Fenced`: a holder
+        paused past its lease cannot overwrite what its successor wrote.
         """
         validate_key(key)
         value_json = _codec.encode_value(value, self.config.max_value_bytes)
-        done = self._commit([Op(PUT, key, value_json)], key, expect_version, author, idempotency_key)
+        done = self._commit([Op(PUT, key, value_json)], key, expect_version, author, idempotency_key, fence)
         change = done.changes[0]
         if done.duplicate:
             return Entry(key, _codec.decode(change.value), change.version, done.seq, done.author, done.ts)
@@ -293,30 +300,44 @@ class Board:
         author: str | None = None,
         expect_version: int | None = None,
         idempotency_key: str | None = None,
+        fence: Fence | HasFence | None = None,
     ) -> Entry:
         """Delete `key` (`KeyNotFound` if it has no live value). Its next put starts again at version 1.
 
-        Returns the delete as an Entry: value None, version 0, the delete's seq.
+        Returns the delete as an Entry: value None, version 0, the delete's seq. `fence`: as `write`.
         """
         validate_key(key)
-        done = self._commit([Op(DELETE, key)], key, expect_version, author, idempotency_key)
+        done = self._commit([Op(DELETE, key)], key, expect_version, author, idempotency_key, fence)
         return Entry(key, None, 0, done.seq, done.author, done.ts)
 
     def _commit(
-        self, ops: list[Op], key: str, expect_version: int | None, author: str | None, idem: str | None
+        self,
+        ops: list[Op],
+        key: str,
+        expect_version: int | None,
+        author: str | None,
+        idem: str | None,
+        fence: Fence | HasFence | None = None,
     ) -> Committed:
         if expect_version is not None and (type(expect_version) is not int or expect_version < 0):
             raise InvalidValue(f"expect_version must be an int >= 0, not {expect_version!r}")
-        return self.commit(
-            ops, expect={} if expect_version is None else {key: expect_version}, author=author, idem=idem
-        )
+        expect = {} if expect_version is None else {key: expect_version}
+        fences = None if fence is None else dict([as_fence(fence)])
+        return self.commit(ops, expect=expect, author=author, idem=idem, fences=fences)
 
     def commit(
-        self, ops: list[Op], *, expect: dict[str, int], author: str | None = None, idem: str | None = None
+        self,
+        ops: list[Op],
+        *,
+        expect: dict[str, int],
+        author: str | None = None,
+        idem: str | None = None,
+        fences: dict[str, int] | None = None,
     ) -> Committed:
-        """Append one record of `ops` if every key of `expect` is at its version: the seam that
-        `transaction()` builds on; most callers want `write`. Each op's value must come from
-        `codec.encode_value` (its keys and ops are checked here, its bytes are not)."""
+        """Append one record of `ops` if every key of `expect` is at its version and every key of
+        `fences` has its latest change at that seq: the seam that `transaction()` builds on; most
+        callers want `write`. Each op's value must come from `codec.encode_value` (its keys and ops
+        are checked here, its bytes are not)."""
         for op in ops:
             validate_key(op.key)
             if op.op not in (PUT, DELETE) or type(op.value) is not bytes:
@@ -325,7 +346,7 @@ class Board:
         if self._closed:
             raise ReadOnlyBoard(str(self.path), "this handle is closed")
         who = self.author if author is None else _check_author(author)
-        done = self.engine.commit(ops, expect, who, _check_idem(idem))
+        done = self.engine.commit(ops, expect, who, _check_idem(idem), fences)
         if not done.duplicate:
             self._flusher.poke()
         return done

@@ -129,6 +129,35 @@ class VersionConflict(BlackboardError):
         self.actual = actual
 
 
+class Fenced(BlackboardError):
+    """A fenced write (spec/FORMAT.md section 8, step 5): the fence key changed since the fence was
+    taken (a newer lease was granted, a newer delivery made). Nothing was written."""
+
+    exit_code = 11
+
+    def __init__(self, key: str, expected_seq: int, actual_seq: int, what: str | None = None) -> None:
+        now = "has no live value" if actual_seq == 0 else f"was changed at seq {actual_seq}"
+        super().__init__(
+            what or f"fenced: {key!r} {now}, after the fence of seq {expected_seq} was taken: nothing was written"
+        )
+        self.key = key
+        self.expected_seq = expected_seq
+        self.actual_seq = actual_seq
+
+
+class Held(BlackboardError):
+    """A lease is held by someone else (exit 10): who, and when it expires if not renewed."""
+
+    exit_code = 10
+
+    def __init__(self, key: str, holder: str, expires: str, token: int) -> None:
+        super().__init__(f"{key!r} is held by {holder} (token {token}) until {expires} unless renewed")
+        self.key = key
+        self.holder = holder
+        self.expires = expires
+        self.token = token
+
+
 class LockTimeout(BlackboardError, TimeoutError):
     """The writer lock could not be taken in time. `holder` names who holds it, when the lock can
     tell (a soft lock's token: "pid N on host H (...)"), else None."""

@@ -11,7 +11,7 @@ the fields come from records the log reader has already checked. `BoardConfig` v
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple, Protocol
 
 FORMAT_NAME: Literal["blackboard"] = "blackboard"
 #: 2: transaction records, idempotency keys and the log header's generation (spec/FORMAT.md).
@@ -140,6 +140,38 @@ def format_ts(when: datetime) -> str:
     if when.tzinfo is not None:
         when = when.astimezone(UTC)
     return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Fence(NamedTuple):
+    """A condition a write may carry: commit only if `key`'s latest change is still the one at `seq`
+    (etcd's mod_revision compare). A lease's grant is a fence: `board.write(k, v, fence=lease)`."""
+
+    key: str
+    seq: int
+
+
+class HasFence(Protocol):
+    """Anything that carries a fence (a lease): `board.write(k, v, fence=lease)`."""
+
+    @property
+    def fence(self) -> Fence: ...
+
+
+def as_fence(fence: Fence | HasFence) -> Fence:
+    """The (key, seq) of a fence or of what carries one, checked."""
+    found = fence if isinstance(fence, Fence) else getattr(fence, "fence", None)
+    if not isinstance(found, Fence):
+        from .errors import InvalidValue
+
+        raise InvalidValue(f"a fence is a Fence(key, seq) or has one (a lease), not {fence!r}")
+    from .core.keys import validate_key
+
+    validate_key(found.key)
+    if type(found.seq) is not int or found.seq < 1:
+        from .errors import InvalidValue
+
+        raise InvalidValue(f"a fence's seq is an int >= 1, not {found.seq!r}")
+    return found
 
 
 #: Defaults of a new board (spec/FORMAT.md section 3): a board that is just used compacts itself once

@@ -18,7 +18,7 @@ from .core.engine import Committed, Op
 from .core.index import DELETE, PUT
 from .core.keys import validate_key
 from .errors import InvalidValue
-from .models import Entry
+from .models import Entry, Fence, HasFence, as_fence
 
 if TYPE_CHECKING:
     from .board import Board
@@ -32,6 +32,7 @@ class Transaction:
         self.author = author
         self.idempotency_key = idempotency_key
         self.expected: dict[str, int] = {}
+        self.fences: dict[str, int] = {}
         self.ops: list[Op] = []
         self._keys: set[str] = set()
         self._done: Committed | None = None
@@ -46,6 +47,11 @@ class Transaction:
         if type(version) is not int or version < 0:
             raise InvalidValue(f"expected version of {key!r} must be an int >= 0, not {version!r}")
         self.expected[key] = version
+
+    def fence(self, fence: Fence | HasFence) -> None:
+        """Commit only while `fence` holds (a lease not granted again since): else `Fenced`."""
+        key, seq = as_fence(fence)
+        self.fences[key] = seq
 
     def get(self, key: str) -> Entry | None:
         """The key's committed entry now; the commit then requires it unchanged (same version, or
@@ -92,7 +98,7 @@ class Transaction:
             raise InvalidValue("this transaction was committed already")
         if self.ops:
             self._done = self.board.commit(
-                self.ops, expect=self.expected, author=self.author, idem=self.idempotency_key
+                self.ops, expect=self.expected, author=self.author, idem=self.idempotency_key, fences=self.fences
             )
             self.seq = self._done.seq
         self.committed = True  # only once it is: a refused commit leaves it False

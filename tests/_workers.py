@@ -31,6 +31,8 @@ from blackboard import (
     Board,
     Compacted,
     CorruptLog,
+    Fenced,
+    Held,
     InvalidKey,
     InvalidValue,
     KeyNotFound,
@@ -38,10 +40,14 @@ from blackboard import (
     LockTimeout,
     LogGone,
     LogTruncated,
+    NoSuchMessage,
     NotABoard,
     OutOfSpace,
     ReadOnlyBoard,
+    Refused,
     StaleView,
+    TimedOut,
+    UnknownAgent,
     VersionConflict,
 )
 from blackboard.core.keys import key_to_relpath
@@ -150,6 +156,12 @@ def error_samples() -> dict[str, BlackboardError]:
         "OutOfSpace": OutOfSpace("/srv/b/log.jsonl", errno.ENOSPC),
         "LockLost": LockLost("/srv/b/lock.d"),
         "StaleView": StaleView("/srv/b/log.jsonl", 4, 400, 5, 480),
+        "UnknownAgent": UnknownAgent("bobb", ["bob"]),
+        "NoSuchMessage": NoSuchMessage("bob", "m-0123456789ab"),
+        "TimedOut": TimedOut("no reply to request m-0123456789ab from bob within 5 s"),
+        "Refused": Refused("conversation c-0123456789ab is closed"),
+        "Fenced": Fenced("leases/job", 10, 12),
+        "Held": Held("job", "atlas", "2026-12-02T08:00:00.000000Z", 10),
     }
 
 

@@ -74,6 +74,28 @@ EXPECTED: dict[str, tuple[type[Exception] | None, dict[str, Any], str]] = {
         {"path": "/srv/b/log.jsonl", "errno": 28, "outcome": "nothing was written"},
         "/srv/b/log.jsonl: no space left on device",
     ),
+    "UnknownAgent": (
+        KeyError,
+        {"name": "bobb", "close": ["bob"]},
+        "no such agent: 'bobb' (it never joined this board; did you mean bob?)",
+    ),
+    "NoSuchMessage": (
+        KeyError,
+        {"agent": "bob", "message_id": "m-0123456789ab"},
+        "no message m-0123456789ab in bob's inbox (acked already, or never sent to bob)",
+    ),
+    "TimedOut": (TimeoutError, {}, "no reply to request m-0123456789ab from bob within 5 s"),
+    "Refused": (None, {}, "conversation c-0123456789ab is closed"),
+    "Fenced": (
+        None,
+        {"key": "leases/job", "expected_seq": 10, "actual_seq": 12},
+        "fenced: 'leases/job' was changed at seq 12, after the fence of seq 10 was taken: nothing was written",
+    ),
+    "Held": (
+        None,
+        {"key": "job", "holder": "atlas", "token": 10},
+        "'job' is held by atlas (token 10) until 2026-12-02T08:00:00.000000Z unless renewed",
+    ),
 }
 
 NAMES = sorted(EXPECTED)

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..errors import CorruptLog, InvalidValue, KeyNotFound, LockLost, LogTruncated, StaleView, VersionConflict
+from ..errors import CorruptLog, Fenced, InvalidValue, KeyNotFound, LockLost, LogTruncated, StaleView, VersionConflict
 from ..models import SOFT_LOCK_VERSION, BoardConfig
 from . import checkpoint as _checkpoint
 from . import codec as _codec
@@ -222,9 +222,17 @@ class Engine:
 
     # -- writing (lock held) ---------------------------------------------------------------------------
 
-    def commit(self, ops: list[Op], expect: dict[str, int], author: str, idem: str | None = None) -> Committed:
+    def commit(
+        self,
+        ops: list[Op],
+        expect: dict[str, int],
+        author: str,
+        idem: str | None = None,
+        fences: dict[str, int] | None = None,
+    ) -> Committed:
         """Append one record making `ops` (one op: a put or delete record; several: a transaction),
-        if every key in `expect` is at its expected version (0: absent). All or nothing.
+        if every key in `expect` is at its expected version (0: absent) and every key in `fences`
+        has its latest live change at that seq. All or nothing.
 
         An `idem` (idempotency key) that a record in the log already carries appends nothing: the
         record it names is returned, `duplicate=True`.
@@ -248,7 +256,7 @@ class Engine:
                         # record only once it is on the device, as the first would have.
                         os.fdatasync(self.log.fd)
                     return done
-                made = _changes(index, ops, expect)
+                made = _changes(index, ops, expect, fences)
                 if (len(made) > 1 or idem is not None) and self.config.version < 2:
                     # Records older releases cannot read: mark the board so that they refuse it
                     # (format 2; format 3 is for boards whose log carries checksums: spec 3).
@@ -395,13 +403,17 @@ STALE_VIEW_WAIT = 2.0
 _NO_NOTE = Note(0, 0, "")
 
 
-def _changes(index: Index, ops: list[Op], expect: dict[str, int]) -> list[Change]:
+def _changes(index: Index, ops: list[Op], expect: dict[str, int], fences: dict[str, int] | None) -> list[Change]:
     """The changes `ops` make now, with their versions, if every condition holds (else the error
     that says which does not, and nothing is written)."""
     for key, expected in expect.items():
         current = index.version(key)
         if expected != current:
             raise VersionConflict(key, expected, current)
+    for key, seq in (fences or {}).items():
+        slot = index.live_slot(key)
+        if slot is None or slot.seq != seq:
+            raise Fenced(key, seq, 0 if slot is None else slot.seq)
     if len(ops) > 1 and len({op.key for op in ops}) != len(ops):
         raise InvalidValue("a key is changed twice in one transaction")
     made = []
