@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from .core.softlock import Claim
     from .core.watch import Subscription, Watcher
     from .transaction import Transaction
+    from .work import Lease
 
 _MAX_AUTHOR = 256
 _MAX_IDEM = 256
@@ -58,6 +59,15 @@ _SCALARS = (str, int, float, bool, type(None))
 #: Records replayed beyond the checkpoint before a writer's batch writes a new one: at least this,
 #: and at least a quarter of the keys (writing one costs ~0.5 us a key).
 CHECKPOINT_EVERY = 2000
+
+
+def _process_name() -> str:
+    """This process as an agent name: `host.pid`, the host's name cut to the allowed characters."""
+    import re
+    import socket
+
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname()).strip(".-")[:40] or "host"
+    return f"{host}.{os.getpid()}"
 
 
 def _check_author(author: str) -> str:
@@ -629,6 +639,17 @@ class Board:
         from .agents import Agent
 
         return Agent(self, name, **options)
+
+    def lease(self, name: str, *, ttl: float, holder: str | None = None, wait: float = 0.0) -> Lease:
+        """An exclusive lease on `name` (spec/WORK.md): `with board.lease("deploy", ttl=30) as lease:`
+        claims it (waiting up to `wait` s, else `Held`), renews it in the background, releases it at
+        the end; `board.write(k, v, fence=lease)` is refused once it was granted to another. `holder`:
+        an agent name (default: BLACKBOARD_AGENT, else this host and pid)."""
+        from .agents import agent_from_env
+        from .work import Lease
+
+        who = holder or agent_from_env() or _process_name()
+        return Lease(self, name, who, ttl=ttl, wait=wait)
 
     def mark_seen(self, name: str) -> None:
         """Record that `name` (an agent, a consumer) is alive now, without a log record: the mtime of

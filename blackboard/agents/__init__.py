@@ -8,7 +8,7 @@ from .calls import CallResult
 from .conversations import Turn
 from .digest import Item
 from .messages import Message, Sent
-from .names import ENV_AGENT, agent_from_env, validate_agent
+from .names import ENV_AGENT, agent_from_env, format_ts, parse_ts, validate_agent
 from .presence import AgentInfo
 
 __all__ = [
@@ -21,5 +21,7 @@ __all__ = [
     "Sent",
     "Turn",
     "agent_from_env",
+    "format_ts",
+    "parse_ts",
     "validate_agent",
 ]

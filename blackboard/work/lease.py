@@ -1,0 +1,191 @@
+"""Leases with fencing tokens (spec/WORK.md section 1), like etcd's: the seq of the grant is the token.
+
+A grant is a put of `leases/<name>` conditioned on the lease being free (absent, or expired by the
+claimant's clock); its seq is the token. Renewals are puts of `lease-renewals/<name>` fenced on the
+grant, so only the current holder renews; a release deletes the grant, fenced the same way. A write
+fenced on the grant (`board.write(k, v, fence=lease)`) is refused once a newer grant exists: safety
+comes from the fence, never from the clocks, which only decide when a lease may be taken over.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from .. import Board, Fence, Fenced, Held, InvalidValue, VersionConflict
+from ..agents import format_ts, validate_agent
+
+GRANTS = "leases/"
+RENEWALS = "lease-renewals/"
+
+
+def _check_ttl(ttl: float) -> float:
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0.1 <= ttl <= 86400:
+        raise InvalidValue(f"a lease's ttl is 0.1 to 86400 seconds, not {ttl!r}")
+    return float(ttl)
+
+
+@dataclass(frozen=True)
+class State:
+    """A lease as a reader sees it now."""
+
+    name: str
+    holder: str
+    token: int
+    ttl: float
+    expires: float  # seconds since the epoch, by the writers' clocks
+
+    @property
+    def expired(self) -> bool:
+        return time.time() > self.expires
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.name,
+            "holder": self.holder,
+            "token": self.token,
+            "ttl": self.ttl,
+            "expires": format_ts(self.expires),
+            "expired": self.expired,
+        }
+
+
+def state(board: Board, name: str) -> State | None:
+    """The current grant of lease `name`, or None if it is free (never granted, or released)."""
+    grant = board.get(GRANTS + name)
+    if grant is None or not isinstance(grant.value, dict):
+        return None
+    ttl = float(grant.value.get("ttl") or 0)
+    last = grant.ts.timestamp()
+    renewal = board.get(RENEWALS + name)
+    if renewal is not None and isinstance(renewal.value, dict) and renewal.value.get("token") == grant.seq:
+        last = max(last, renewal.ts.timestamp())
+    return State(name, str(grant.value.get("holder")), grant.seq, ttl, last + ttl)
+
+
+def claim(board: Board, name: str, holder: str, *, ttl: float, wait: float = 0.0) -> State:
+    """Grant lease `name` to `holder`, waiting up to `wait` seconds for it to be free; else `Held`."""
+    validate_agent(holder)
+    ttl = _check_ttl(ttl)
+    board.keys(GRANTS + name)  # InvalidKey for a bad name, before anything is written
+    deadline = time.monotonic() + wait
+    while True:
+        since = board.last_seq  # before looking: a release after it wakes the wait below
+        current = state(board, name)
+        if current is None or current.expired:
+            version = 0
+            entry = board.get(GRANTS + name)
+            if entry is not None:
+                version = entry.version
+            try:
+                grant = board.write(
+                    GRANTS + name, {"holder": holder, "ttl": ttl}, author=holder, expect_version=version
+                )
+            except VersionConflict:
+                continue  # another claimant won it first: look again
+            return State(name, holder, grant.seq, ttl, grant.ts.timestamp() + ttl)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise Held(name, current.holder, format_ts(current.expires), current.token)
+        # Wake when it changes (a release, a renewal) or when it would expire, whichever is first.
+        nap = max(min(remaining, current.expires - time.time()), 0.01)
+        with board.watch(key=GRANTS + name, since=since, timeout=nap) as watcher:
+            next(iter(watcher), None)
+
+
+def renew(board: Board, name: str, token: int) -> State:
+    """Extend the lease granted with `token` by its ttl (`Fenced` if it was granted again since)."""
+    current = state(board, name)
+    if current is None or current.token != token:
+        raise Fenced(GRANTS + name, token, 0 if current is None else current.token, _lost(name, token, current))
+    try:
+        entry = board.write(RENEWALS + name, {"token": token}, author=current.holder, fence=Fence(GRANTS + name, token))
+    except Fenced as exc:
+        raise Fenced(exc.key, token, exc.actual_seq, _lost(name, token, state(board, name))) from None
+    return State(name, current.holder, token, current.ttl, entry.ts.timestamp() + current.ttl)
+
+
+def release(board: Board, name: str, token: int) -> None:
+    """Free the lease granted with `token` (`Fenced` if it is not that grant any more)."""
+    try:
+        board.delete(GRANTS + name, fence=Fence(GRANTS + name, token))
+    except Fenced as exc:
+        raise Fenced(exc.key, token, exc.actual_seq, _lost(name, token, state(board, name))) from None
+
+
+def _lost(name: str, token: int, current: State | None) -> str:
+    now_held = "it is free" if current is None else f"it is held by {current.holder} with token {current.token}"
+    return f"fenced: the lease {name!r} of token {token} was lost ({now_held}): nothing was written"
+
+
+class Lease:
+    """A held lease: `with board.lease(name, ttl=30) as lease:` claims it, renews it from a thread
+    every ttl/3, and releases it at the end. `lease.lost` turns True (and `check()` raises `Fenced`)
+    once a renewal finds it granted to someone else; writes fenced on it (`fence=lease`) are refused
+    from then on whatever the flag says."""
+
+    def __init__(self, board: Board, name: str, holder: str, *, ttl: float, wait: float = 0.0) -> None:
+        self.board = board
+        self.name = name
+        self.holder = validate_agent(holder)
+        self.ttl = _check_ttl(ttl)
+        self.wait = wait
+        self.token = 0
+        self.expires = 0.0
+        self.lost = False
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def fence(self) -> Fence:
+        """The condition a write guarded by this lease carries."""
+        if not self.token:
+            raise InvalidValue(f"lease {self.name!r} is not held")
+        return Fence(GRANTS + self.name, self.token)
+
+    def acquire(self) -> Lease:
+        granted = claim(self.board, self.name, self.holder, ttl=self.ttl, wait=self.wait)
+        self.token, self.expires, self.lost = granted.token, granted.expires, False
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._renew_loop, name=f"blackboard-lease-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                self.expires = renew(self.board, self.name, self.token).expires
+            except Fenced as exc:
+                self.lost, self.error = True, exc
+                return
+            except Exception as exc:  # I/O: keep trying; the lease expires on its own if this persists
+                self.error = exc
+
+    def check(self) -> None:
+        """Raise `Fenced` if the lease is known to be lost (a renewal found a newer grant)."""
+        if self.lost:
+            assert isinstance(self.error, Fenced)
+            raise self.error
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+        if self.token and not self.lost:
+            try:
+                release(self.board, self.name, self.token)
+            except Fenced:
+                self.lost = True
+
+    def __enter__(self) -> Lease:
+        return self.acquire()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
