@@ -8,8 +8,10 @@
 - **fan-in**: `senders` processes, released by a Barrier, each `me.send("sink", {"s": k, "i": i})`
   `messages` times while the sink (the bench process) consumes: `me.inbox(wait=5)`, then `me.ack(m)`
   each. Checked: every message delivered, no id listed again after its ack, each sender's `i` in
-  order. messages/s = messages / (release -> last ack). Peer: the senders `LPUSH sink`, the consumer
-  `BRPOP sink` (no ack: Redis pops at most once), checked the same way.
+  order. messages/s = messages / (release -> last ack); sent/s = messages / (release -> the last
+  sender's last send returned). Peer: the senders `LPUSH sink`, the consumer `BRPOP sink` then
+  `RPOP sink 1000` (all waiting; no ack: Redis pops at most once), checked the same way. All of it
+  (9 Python processes and redis-server) shares the machine's cores.
 - **cli request**: `blackboard --board B --as c request srv BODY --timeout 10` run by subprocess (the
   console script beside the interpreter) against the same Python responder; p50 of the wall times.
   Column: `blackboard --board B read KEY` run the same way, in turns: the cost of starting the CLI.
@@ -28,9 +30,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier, Event
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from _bench import Bench, Filesystem
 from _live import REDIS, Server, Unavailable, start_redis
@@ -38,7 +41,12 @@ from _procs import percentile
 from _report import Row, Target
 from _sections import median, rotated, section
 
+if TYPE_CHECKING:
+    from blackboard import Board
+    from blackboard.core.watch import Subscription
+
 OURS = "blackboard"
+HELD = "ours, notifier held"  # a diagnostic variant of ours (see _hold), not a peer
 CLI_READ = "cli read"
 WARMUP = 50
 WHO_CALLS = 20
@@ -66,13 +74,22 @@ SIZES = AgentSizes()
 # -- processes -----------------------------------------------------------------------------------------
 
 
-def _responder(board_dir: str, ready: Event) -> None:
+def _hold(board: Board) -> Subscription:
+    """A subscription to a prefix nobody writes: it keeps this process's notifier thread running
+    between two waits (the HELD variant), where each wait would otherwise start it afresh."""
+    return board.subscribe("bench-hold/", lambda event: None)
+
+
+def _responder(board_dir: str, hold: bool, ready: Event) -> None:
     """The agent `srv`: reply to every request with its body, until a request whose body is STOP."""
     from blackboard import Board
 
     board = Board.open(board_dir)
     try:
-        with board.agent("srv", capabilities=["echo"], ttl=30) as me:
+        with (
+            _hold(board) if hold else contextlib.nullcontext(),
+            board.agent("srv", capabilities=["echo"], ttl=30) as me,
+        ):
             ready.set()
             for message in me.messages(wait=60):
                 if message.kind != "request":
@@ -99,7 +116,17 @@ def _redis_responder(port: int, ready: Event) -> None:
             return
 
 
-def _sender(system: str, where: str, k: int, count: int, barrier: Barrier) -> None:
+def _sender(system: str, where: str, k: int, count: int, barrier: Barrier, ends: Queue[float]) -> None:
+    """Send `count` messages to the sink; put the time of the last one's return (CLOCK_MONOTONIC: one
+    clock for every process of the host), or nan if it failed."""
+    end = float("nan")
+    try:
+        end = _send_all(system, where, k, count, barrier)
+    finally:
+        ends.put(end)
+
+
+def _send_all(system: str, where: str, k: int, count: int, barrier: Barrier) -> float:
     if system == OURS:
         from blackboard import Board
 
@@ -110,17 +137,18 @@ def _sender(system: str, where: str, k: int, count: int, barrier: Barrier) -> No
             barrier.wait(120)
             for i in range(count):
                 me.send("sink", {"s": k, "i": i})
+            return time.perf_counter()  # before close(), which brings the entry files up to date
         finally:
             board.close()
-    else:
-        import orjson
-        import redis
+    import orjson
+    import redis
 
-        client: Any = redis.Redis(host="127.0.0.1", port=int(where))
-        client.ping()
-        barrier.wait(120)
-        for i in range(count):
-            client.lpush("sink", orjson.dumps({"s": k, "i": i}))
+    client: Any = redis.Redis(host="127.0.0.1", port=int(where))
+    client.ping()
+    barrier.wait(120)
+    for i in range(count):
+        client.lpush("sink", orjson.dumps({"s": k, "i": i}))
+    return time.perf_counter()
 
 
 @contextlib.contextmanager
@@ -142,12 +170,16 @@ def _process(target: Callable[..., None], *args: Any) -> Iterator[Event]:
 # -- round trip ----------------------------------------------------------------------------------------
 
 
-def _roundtrip_ours(root: Path, trips: int) -> list[float]:
+def _roundtrip_ours(root: Path, trips: int, *, hold: bool = False) -> list[float]:
     from blackboard import Board
 
     board = Board.init(root / "board")
     try:
-        with _process(_responder, str(root / "board")), board.agent("client", ttl=30) as me:
+        with (
+            _process(_responder, str(root / "board"), hold),
+            _hold(board) if hold else contextlib.nullcontext(),
+            board.agent("client", ttl=30) as me,
+        ):
             out = []
             try:
                 for i in range(WARMUP + trips):
@@ -210,9 +242,13 @@ class Tally:
         self.got += 1
 
 
-def _fanin(system: str, where: str, senders: int, count: int, consume: Callable[[Tally, int], None]) -> float:
+def _fanin(
+    system: str, where: str, senders: int, count: int, consume: Callable[[Tally, int], None]
+) -> tuple[float, float]:
+    """(messages consumed per second, messages sent per second), from the senders' release."""
     barrier = SPAWN.Barrier(senders + 1)
-    procs = [SPAWN.Process(target=_sender, args=(system, where, k, count, barrier)) for k in range(senders)]
+    ends: Queue[float] = SPAWN.Queue()
+    procs = [SPAWN.Process(target=_sender, args=(system, where, k, count, barrier, ends)) for k in range(senders)]
     for proc in procs:
         proc.start()
     tally = Tally(senders)
@@ -221,6 +257,7 @@ def _fanin(system: str, where: str, senders: int, count: int, consume: Callable[
         t0 = time.perf_counter()
         consume(tally, senders * count)
         elapsed = time.perf_counter() - t0
+        sent = max(ends.get(timeout=60) for _ in procs) - t0
     finally:
         for proc in procs:
             proc.join(60)
@@ -231,10 +268,10 @@ def _fanin(system: str, where: str, senders: int, count: int, consume: Callable[
         tally.problems.append(f"{tally.got} of {senders * count} messages delivered")
     if tally.problems:
         raise RuntimeError("; ".join(tally.problems[:3]))
-    return senders * count / elapsed
+    return senders * count / elapsed, senders * count / sent
 
 
-def _fanin_ours(root: Path, senders: int, count: int) -> float:
+def _fanin_ours(root: Path, senders: int, count: int) -> tuple[float, float]:
     from blackboard import Board
 
     board = Board.init(root / "board")
@@ -260,7 +297,7 @@ def _fanin_ours(root: Path, senders: int, count: int) -> float:
         board.close()
 
 
-def _fanin_redis(server: Server, senders: int, count: int) -> float:
+def _fanin_redis(server: Server, senders: int, count: int) -> tuple[float, float]:
     import orjson
     import redis
 
@@ -269,10 +306,12 @@ def _fanin_redis(server: Server, senders: int, count: int) -> float:
 
     def consume(tally: Tally, total: int) -> None:
         while tally.got < total:
+            # Like inbox(wait=): wait for one, then take every one waiting (RPOP with a count, oldest first).
             popped = client.brpop("sink", timeout=10)
             if popped is None:
                 raise RuntimeError(f"no message for 10 s after {tally.got}")
-            tally.take(orjson.loads(popped[1]))
+            for data in [popped[1], *(client.rpop("sink", 1000) or [])]:
+                tally.take(orjson.loads(data))
 
     try:
         return _fanin(REDIS, str(server.port), senders, count, consume)
@@ -304,7 +343,7 @@ def _cli_request(root: Path, runs: int) -> tuple[list[float], list[float]]:
     read = [*cli(), "--board", board_dir, "read", "k"]
     times: dict[str, list[float]] = {"request": [], "read": []}
     try:
-        with _process(_responder, board_dir):
+        with _process(_responder, board_dir, False):
             try:
                 for i in range(runs + 1):
                     for name in rotated(("request", "read"), i):
@@ -380,17 +419,19 @@ def _rows_fs(bench: Bench, fs: Filesystem) -> list[Row]:
     server, why = _start(bench, fs)
     systems = (OURS, REDIS) if server is not None else (OURS,)
     skipped = {} if server is not None else {REDIS: why}
-    trips: dict[str, list[float]] = {s: [] for s in systems}
+    trip_systems = (*systems, HELD)
+    trips: dict[str, list[float]] = {s: [] for s in trip_systems}
     rates: dict[str, list[float]] = {s: [] for s in systems}
-    per_run = max(1, sizes.roundtrips // reps)
+    sends: dict[str, list[float]] = {s: [] for s in systems}
+    per_run = max(1, -(-sizes.roundtrips // reps))  # rounded up: at least `roundtrips` in all
 
     def trip_run(system: str, root: Path) -> list[float]:
-        if system == OURS:
-            return _roundtrip_ours(root, per_run)
+        if system in (OURS, HELD):
+            return _roundtrip_ours(root, per_run, hold=system == HELD)
         assert server is not None
         return _roundtrip_redis(server, per_run)
 
-    def fanin_run(system: str, root: Path) -> float:
+    def fanin_run(system: str, root: Path) -> tuple[float, float]:
         if system == OURS:
             return _fanin_ours(root, sizes.senders, sizes.messages)
         assert server is not None
@@ -398,25 +439,26 @@ def _rows_fs(bench: Bench, fs: Filesystem) -> list[Row]:
 
     try:
         for rep in range(reps):
-            for system in rotated(systems, rep):
-                root = bench.fresh_dir(fs, f"agents-{system}")
+            for system in rotated(trip_systems, rep):
+                root = bench.fresh_dir(fs, "agents-roundtrip")
                 got = _attempt(bench, f"{fs.label} {system} round trip", functools.partial(trip_run, system, root))
                 shutil.rmtree(root, ignore_errors=True)
                 if got:
                     trips[system] += got
                     bench.log(
-                        f"agents  {fs.label:5} round trip {system:10} {len(got)} trips"
+                        f"agents  {fs.label:5} round trip {system:20} {len(got)} trips"
                         f"  p50 {_ms(got, 0.5):.3f} p99 {_ms(got, 0.99):.3f} max {_ms(got, 1.0):.3f} ms"
                     )
             for system in rotated(systems, rep):
                 root = bench.fresh_dir(fs, f"agents-fanin-{system}")
-                rate = _attempt(bench, f"{fs.label} {system} fan-in", functools.partial(fanin_run, system, root))
+                got_rates = _attempt(bench, f"{fs.label} {system} fan-in", functools.partial(fanin_run, system, root))
                 shutil.rmtree(root, ignore_errors=True)
-                if rate is not None:
-                    rates[system].append(rate)
+                if got_rates is not None:
+                    rates[system].append(got_rates[0])
+                    sends[system].append(got_rates[1])
                     bench.log(
-                        f"agents  {fs.label:5} fan-in {system:10} {sizes.senders} x {sizes.messages}"
-                        f" messages: {rate:,.0f} messages/s, all delivered once, in order"
+                        f"agents  {fs.label:5} fan-in {system:10} {sizes.senders} x {sizes.messages} messages:"
+                        f" {got_rates[0]:,.0f} consumed/s, {got_rates[1]:,.0f} sent/s; all delivered once, in order"
                     )
     finally:
         if server is not None:
@@ -427,16 +469,28 @@ def _rows_fs(bench: Bench, fs: Filesystem) -> list[Row]:
     rows = []
     for q, bound, label in ((0.5, 5.0, "p50"), (0.99, 15.0, "p99")):
         row = Row("agents", f"request -> reply round trip, {label}", fs.label, "ms", False, _ms(trips[OURS], q))
-        row.peers, row.skipped = {s: _ms(trips[s], q) for s in others}, dict(skipped)
+        row.peers = {s: _ms(trips[s], q) for s in (*others, HELD)}
+        row.skipped = dict(skipped)
         row.target = Target(bound, inclusive=True)
-        row.note = f"{len(trips[OURS])} trips after {WARMUP} warm-up per run; redis: LPUSH + BRPOP each way"
+        row.note = (
+            f"{len(trips[OURS])} trips after {WARMUP} warm-up per run; redis: LPUSH + BRPOP each way;"
+            f" {HELD}: the same with a subscription held open in both processes"
+        )
         rows.append(row)
     fan = Row(
-        "agents", f"fan-in, {sizes.senders} senders x {sizes.messages:,}", fs.label, "msg/s", True, median(rates[OURS])
+        "agents",
+        f"fan-in, {sizes.senders} senders x {sizes.messages:,}, consumed",
+        fs.label,
+        "msg/s",
+        True,
+        median(rates[OURS]),
     )
     fan.peers, fan.skipped = {s: median(rates[s]) for s in others}, dict(skipped)
-    fan.note = "ours: send / inbox + ack, each checked: delivered, once, in order per sender; redis: LPUSH / BRPOP"
-    rows.append(fan)
+    fan.note = "ours: send / inbox + ack each; redis: LPUSH / BRPOP + RPOP 1000; checked: all delivered, once, in order"
+    sent = Row("agents", "fan-in, sent (the senders alone)", fs.label, "msg/s", True, median(sends[OURS]))
+    sent.peers, sent.skipped = {s: median(sends[s]) for s in others}, dict(skipped)
+    sent.note = "messages / (release -> the last sender's last send), while the sink consumes"
+    rows += [fan, sent]
     return rows
 
 
