@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _users import other_user, read_only_everywhere
 from _workers import cli_env
 
 from blackboard import Board
@@ -449,3 +450,43 @@ def test_the_readme_agents_tour_runs_in_bash(tmp_path: Path) -> None:
     )
     assert tour.returncode == 0, (tour.stdout, tour.stderr)
     assert '"state":"accepted"' in tour.stdout and "summarize" in tour.stdout
+
+
+# -- a board this process cannot write -------------------------------------------------------------
+
+#: `blackboard ARGS` as user `uid` (root ignores permission bits); modules imported first, as that
+#: user may not read this checkout.
+AS_USER = """
+import os, sys
+import encodings.ascii, encodings.latin_1, encodings.utf_8, logging, pwd, socket, textwrap, shutil
+import blackboard.agents, blackboard.cli.app, blackboard.cli.agents, blackboard.cli.commands, blackboard.core.seen
+if sys.argv[1] != "-":
+    uid = int(sys.argv[1])
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+sys.argv = ["blackboard", *sys.argv[2:]]
+from blackboard.cli.app import main
+main()
+"""
+
+
+def run_as(uid: int | None, board: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-c", AS_USER, "-" if uid is None else str(uid), "--board", str(board), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=90, env=cli_env(), check=False)
+
+
+def test_a_read_with_an_identity_works_on_a_board_it_cannot_write(shared_dir: Path) -> None:
+    """The sign of life is skipped where it cannot be written; a read still reads. A write fails."""
+    uid = other_user()
+    board = shared_dir / "board"
+    with Board.init(board) as handle:
+        handle.write("k", 1)
+    ok(board, "--as", "atlas", "join")
+    read_only_everywhere(board)
+    read = run_as(uid, board, "--as", "atlas", "read", "k")
+    assert (read.returncode, read.stdout, read.stderr) == (0, "1\n", "")
+    listed = run_as(uid, board, "--as", "atlas", "who", "--json")
+    assert listed.returncode == 0 and json.loads(listed.stdout)["name"] == "atlas", listed.stderr
+    write = run_as(uid, board, "--as", "atlas", "write", "k", "2")
+    assert write.returncode == 1 and "read-only" in write.stderr, write.stderr
