@@ -1,5 +1,5 @@
 """The agents layer from the shell (spec/AGENTS.md): presence, messages, request/reply, calls,
-conversations, digest.
+digest (conversations: cli/conv.py).
 
 No logic lives here: each command translates its arguments to one call of `blackboard.agents` and
 its result to JSON (or a line for people). Every command acts as `--as NAME` (or BLACKBOARD_AGENT),
@@ -17,8 +17,7 @@ from typing import Any
 
 import click
 
-from ..agents import Agent, AgentInfo, Item, Message, Turn
-from ..agents import conversations as _conversations
+from ..agents import Agent, AgentInfo, Item, Message
 from ..agents import messages as _messages
 from ..agents import presence as _presence
 from ..core import codec as _codec
@@ -55,11 +54,11 @@ def text_option(f: F) -> F:
     return click.option("--text", is_flag=True, help=TEXT_HELP)(f)
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
     return value if isinstance(value, str) else _codec.dumps(value).decode()
 
 
-def _table(rows: Iterable[list[str]]) -> None:
+def table(rows: Iterable[list[str]]) -> None:
     """Print rows with every column but the last padded to its widest cell."""
     rows = list(rows)
     if not rows:
@@ -155,7 +154,7 @@ def who(board_dir: Path, agent: str | None, capability: str | None, as_json: boo
             emit_json(info.as_dict())
         return
     now = time.time()
-    _table([a.name, a.state, ",".join(a.capabilities) or "-", age(now - a.last_seen), a.description] for a in agents)
+    table([a.name, a.state, ",".join(a.capabilities) or "-", age(now - a.last_seen), a.description] for a in agents)
 
 
 # -- messages ------------------------------------------------------------------------------------------
@@ -337,7 +336,7 @@ def call(board_dir: Path, agent: str | None, callee: str, topic: str, timeout: f
     emit_json(result.as_dict())
     if result.state != "accepted":
         sys.stdout.flush()
-        why = "" if result.reason is None else f": {_cell(result.reason)}"
+        why = "" if result.reason is None else f": {cell(result.reason)}"
         click.echo(f"blackboard: call {result.state}{why}", err=True)
         sys.exit(EXIT_REFUSED if result.state == "rejected" else EXIT_TIMED_OUT)
 
@@ -369,132 +368,12 @@ def reject(board_dir: Path, agent: str | None, call_id: str, reason: str | None)
     emit_json({"rejected": call_id, "reason": reason})
 
 
-# -- conversations -----------------------------------------------------------------------------------------
-
-
-@click.group()
-@click.option("--json", "as_json", is_flag=True, help="JSON output from the subcommand (as its own --json).")
-def conv(as_json: bool) -> None:
-    """Conversations of 2 to 6 agents, turn by turn: new, say, show, watch, close."""
-
-
-def _conv_command(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Add a subcommand to `conv`. The module keeps the plain function, so that the lazy group's
-    table (base.COMMANDS) lists only top-level commands."""
-
-    def register(f: Callable[..., Any]) -> Callable[..., Any]:
-        conv.add_command(agent_command(name)(f))
-        return f
-
-    return register
-
-
-def _wants_json(as_json: bool) -> bool:
-    parent = click.get_current_context().parent
-    return as_json or bool(parent is not None and parent.command is conv and parent.params.get("as_json"))
-
-
-def _turn_text(turn: Turn) -> str:
-    return _cell(turn.text)
-
-
-@_conv_command("new")
-@click.option("--topic", required=True, help="What it is about.")
-@click.option("--with", "others", required=True, metavar="A,B,...", help="The other participants (registered agents).")
-@click.option("--turn-limit", type=click.IntRange(min=1), metavar="N", help="At most N message turns.")
-@json_noop_option
-def conv_new(board_dir: Path, agent: str | None, topic: str, others: str, turn_limit: int | None) -> None:
-    """Start a conversation of you and the agents --with names. Prints its id and meta."""
-    name = require_agent(agent)
-    people = [other.strip() for other in others.split(",") if other.strip()]
-    with open_board(board_dir, agent=name) as board:
-        cid, meta = _conversations.create(board, name, people, topic=topic, turn_limit=turn_limit)
-    emit_json({"conversation": cid, **meta})
-
-
-@agent_command()
-@click.argument("cid", metavar="CONV")
-@click.argument("text")
-@json_noop_option
-def say(board_dir: Path, agent: str | None, cid: str, text: str) -> None:
-    """Add TEXT as your turn in conversation CONV (exit 9 past its turn limit or when closed).
-
-    TEXT '-' reads it from stdin. Prints the turn: conversation, n, from, kind, text, seq, ts.
-    """
-    name = require_agent(agent)
-    value = body_of(text, True)
-    with open_board(board_dir, agent=name) as board:
-        turn = Agent(board, name, join=False).say(cid, value)
-    emit_json(turn.as_dict())
-
-
-conv.add_command(say)
-
-
-@_conv_command("show")
-@click.argument("cid", metavar="CONV")
-@click.option("--json", "as_json", is_flag=True, help="The meta, then one JSON turn per line.")
-def conv_show(board_dir: Path, agent: str | None, cid: str, as_json: bool) -> None:
-    """The conversation's meta and its turns, as a chat: one line per turn, `n  from  text`."""
-    with open_board(board_dir, agent=agent, read_only=True) as board:
-        meta = _conversations.meta(board, cid)
-        turns = _conversations.turns(board, cid)
-    if _wants_json(as_json):
-        emit_json(meta)
-        for turn in turns:
-            emit_json(turn.as_dict())
-        return
-    limit = meta.get("turn_limit")
-    used = f"{meta.get('messages', 0)}/{limit} messages" if limit is not None else f"{meta.get('messages', 0)} messages"
-    click.echo(f"{cid}  {meta.get('topic')}  {meta.get('state')}  {', '.join(meta.get('participants', []))}  {used}")
-    _table([str(t.n), t.sender, _turn_text(t)] for t in turns)
-
-
-@_conv_command("watch")
-@click.argument("cid", metavar="CONV")
-@click.option(
-    "--since",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    metavar="SEQ",
-    help="Turns after seq SEQ (0: every turn).",
-)
-@click.option("--timeout", type=click.FloatRange(min=0), metavar="S", help="Stop after S idle seconds.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON turn per line.")
-def conv_watch(board_dir: Path, agent: str | None, cid: str, since: int, timeout: float | None, as_json: bool) -> None:
-    """Print each turn of CONV as it comes, until the conversation closes or --timeout idle seconds."""
-    from .live import stop_on_sigterm
-
-    wants_json = _wants_json(as_json)
-    with open_board(board_dir, agent=agent, read_only=True) as board, stop_on_sigterm():
-        people = _conversations.meta(board, cid).get("participants", [])
-        width = max((len(p) for p in people), default=0)
-        for turn in _conversations.follow(board, cid, since=since, timeout=timeout):
-            if wants_json:
-                emit_json(turn.as_dict())
-            else:
-                click.echo(f"{turn.n:>3}  {turn.sender.ljust(width)}  {_turn_text(turn)}")
-            sys.stdout.flush()  # live, through a pipe too
-
-
-@_conv_command("close")
-@click.argument("cid", metavar="CONV")
-@json_noop_option
-def conv_close(board_dir: Path, agent: str | None, cid: str) -> None:
-    """Close CONV: a system turn says so, and later turns are refused (exit 9). Prints that turn."""
-    name = require_agent(agent)
-    with open_board(board_dir, agent=name) as board:
-        turn = Agent(board, name, join=False).close_conversation(cid)
-    emit_json(turn.as_dict())
-
-
 # -- digest ---------------------------------------------------------------------------------------------
 
 
 def item_line(item: Item) -> str:
     due = "" if item.deadline is None else f"  (until {item.deadline})"
-    return f"{item.what:<12}  {item.id}  {item.sender}  {_cell(item.summary)}{due}"
+    return f"{item.what:<12}  {item.id}  {item.sender}  {cell(item.summary)}{due}"
 
 
 @agent_command()
