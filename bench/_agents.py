@@ -15,6 +15,9 @@
 - **cli request**: `blackboard --board B --as c request srv BODY --timeout 10` run by subprocess (the
   console script beside the interpreter) against the same Python responder; p50 of the wall times.
   Column: `blackboard --board B read KEY` run the same way, in turns: the cost of starting the CLI.
+- **breakdown** (first filesystem): where one round trip's time goes, p50 of each phase: the
+  client's send, the responder's wake-up, its reply (+ ack) transaction, the client's wake-up, its
+  ack of the reply (see `_breakdown`); beside the same with the notifier held (`_hold`).
 - **who**: `me.who()` on a board where `registered` agents joined (each with this process's pid: the
   worst case, every one checked against /proc); the median of `WHO_CALLS` calls. Target < 50 ms.
 """
@@ -80,9 +83,12 @@ def _hold(board: Board) -> Subscription:
     return board.subscribe("bench-hold/", lambda event: None)
 
 
-def _responder(board_dir: str, hold: bool, ready: Event) -> None:
-    """The agent `srv`: reply to every request with its body, until a request whose body is STOP."""
+def _responder(board_dir: str, hold: bool, marks: Queue[list[tuple[Any, float, float]]] | None, ready: Event) -> None:
+    """The agent `srv`: reply to every request with its body, until a request whose body is STOP.
+    With `marks`: put [(body, when the loop got it, when its reply returned)] there at the end."""
     from blackboard import Board
+
+    noted: list[tuple[Any, float, float]] = []
 
     board = Board.open(board_dir)
     try:
@@ -92,14 +98,18 @@ def _responder(board_dir: str, hold: bool, ready: Event) -> None:
         ):
             ready.set()
             for message in me.messages(wait=60):
+                got = time.perf_counter()
                 if message.kind != "request":
                     me.ack(message)
                     continue
                 me.reply(message, message.body)
+                noted.append((message.body, got, time.perf_counter()))
                 if message.body == STOP:
                     return
     finally:
         board.close()
+        if marks is not None:
+            marks.put(noted)
 
 
 def _redis_responder(port: int, ready: Event) -> None:
@@ -176,7 +186,7 @@ def _roundtrip_ours(root: Path, trips: int, *, hold: bool = False) -> list[float
     board = Board.init(root / "board")
     try:
         with (
-            _process(_responder, str(root / "board"), hold),
+            _process(_responder, str(root / "board"), hold, None),
             _hold(board) if hold else contextlib.nullcontext(),
             board.agent("client", ttl=30) as me,
         ):
@@ -195,6 +205,63 @@ def _roundtrip_ours(root: Path, trips: int, *, hold: bool = False) -> list[float
             return out
     finally:
         board.close()
+
+
+#: The phases of one round trip, in order (the breakdown's rows).
+PHASES = ("client send", "responder wakes", "reply + ack txn", "client wakes", "client acks reply")
+
+
+def _breakdown(root: Path, trips: int, *, hold: bool) -> dict[str, list[float]]:
+    """Where a round trip's time goes: `messages.send` and `messages.wait_for`, which `request`
+    calls, are wrapped in this process to note when each returns; the responder notes when its loop
+    gets each request and when its reply returns. One clock (CLOCK_MONOTONIC) for both processes."""
+    from blackboard import Board
+    from blackboard.agents import messages
+
+    marks: Queue[list[tuple[Any, float, float]]] = SPAWN.Queue()
+    board = Board.init(root / "board")
+    send, wait_for = messages.send, messages.wait_for
+    now: dict[str, float] = {}
+
+    def timed_send(*args: Any, **options: Any) -> Any:
+        sent = send(*args, **options)
+        now["sent"] = time.perf_counter()
+        return sent
+
+    def timed_wait(*args: Any, **options: Any) -> Any:
+        got = wait_for(*args, **options)
+        now["got"] = time.perf_counter()
+        return got
+
+    client: list[tuple[int, float, float, float, float]] = []
+    messages.send, messages.wait_for = timed_send, timed_wait
+    try:
+        with (
+            _process(_responder, str(root / "board"), hold, marks),
+            _hold(board) if hold else contextlib.nullcontext(),
+            board.agent("client", ttl=30) as me,
+        ):
+            try:
+                for i in range(WARMUP + trips):
+                    t0 = time.perf_counter()
+                    me.request("srv", i, timeout=10)
+                    client.append((i, t0, now["sent"], now["got"], time.perf_counter()))
+            finally:
+                me.request("srv", STOP, timeout=10)
+            served = {body: (got, replied) for body, got, replied in marks.get(timeout=30)}
+    finally:
+        messages.send, messages.wait_for = send, wait_for
+        board.close()
+    phases: dict[str, list[float]] = {p: [] for p in (*PHASES, "total")}
+    for i, t0, sent, got, end in client[WARMUP:]:
+        woken, replied = served[i]
+        for phase, seconds in zip(
+            (*PHASES, "total"),
+            (sent - t0, woken - sent, replied - woken, got - replied, end - got, end - t0),
+            strict=True,
+        ):
+            phases[phase].append(seconds)
+    return phases
 
 
 def _roundtrip_redis(server: Server, trips: int) -> list[float]:
@@ -343,7 +410,7 @@ def _cli_request(root: Path, runs: int) -> tuple[list[float], list[float]]:
     read = [*cli(), "--board", board_dir, "read", "k"]
     times: dict[str, list[float]] = {"request": [], "read": []}
     try:
-        with _process(_responder, board_dir, False):
+        with _process(_responder, board_dir, False, None):
             try:
                 for i in range(runs + 1):
                     for name in rotated(("request", "read"), i):
@@ -495,9 +562,36 @@ def _rows_fs(bench: Bench, fs: Filesystem) -> list[Row]:
 
 
 def _rows_once(bench: Bench) -> list[Row]:
-    """The CLI and `who`, on the first filesystem only: neither is about the disk."""
+    """The round trip's breakdown, the CLI and `who`, on the first filesystem only."""
     fs, sizes = bench.filesystems[0], SIZES
     rows = []
+    phases: dict[str, dict[str, list[float]]] = {OURS: {}, HELD: {}}
+    for rep in range(bench.sizes.reps):
+        for variant in rotated((OURS, HELD), rep):
+            root = bench.fresh_dir(fs, "agents-breakdown")
+            run = functools.partial(
+                _breakdown, root, max(1, -(-sizes.roundtrips // bench.sizes.reps)), hold=variant == HELD
+            )
+            got = _attempt(bench, f"{fs.label} {variant} breakdown", run)
+            shutil.rmtree(root, ignore_errors=True)
+            for phase, seconds in (got or {}).items():
+                phases[variant].setdefault(phase, []).extend(seconds)
+            if got:
+                shown = ", ".join(f"{phase} {_ms(seconds, 0.5):.3f}" for phase, seconds in got.items())
+                bench.log(f"agents  {fs.label:5} breakdown {variant:20} p50 ms: {shown}")
+    for phase in (*PHASES, "total"):
+        row = Row(
+            "agents",
+            f"round trip breakdown: {phase}, p50",
+            fs.label,
+            "ms",
+            False,
+            _ms(phases[OURS].get(phase, []), 0.5),
+        )
+        row.peers = {HELD: _ms(phases[HELD].get(phase, []), 0.5)}
+        if phase == PHASES[0]:
+            row.note = "each phase's own p50 (they need not add up to the total's); one clock for both processes"
+        rows.append(row)
     root = bench.fresh_dir(fs, "agents-cli")
     try:
         cli_row = Row("agents", "`blackboard request` from the shell, p50", fs.label, "ms", False, float("nan"))

@@ -139,16 +139,19 @@ WHAT = """\
   cells are empty and the notes say "skipped" and why; the local columns are still measured.
 - **agents** (spec/AGENTS.md): request -> reply round trips between two processes, both waiting on
   notifications (`me.request` against a responder in `me.messages()` + `me.reply`; redis-py: `LPUSH`
-  + `BRPOP` each way, a responder process), 50 warm-up trips per run, p50/p99 over `--agents-roundtrips`
-  (default 500); the column "ours, notifier held" is the same with a `board.subscribe` to an unused
-  prefix open in both processes, which keeps each one's notifier thread running between two waits
-  (a diagnostic: what restarting it per wait costs). Fan-in: `--agents-senders` processes (8) each
-  `me.send` `--agents-messages` (1,000) to one agent consuming with `me.inbox(wait=)` + `me.ack` each,
-  every message checked (delivered, never listed again after its ack, in order per sender); consumed/s
-  to the last ack, sent/s to the last send; peer `LPUSH`, and `BRPOP` + `RPOP sink 1000`. All nine
-  processes share the machine's cores. `blackboard --as c request srv BODY --timeout 10` by subprocess
-  against the Python responder (column: `blackboard read k`, in turns); `me.who()` with
-  `--agents-registered` (1,000) agents registered, each with the bench's pid (median of 20 calls).
+  + `BRPOP` each way, a responder process), 50 warm-up trips per run, p50/p99 over
+  `--agents-roundtrips` (default 500); the column "ours, notifier held" is the same with a
+  `board.subscribe` to an unused prefix open in both processes, which keeps each one's notifier
+  thread running between two waits (a diagnostic: what restarting it per wait costs); the breakdown
+  rows split one trip into the client's send, the responder's wake-up, its reply transaction, the
+  client's wake-up and its ack (`messages.send`/`wait_for` wrapped in the client to note when each
+  returns). Fan-in: `--agents-senders` processes (8) each `me.send` `--agents-messages` (1,000) to
+  one agent consuming with `me.inbox(wait=)` + `me.ack` each, every message checked (delivered,
+  never listed again after its ack, in order per sender); consumed/s to the last ack, sent/s to the
+  last send; peer `LPUSH`, and `BRPOP` + `RPOP sink 1000`. All nine processes share the machine's
+  cores. `blackboard --as c request srv BODY --timeout 10` by subprocess against the Python
+  responder (column: `blackboard read k`, in turns); `me.who()` with `--agents-registered` (1,000)
+  agents registered, each with the bench's pid (median of 20 calls).
 - Ratios are ours / peer. "better" says which way is good for the figure and for its ratios.
 """
 
