@@ -20,6 +20,7 @@ import click
 from ..agents import Agent, AgentInfo, Item, Message
 from ..agents import messages as _messages
 from ..agents import presence as _presence
+from ..board import Board
 from ..core import codec as _codec
 from ..errors import NoSuchMessage, UnknownAgent
 from .base import F, agent_option, board_option, emit_json, json_noop_option, open_board, require_agent
@@ -65,7 +66,7 @@ def table(rows: Iterable[list[str]]) -> None:
         return
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        click.echo("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip())
+        click.echo("  ".join([*(text.ljust(w) for text, w in zip(row, widths, strict=False)), row[-1]]).rstrip())
 
 
 # -- presence ------------------------------------------------------------------------------------------
@@ -77,6 +78,7 @@ def table(rows: Iterable[list[str]]) -> None:
 @click.option(
     "--ttl",
     type=click.FloatRange(1, 86400),
+    metavar="S",
     default=_presence.DEFAULT_TTL,
     show_default=True,
     help="Stale after S seconds without a sign of life; offline after 3 x S.",
@@ -108,7 +110,8 @@ def join(
         emit_json(_lookup(board, name).as_dict())
 
 
-def _lookup(board: Any, name: str) -> AgentInfo:
+def _lookup(board: Board, name: str) -> AgentInfo:
+    """The registration as the registry derives it now (its state included)."""
     info = _presence.lookup(board, name)
     if info is None:
         raise UnknownAgent(name)
