@@ -374,6 +374,8 @@ def test_conv_watch_follows_turns_until_the_conversation_closes(pair: Path) -> N
     assert run(pair, "--as", "atlas", "say", cid, "after").returncode == EXIT_REFUSED
     since = lines(ok(pair, "conv", "watch", cid, "--since", str(start), "--json"))
     assert [t["text"] for t in since] == ["during the watch", closed["text"]]
+    after = lines(ok(pair, "conv", "watch", cid, "--since", str(closed["seq"] + 1), "--json"))
+    assert after == [], "a watch from after the close ends at once"
     plain = ok(pair, "conv", "watch", cid).splitlines()
     assert plain[1].split(None, 2) == ["2", "atlas", "before the watch"]
 
