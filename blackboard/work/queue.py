@@ -10,6 +10,7 @@ so an item's effects on the board happen once. Deliveries whose lease ran out ar
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import re
 import secrets
@@ -17,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import Board, Entry, Event, Fenced, InvalidKey, InvalidValue, KeyNotFound, VersionConflict, Watcher
+from .. import Board, Compacted, Entry, Event, Fenced, InvalidKey, InvalidValue, KeyNotFound, VersionConflict, Watcher
 from ..agents import format_ts, validate_agent
 
 GROUPS = "groups/"
@@ -149,8 +150,9 @@ class Consumer:
         self.lease = _check_seconds("a lease", lease, 0.01)
         self.meta = group_meta(board, group, prefix, max_deliver=max_deliver, author=consumer)
         self._meta_key, self._cursor_key, self._pending, self._dead = _keys(group)
-        self._watcher: Watcher | None = None
-        self._seen = 0
+        self._watcher: Watcher | _Backlog | None = None
+        #: the position (seq, index in that seq) of the last event our reader passed
+        self._at: tuple[int, int] = (-1, -1)
 
     def close(self) -> None:
         if self._watcher is not None:
@@ -216,10 +218,10 @@ class Consumer:
         """Deliver the first item put after the group's cursor, moving the cursor past it."""
         while True:
             cursor = self.board.get(self._cursor_key)
-            position = 0 if cursor is None else int(cursor.value["seq"])
-            event = self._next_event(position)
-            if event is None:
+            found = self._next_event(_position(cursor))
+            if found is None:
                 return None
+            event, (seq, index) = found
             item = self.board.get(event.key)
             pending_key = self._pending + event.key
             rec = {
@@ -233,7 +235,7 @@ class Consumer:
             try:
                 with self.board.transaction(author=self.consumer) as tx:
                     tx.expect(self._cursor_key, 0 if cursor is None else cursor.version)
-                    tx.write(self._cursor_key, {"seq": event.seq})
+                    tx.write(self._cursor_key, {"seq": seq, "index": index, "key": event.key})
                     if item is not None and item.seq == event.seq and self.board.get(pending_key) is None:
                         tx.expect(pending_key, 0)
                         tx.write(pending_key, rec)
@@ -246,17 +248,56 @@ class Consumer:
                 assert item is not None
                 return _delivery(self.group, written[0], item.value)
 
-    def _next_event(self, position: int) -> Event | None:
-        """The first put under the prefix with a seq above `position`, if the log has one now."""
-        if self._watcher is None or self._seen > position:
-            self.close()  # (re)start the reader at the cursor: it may not skip what is after it
-            self._watcher = self.board.watch(self.prefix, since=position)
-            self._seen = position
+    def _next_event(self, position: tuple[int, int]) -> tuple[Event, tuple[int, int]] | None:
+        """The first put under the prefix after `position`, if the log has one now, and its position.
+        A position is a seq and the index, among that seq's events of the prefix, of the one the
+        cursor stopped at (a transaction puts many items under one seq); -1 for all of that seq."""
+        if self._watcher is None or self._at > position:
+            # Our reader is past the cursor (a conflict made us read ahead): (re)start it there,
+            # since a reader may not skip what is after the cursor.
+            self.close()
+            seq = position[0]
+            self._watcher = self._reader(seq - 1 if seq > 0 else 0)
+            self._at = (seq - 1, -1) if seq > 0 else (0, -1)
         while (event := self._watcher.next_nowait()) is not None:
-            self._seen = event.seq
-            if event.seq > position and event.op == "put":
-                return event
+            self._at = (event.seq, self._at[1] + 1 if event.seq == self._at[0] else 0)
+            if self._at > position and event.op == "put":
+                return event, self._at
         return None
+
+    def _reader(self, since: int) -> Watcher | _Backlog:
+        try:
+            return self.board.watch(self.prefix, since=since)
+        except Compacted as exc:
+            # Deletes after the cursor were compacted away. A queue needs only the puts, and every
+            # live item's latest put is still on the board: those up to the purge, by seq, then the
+            # log after it.
+            through = exc.purged_through
+            backlog = sorted(
+                (e for e in self.board.entries(self.prefix) if since < e.seq <= through), key=lambda e: e.seq
+            )
+            events = [Event(e.seq, "put", e.key, e.value, e.version, e.author, e.ts, compacted=True) for e in backlog]
+            return _Backlog(events, self.board.watch(self.prefix, since=through))
+
+
+class _Backlog:
+    """Events read from the board's state, then a watcher's (what `_reader` gives after a purge)."""
+
+    def __init__(self, events: list[Event], watcher: Watcher) -> None:
+        self.events = collections.deque(events)
+        self.watcher = watcher
+
+    def next_nowait(self) -> Event | None:
+        return self.events.popleft() if self.events else self.watcher.next_nowait()
+
+    def close(self) -> None:
+        self.watcher.close()
+
+
+def _position(cursor: Entry | None) -> tuple[int, int]:
+    if cursor is None:
+        return 0, -1
+    return int(cursor.value["seq"]), int(cursor.value.get("index", -1))
 
 
 def _value(entry: Entry | None) -> Any:
