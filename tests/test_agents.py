@@ -441,3 +441,17 @@ def test_bad_envelope_fields_are_refused_and_write_nothing(board: Board, field: 
         with pytest.raises((InvalidValue, InvalidKey)):
             a.send("b", "x", **{field: value})
         assert board.last_seq == before
+
+
+def test_following_a_closed_conversation_from_after_its_close_ends_at_once(board: Board) -> None:
+    from blackboard.agents import conversations
+
+    with board.agent("a") as a, board.agent("b"):
+        cid = a.conversation(["b"], topic="t")
+        a.say(cid, "hi")
+        a.close_conversation(cid)
+        everything = [t.kind for t in conversations.follow(board, cid, since=0, timeout=30)]
+        assert everything == ["join", "message", "system"]
+        start = time.monotonic()
+        assert list(conversations.follow(board, cid, since=board.last_seq, timeout=30)) == []
+        assert time.monotonic() - start < 20, "it did not wait for a close it cannot see"

@@ -178,7 +178,11 @@ def turns(board: Board, cid: str) -> list[Turn]:
 def follow(board: Board, cid: str, *, since: int = 0, timeout: float | None = None) -> Iterator[Turn]:
     """Each turn after seq `since` as it is added (replay, then live), until the conversation closes
     or `timeout` idle seconds pass."""
-    meta(board, cid)  # KeyNotFound for a conversation that does not exist
+    closing = board.get(meta_key(cid))
+    if closing is None:
+        raise KeyNotFound(meta_key(cid))
+    if closing.value.get("state") == "closed" and since >= closing.seq:
+        return  # closed at or before `since`: a watch from there would wait for a close it cannot see
     with board.watch(f"{PREFIX}{cid}/", since=since, timeout=timeout) as watcher:
         for event in watcher:
             if event.op != "put":
