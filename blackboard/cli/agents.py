@@ -97,9 +97,10 @@ def join(
     status: str,
     pid: int | None,
 ) -> None:
-    """Register as an agent (--as NAME) with capabilities, a description and a status.
+    """Register as an agent, with capabilities and a description.
 
-    Prints the registration. This process exits at once, so no pid is recorded unless --pid says
+    The name is --as NAME (or BLACKBOARD_AGENT); joining again changes what it says. Prints the
+    registration. This process exits at once, so no pid is recorded unless --pid says
     which process stands for you; every later command run --as NAME is a sign of life.
     """
     name = require_agent(agent)
@@ -121,7 +122,7 @@ def _lookup(board: Board, name: str) -> AgentInfo:
 @agent_command()
 @json_noop_option
 def leave(board_dir: Path, agent: str | None) -> None:
-    """Mark yourself gone: offline at once (messages to you still queue). Prints the registration."""
+    """Mark yourself gone: offline at once (messages still queue). Prints the registration."""
     name = require_agent(agent)
     with open_board(board_dir, agent=name) as board:
         if _presence.leave(board, name) is None:
@@ -133,7 +134,7 @@ def leave(board_dir: Path, agent: str | None) -> None:
 @click.argument("status")
 @json_noop_option
 def status(board_dir: Path, agent: str | None, status: str) -> None:
-    """Set your declared status: available, busy, in-call, or another word. Prints the registration."""
+    """Set your declared status (available, busy, in-call, ...). Prints the registration."""
     name = require_agent(agent)
     with open_board(board_dir, agent=name) as board:
         _presence.set_status(board, name, status)
@@ -146,7 +147,7 @@ def status(board_dir: Path, agent: str | None, status: str) -> None:
 @click.option("--capability", metavar="C", help="Only the agents with capability C.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per agent and line.")
 def who(board_dir: Path, agent: str | None, capability: str | None, as_json: bool) -> None:
-    """The registered agents with their state (available, busy, stale, offline, ...).
+    """The registered agents and their state (available, stale, ...).
 
     Needs no identity: anyone may look. Columns: name, state, capabilities, last seen, description.
     """
@@ -183,10 +184,11 @@ def send(
     text: bool,
     queue: bool,
 ) -> None:
-    """Send BODY (JSON) to agent TO, to '*' (everyone online) or to '@capability'.
+    """Send BODY to an agent, to '*' or to '@capability'.
 
-    BODY is JSON, a string with --text, '-' to read it from stdin. A name that never joined is
-    refused (exit 3, with the closest names) unless --queue. Prints the id, seq and recipients.
+    '*' is every agent online but you, '@C' every agent online with capability C. BODY is JSON,
+    a string with --text, '-' to read it from stdin. A name that never joined is refused (exit 3,
+    with the closest names) unless --queue. Prints the id, seq and recipients.
     """
     name = require_agent(agent)
     value = body_of(body, text)
@@ -226,9 +228,10 @@ def message_line(message: Message, width: int | None) -> str:
 def inbox(
     board_dir: Path, agent: str | None, wait: float | None, limit: int | None, as_json: bool, ack_them: bool
 ) -> None:
-    """The messages waiting for you, oldest first (--wait S for one to come).
+    """The messages waiting for you, oldest first.
 
-    A message is listed again by every inbox until it is acked (--ack, or `ack ID`).
+    With --wait S and none waiting, waits up to S seconds for one (exit 7 if none came). A message
+    is listed again by every inbox until it is acked (--ack, or `ack ID`).
     """
     name = require_agent(agent)
     with open_board(board_dir, agent=name, read_only=not ack_them) as board:
@@ -255,7 +258,7 @@ def inbox(
 @click.argument("ids", nargs=-1, required=True, metavar="ID...")
 @json_noop_option
 def ack(board_dir: Path, agent: str | None, ids: tuple[str, ...]) -> None:
-    """Mark messages ID... of your inbox handled: they are not listed again.
+    """Ack messages ID... of your inbox: handled, not listed again.
 
     Exit 3 for an id not in your inbox (the ones before it are acked). Prints the ids acked.
     """
@@ -282,7 +285,7 @@ def ack(board_dir: Path, agent: str | None, ids: tuple[str, ...]) -> None:
 def request(
     board_dir: Path, agent: str | None, to: str, body: str, timeout: float, text: bool, thread: str | None
 ) -> None:
-    """Send BODY to TO as a request and wait for the reply (exit 7 past --timeout).
+    """Send a request to TO and wait for its reply (exit 7: none).
 
     Prints the reply message as JSON (and acks it). A reply that comes later stays in your inbox,
     flagged late.
@@ -300,7 +303,7 @@ def request(
 @text_option
 @json_noop_option
 def reply(board_dir: Path, agent: str | None, message_id: str, body: str, text: bool) -> None:
-    """Answer message ID of your inbox with BODY, and ack it, in one record.
+    """Answer message ID with BODY and ack it, in one record.
 
     Exit 3 if ID is not in your inbox (acked already: a reply is never sent twice). Prints the
     reply's id, seq and recipient.
@@ -328,7 +331,7 @@ def reply(board_dir: Path, agent: str | None, message_id: str, body: str, text: 
 )
 @json_noop_option
 def call(board_dir: Path, agent: str | None, callee: str, topic: str, timeout: float) -> None:
-    """Ring agent NAME and wait for it to accept (exit 0), reject (9) or miss (7) the call.
+    """Ring agent NAME: exit 0 accepted, 9 rejected, 7 missed.
 
     Prints how it ended: id, state (accepted, rejected, missed), to, conversation, reason. A call
     to an agent not online is missed at once and waits in its inbox.
@@ -384,9 +387,10 @@ def item_line(item: Item) -> str:
     "--json", "as_json", is_flag=True, help="One JSON item per line (rank, type, id, from, summary, seq, deadline)."
 )
 def digest(board_dir: Path, agent: str | None, as_json: bool) -> None:
-    """What needs your attention, most urgent first: calls, requests, conversations, messages.
+    """What needs your attention now, most urgent first.
 
-    Conversations count turns since your last digest: each digest moves that mark to now.
+    Ringing calls, then requests (soonest deadline first), then open conversations with new turns by
+    others, then other messages. Conversations count turns since your last digest: each digest moves that mark to now.
     """
     name = require_agent(agent)
     with open_board(board_dir, agent=name) as board:

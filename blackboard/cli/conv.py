@@ -20,7 +20,11 @@ from .base import emit_json, json_noop_option, open_board, require_agent
 @click.group()
 @click.option("--json", "as_json", is_flag=True, help="JSON output from the subcommand (as its own --json).")
 def conv(as_json: bool) -> None:
-    """Conversations of 2 to 6 agents, turn by turn: new, say, show, watch, close."""
+    """Conversations, turn by turn: new, say, show, watch, close.
+
+    2 to 6 registered agents; turn n is added once (never two turns n), and a turn past the limit
+    is refused with nothing written. `say` is also a command of its own.
+    """
 
 
 def _conv_command(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -62,9 +66,10 @@ def conv_new(board_dir: Path, agent: str | None, topic: str, others: str, turn_l
 @click.argument("text")
 @json_noop_option
 def say(board_dir: Path, agent: str | None, cid: str, text: str) -> None:
-    """Add TEXT as your turn in conversation CONV (exit 9 past its turn limit or when closed).
+    """Add TEXT as your turn in conversation CONV.
 
-    TEXT '-' reads it from stdin. Prints the turn: conversation, n, from, kind, text, seq, ts.
+    Exit 9 (nothing written) past the turn limit, in a closed conversation, or if you are not a
+    participant. TEXT '-' reads it from stdin. Prints the turn: conversation, n, from, kind, text, seq, ts.
     """
     name = require_agent(agent)
     value = body_of(text, True)
