@@ -61,15 +61,6 @@ _SCALARS = (str, int, float, bool, type(None))
 CHECKPOINT_EVERY = 2000
 
 
-def _process_name() -> str:
-    """This process as an agent name: `host.pid`, the host's name cut to the allowed characters."""
-    import re
-    import socket
-
-    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname()).strip(".-")[:40] or "host"
-    return f"{host}.{os.getpid()}"
-
-
 def _check_author(author: str) -> str:
     if not isinstance(author, str) or not author or len(author) > _MAX_AUTHOR or not author.isprintable():
         raise InvalidValue(f"author {author!r} must be 1-{_MAX_AUTHOR} printable characters")
@@ -645,10 +636,10 @@ class Board:
         claims it (waiting up to `wait` s, else `Held`), renews it in the background, releases it at
         the end; `board.write(k, v, fence=lease)` is refused once it was granted to another. `holder`:
         an agent name (default: BLACKBOARD_AGENT, else this host and pid)."""
-        from .agents import agent_from_env
+        from .agents import agent_from_env, process_name
         from .work import Lease
 
-        who = holder or agent_from_env() or _process_name()
+        who = holder or agent_from_env() or process_name()
         return Lease(self, name, who, ttl=ttl, wait=wait)
 
     def mark_seen(self, name: str) -> None:

@@ -8,7 +8,7 @@ from .calls import CallResult
 from .conversations import Turn
 from .digest import Item
 from .messages import Message, Sent
-from .names import ENV_AGENT, agent_from_env, format_ts, parse_ts, validate_agent
+from .names import ENV_AGENT, agent_from_env, format_ts, parse_ts, process_name, validate_agent
 from .presence import AgentInfo
 
 __all__ = [
@@ -23,5 +23,6 @@ __all__ = [
     "agent_from_env",
     "format_ts",
     "parse_ts",
+    "process_name",
     "validate_agent",
 ]

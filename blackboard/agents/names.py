@@ -36,6 +36,14 @@ def agent_from_env(explicit: str | None = None) -> str | None:
     return None if name is None else validate_agent(name)
 
 
+def process_name() -> str:
+    """This process as an agent name, for one that was given none: `<host>.<pid>`."""
+    import socket
+
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname()).strip(".-")[:40] or "host"
+    return f"{host}.{os.getpid()}"
+
+
 def new_id(kind: str) -> str:
     """`m-3f9a0c1d2e4b`: a message (m) or a conversation (c); 48 random bits, unique in practice."""
     return f"{kind}-{secrets.token_hex(6)}"

@@ -51,6 +51,23 @@ def idempotency_option(f: F) -> F:
     return click.option("--idempotency-key", metavar="K", help=IDEMPOTENCY_HELP)(f)
 
 
+def fence_option(f: F) -> F:
+    return click.option(
+        "--fence",
+        type=click.IntRange(min=1),
+        metavar="TOKEN",
+        help="Only while the lease `claim` granted with TOKEN is held: exit 11 (fenced) once it was granted again.",
+    )(f)
+
+
+def fence_of(board: Any, token: int | None) -> Any:
+    if token is None:
+        return None
+    from ..work.lease import fence_of_token
+
+    return fence_of_token(board, token)
+
+
 @click.command(cls=_NumberCommand)  # `write k -5` stores -5; `write k --foo` is a usage error
 @board_option
 @author_option
@@ -61,6 +78,7 @@ def idempotency_option(f: F) -> F:
     "--expect-version", type=click.IntRange(min=0), help="Write only if the key is at this version (0: absent)."
 )
 @idempotency_option
+@fence_option
 @json_noop_option
 def write(
     board_dir: Path,
@@ -70,6 +88,7 @@ def write(
     text: bool,
     expect_version: int | None,
     idempotency_key: str | None,
+    fence: int | None,
 ) -> None:
     """Set KEY to VALUE (JSON; '-' reads it from stdin). Prints the new entry's key, version and seq."""
     raw = sys.stdin.read() if value == "-" else value
@@ -78,7 +97,9 @@ def write(
     else:
         parsed = _codec.parse_user_json(raw)
     with open_board(board_dir, author=author) as board:
-        entry = board.write(key, parsed, expect_version=expect_version, idempotency_key=idempotency_key)
+        entry = board.write(
+            key, parsed, expect_version=expect_version, idempotency_key=idempotency_key, fence=fence_of(board, fence)
+        )
     emit_json({"key": entry.key, "version": entry.version, "seq": entry.seq})
 
 
@@ -141,9 +162,19 @@ def ls(board_dir: Path, prefix: str, as_json: bool, keys_only: bool, full: bool)
 @click.argument("key", shell_complete=complete_keys)
 @click.option("--expect-version", type=click.IntRange(min=1), help="Delete only if the key is at this version.")
 @idempotency_option
+@fence_option
 @json_noop_option
-def rm(board_dir: Path, author: str | None, key: str, expect_version: int | None, idempotency_key: str | None) -> None:
+def rm(
+    board_dir: Path,
+    author: str | None,
+    key: str,
+    expect_version: int | None,
+    idempotency_key: str | None,
+    fence: int | None,
+) -> None:
     """Delete KEY (exit 3 if it has no value). Its next write starts again at version 1."""
     with open_board(board_dir, author=author) as board:
-        entry = board.delete(key, expect_version=expect_version, idempotency_key=idempotency_key)
+        entry = board.delete(
+            key, expect_version=expect_version, idempotency_key=idempotency_key, fence=fence_of(board, fence)
+        )
     emit_json({"key": entry.key, "version": entry.version, "seq": entry.seq})

@@ -116,6 +116,22 @@ def release(board: Board, name: str, token: int) -> None:
         raise Fenced(exc.key, token, exc.actual_seq, _lost(name, token, state(board, name))) from None
 
 
+def fence_of_token(board: Board, token: int) -> Fence:
+    """The fence of the lease granted with `token` (what `write --fence TOKEN` carries), if that
+    grant is current; else `Fenced`. The commit checks the fence again, under the writer lock."""
+    if type(token) is not int or token < 1:
+        raise InvalidValue(f"a token is a seq >= 1, not {token!r}")
+    for entry in board.entries(GRANTS):
+        if entry.seq == token:
+            return Fence(entry.key, token)
+    raise Fenced(
+        GRANTS,
+        token,
+        0,
+        f"fenced: no lease is held with token {token} now (released, or granted again): nothing was written",
+    )
+
+
 def _lost(name: str, token: int, current: State | None) -> str:
     now_held = "it is free" if current is None else f"it is held by {current.holder} with token {current.token}"
     return f"fenced: the lease {name!r} of token {token} was lost ({now_held}): nothing was written"
