@@ -58,6 +58,16 @@ ENV_AGENT = "BLACKBOARD_AGENT"
 #: command -> (its module in blackboard.cli, the short help `blackboard --help` shows). The command
 #: object is the module's attribute of the command's name ('-' as '_').
 COMMANDS: dict[str, tuple[str, str]] = {
+    "claim": ("work", "Take the exclusive lease KEY for --ttl seconds (exit 10: held by another)."),
+    "renew": ("work", "Extend lease KEY (exit 11: it was lost)."),
+    "release": ("work", "Free lease KEY (exit 11: not held with that token any more)."),
+    "push": ("work", "Add an item under PREFIX, named so that key order is push order."),
+    "take": ("work", "Take one item of PREFIX for a consumer group (exit 7: none came)."),
+    "nack": ("work", "Give a delivery back: redelivered after --delay."),
+    "extend": ("work", "Keep a delivery in progress for --lease more seconds."),
+    "pending": ("work", "The deliveries of a consumer group in flight."),
+    "dead": ("work", "The items of a consumer group that ran out of attempts."),
+    "task": ("work", "Tasks that block one another: add, list, next, done, fail."),
     "accept": ("agents", "Accept a ringing call ID: a conversation with the caller starts."),
     "ack": ("agents", "Ack messages ID... of your inbox: handled, not listed again."),
     "call": ("agents", "Ring agent NAME: exit 0 accepted, 9 rejected, 7 missed."),
