@@ -148,6 +148,7 @@ def test_who_is_a_table_with_aligned_columns(pair: Path) -> None:
 def test_status_and_leave(pair: Path) -> None:
     assert one(pair, "--as", "bob", "status", "in-call")["state"] == "in-call"
     assert who(pair)["bob"]["status"] == "in-call"
+    assert run(pair, "--as", "bob", "status", "Not OK!").returncode == EXIT_USAGE
     left = one(pair, "--as", "bob", "leave")
     assert (left["state"], left["online"]) == ("offline", False)
     assert who(pair)["bob"]["state"] == "offline"
@@ -195,6 +196,15 @@ def test_send_queue_keeps_a_message_for_a_name_not_joined_yet(pair: Path) -> Non
     assert (message["id"], message["body"]) == (sent["id"], {"hi": 1})
 
 
+def test_broadcasts_to_everyone_online_and_to_a_capability(pair: Path) -> None:
+    ok(pair, "--as", "carol", "join", "--capability", "summarize")
+    assert one(pair, "--as", "atlas", "send", "*", "1")["recipients"] == ["bob", "carol"]
+    assert one(pair, "--as", "bob", "send", "@summarize", "2")["recipients"] == ["carol"]
+    nobody = run(pair, "--as", "atlas", "send", "@translate", "3")
+    assert nobody.returncode == EXIT_NOT_FOUND and "reach nobody" in nobody.stderr
+    assert [m["body"] for m in lines(ok(pair, "--as", "carol", "inbox", "--json"))] == [1, 2]
+
+
 def test_inbox_json_fields_order_limit_and_ack(pair: Path) -> None:
     ids = [one(pair, "--as", "atlas", "send", "bob", json.dumps({"n": n}))["id"] for n in range(3)]
     text = one(pair, "--as", "atlas", "send", "bob", "hello there", "--text", "--thread", "t1", "--kind", "note")
@@ -229,7 +239,14 @@ def test_an_empty_inbox_is_exit_0_and_with_wait_exit_7(pair: Path) -> None:
 
 
 def test_inbox_wait_is_woken_by_a_send_from_another_process(pair: Path) -> None:
+    seen = pair / "seen" / "bob"
+    before = seen.stat().st_mtime_ns
     waiter = bash(pair, "$BB --as bob inbox --wait 60 --json")
+    deadline = time.monotonic() + 60
+    # Its sign of life comes just before it lists: a send after it most likely wakes the watch (one
+    # before it is listed instead; either way the message must come out, once).
+    while seen.stat().st_mtime_ns == before and waiter.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
     sent = one(pair, "--as", "atlas", "send", "bob", '{"wake": "up"}')
     code, out, err = finish(waiter)
     assert code == 0, err
