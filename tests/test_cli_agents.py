@@ -27,6 +27,13 @@ BLACKBOARD = f"{sys.executable} -m blackboard"
 README = (Path(__file__).parents[1] / "README.md").read_text()
 
 
+def agent_env(**extra: str) -> dict[str, str]:
+    """`cli_env` without an identity from the environment this suite runs in, plus `extra`."""
+    env = {k: v for k, v in cli_env().items() if k != "BLACKBOARD_AGENT"}
+    env.update(extra)
+    return env
+
+
 def run(board: Path, *args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "blackboard", "--board", str(board), *args],
@@ -34,7 +41,7 @@ def run(board: Path, *args: str, stdin: str | None = None, **env: str) -> subpro
         capture_output=True,
         text=True,
         timeout=90,
-        env=cli_env(**env),
+        env=agent_env(**env),
         check=False,
     )
 
@@ -55,7 +62,7 @@ def lines(text: str) -> list[Any]:
 
 def bash(board: Path, script: str) -> subprocess.Popen[str]:
     """`script` in bash in the background, with $BB the blackboard command on `board`."""
-    env = cli_env(BB=f"{BLACKBOARD} --board {board}", PY=sys.executable)
+    env = agent_env(BB=f"{BLACKBOARD} --board {board}", PY=sys.executable)
     return subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -456,7 +463,7 @@ def agents_tour() -> str:
 
 
 def test_the_readme_agents_tour_runs_in_bash(tmp_path: Path) -> None:
-    env = {**cli_env(), "BLACKBOARD_DIR": str(tmp_path / "board")}
+    env = {**agent_env(), "BLACKBOARD_DIR": str(tmp_path / "board")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     Board.init(tmp_path / "board").close()
     tour = subprocess.run(
@@ -492,7 +499,7 @@ main()
 
 def run_as(uid: int | None, board: Path, *args: str) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-c", AS_USER, "-" if uid is None else str(uid), "--board", str(board), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=90, env=cli_env(), check=False)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=90, env=agent_env(), check=False)
 
 
 def test_a_read_with_an_identity_works_on_a_board_it_cannot_write(shared_dir: Path) -> None:
