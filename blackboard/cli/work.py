@@ -223,8 +223,15 @@ def dead(board_dir: Path, prefix: str | None, group: str, as_json: bool) -> None
 
 
 @click.group()
-def task() -> None:
+@click.option("--json", "as_json", is_flag=True, help="JSON output from the subcommand (as its own --json).")
+def task(as_json: bool) -> None:
     """Tasks that block one another: add, list, next, done, fail (states as in A2A)."""
+
+
+def _task_json(as_json: bool) -> bool:
+    """`task --json list` as `task list --json` (the others print JSON already)."""
+    parent = click.get_current_context().parent
+    return as_json or bool(parent is not None and parent.command is task and parent.params.get("as_json"))
 
 
 @task.command("add")
@@ -257,7 +264,7 @@ def task_list(board_dir: Path, state: str | None, as_json: bool) -> None:
 
     with open_board(board_dir, read_only=True) as board:
         rows = [t.as_dict() for t in tasks.all_tasks(board, state=state)]
-    _rows(rows, ["id", "state", "owner", "title", "blocked_by"], as_json)
+    _rows(rows, ["id", "state", "owner", "title", "blocked_by"], _task_json(as_json))
 
 
 @task.command("next")
