@@ -257,3 +257,20 @@ def test_task_blockers_must_exist(board: Board) -> None:
     with pytest.raises(KeyNotFound):
         tasks.add(board, "x", blocked_by=["t-00000000"])
     assert board.last_seq == 0
+
+
+def test_async_faces(board: Board) -> None:
+    import asyncio
+
+    async def main() -> None:
+        async with board.lease("job", ttl=30, holder="a") as held:
+            assert board.write("out", 1, fence=held).version == 1
+        with queue.Consumer(board, "jobs/", "g", "c") as consumer:
+            waiting = asyncio.create_task(consumer.atake(wait=30))
+            await asyncio.sleep(0)  # the take is waiting off the loop; the loop stays free to push
+            queue.push(board, "jobs/", "x")
+            delivery = await waiting
+            assert delivery is not None and delivery.value == "x"
+
+    asyncio.run(main())
+    assert leases.state(board, "job") is None, "released at the end of the async with"

@@ -9,6 +9,7 @@ comes from the fence, never from the clocks, which only decide when a lease may 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from dataclasses import dataclass
@@ -200,6 +201,13 @@ class Lease:
 
     def __enter__(self) -> Lease:
         return self.acquire()
+
+    async def __aenter__(self) -> Lease:
+        """`async with board.lease(...)`: the claim (which may wait) runs off the event loop."""
+        return await asyncio.to_thread(self.acquire)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.release)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

@@ -10,6 +10,7 @@ so an item's effects on the board happen once. Deliveries whose lease ran out ar
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import re
@@ -184,6 +185,10 @@ class Consumer:
             nap = remaining if soonest is None else max(min(remaining, soonest - time.time()), 0.01)
             with self.board.watch(self.prefix, since=since, timeout=nap) as watcher:
                 next(iter(watcher), None)
+
+    async def atake(self, *, wait: float = 0.0) -> Delivery | None:
+        """`take` for asyncio: the wait runs off the event loop."""
+        return await asyncio.to_thread(self.take, wait=wait)
 
     def _soonest_expiry(self) -> float | None:
         times = [e.ts.timestamp() + float(e.value["lease"]) for e in self.board.entries(self._pending)]
