@@ -172,7 +172,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         sizes.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=f"default {shown}")
     agents = p.add_argument_group("agents section (defaults: full run; --quick lowers some)")
     for f in dataclasses.fields(_agents.AgentSizes):
-        agents.add_argument(f"--agents-{f.name.replace('_', '-')}", dest=f"agents_{f.name}", type=int, default=None)
+        flag, dest = f"--agents-{f.name.replace('_', '-')}", f"agents_{f.name}"
+        agents.add_argument(flag, dest=dest, type=int, default=None, metavar="N", help=f"default {f.default}")
     return p.parse_args(argv)
 
 
