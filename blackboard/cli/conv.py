@@ -120,9 +120,6 @@ def conv_watch(board_dir: Path, agent: str | None, cid: str, since: int, timeout
     with open_board(board_dir, agent=agent, read_only=True) as board, stop_on_sigterm():
         people = _conversations.meta(board, cid).get("participants", [])
         width = max((len(p) for p in people), default=0)
-        closing = board.get(_conversations.meta_key(cid))
-        if closing is not None and closing.value.get("state") == "closed" and since >= closing.seq:
-            return  # closed at or before SEQ: the watch would never see the close, and wait forever
         for turn in _conversations.follow(board, cid, since=since, timeout=timeout):
             if wants_json:
                 emit_json(turn.as_dict())
