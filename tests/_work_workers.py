@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from typing import Any
@@ -36,7 +37,7 @@ def queue_consumer(board_dir: str, name: str, total: int, seed: int) -> None:
             if delivery is None:
                 continue
             time.sleep(0.005 if rng.random() < 0.9 else 0.05)  # the work: a kill may land in it
-            try:
+            with contextlib.suppress(Fenced):  # redelivered meanwhile (we were slow): the new delivery acks it
                 queue.ack(
                     board,
                     delivery.delivery_id,
@@ -44,8 +45,6 @@ def queue_consumer(board_dir: str, name: str, total: int, seed: int) -> None:
                     result={"by": name, "attempt": delivery.attempt},
                     author=name,
                 )
-            except Fenced:
-                pass  # redelivered meanwhile (this consumer was slow): the new delivery acks it
 
 
 def stuck_consumer(board_dir: str, out: Any) -> None:

@@ -458,7 +458,14 @@ def init_and_write(path: str, name: str, barrier: Barrier) -> int:
 
 
 #: The settings a CLI test must not inherit from the environment it runs in.
-_CLI_ENV_DROP = ("BLACKBOARD_DIR", "BLACKBOARD_AUTHOR", "BLACKBOARD_POLL", "BLACKBOARD_POLL_INTERVAL", "NO_COLOR")
+_CLI_ENV_DROP = (
+    "BLACKBOARD_DIR",
+    "BLACKBOARD_AUTHOR",
+    "BLACKBOARD_AGENT",
+    "BLACKBOARD_POLL",
+    "BLACKBOARD_POLL_INTERVAL",
+    "NO_COLOR",
+)
 
 
 def cli_env(**extra: str) -> dict[str, str]:

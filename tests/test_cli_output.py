@@ -342,7 +342,8 @@ def test_completion_scripts_for_bash_zsh_fish() -> None:
 
 
 def test_command_names_complete() -> None:
-    assert complete("re") == [("plain", "read"), ("plain", "repair")]
+    assert complete("rep") == [("plain", "repair"), ("plain", "reply")]
+    assert complete("re") == [("plain", name) for name in sorted(COMMANDS) if name.startswith("re")]
     assert {value for _, value in complete("")} == set(COMMANDS)
 
 

@@ -58,15 +58,15 @@ ENV_AGENT = "BLACKBOARD_AGENT"
 #: command -> (its module in blackboard.cli, the short help `blackboard --help` shows). The command
 #: object is the module's attribute of the command's name ('-' as '_').
 COMMANDS: dict[str, tuple[str, str]] = {
-    "claim": ("work", "Take the exclusive lease KEY for --ttl seconds (exit 10: held by another)."),
-    "renew": ("work", "Extend lease KEY (exit 11: it was lost)."),
-    "release": ("work", "Free lease KEY (exit 11: not held with that token any more)."),
-    "push": ("work", "Add an item under PREFIX, named so that key order is push order."),
-    "take": ("work", "Take one item of PREFIX for a consumer group (exit 7: none came)."),
+    "claim": ("work", "Take the exclusive lease KEY for --ttl seconds (exit 10: held)."),
+    "renew": ("work", "Extend lease KEY by its ttl (exit 11: it was lost)."),
+    "release": ("work", "Free lease KEY (exit 11: not held with TOKEN any more)."),
+    "push": ("work", "Add an item under PREFIX, named in push order."),
+    "take": ("work", "Take one item of PREFIX for group G (exit 7: none)."),
     "nack": ("work", "Give a delivery back: redelivered after --delay."),
     "extend": ("work", "Keep a delivery in progress for --lease more seconds."),
-    "pending": ("work", "The deliveries of a consumer group in flight."),
-    "dead": ("work", "The items of a consumer group that ran out of attempts."),
+    "pending": ("work", "The deliveries of group G in flight."),
+    "dead": ("work", "The items of group G that ran out of attempts."),
     "task": ("work", "Tasks that block one another: add, list, next, done, fail."),
     "accept": ("agents", "Accept a ringing call ID: a conversation with the caller starts."),
     "ack": ("agents", "Ack messages ID... of your inbox: handled, not listed again."),
@@ -274,6 +274,21 @@ def author_option(f: F) -> F:
 def json_noop_option(f: F) -> F:
     """`--json` on a command whose output is JSON already: a script may pass it to every data command."""
     return click.option("--json", "_json", is_flag=True, expose_value=False, help="Output is JSON already.")(f)
+
+
+def complete_keys(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Key-name completion (cli/complete.py), imported only when the shell asks: not by every run."""
+    from .complete import complete_keys as complete
+
+    return complete(ctx, param, incomplete)
+
+
+FULL_HELP = "Print values whole (by default a value is cut to the terminal's width, on a terminal only)."
+
+
+def full_option(f: F) -> F:
+    """`--full`: the same option, with the same words, on every command that prints values for people."""
+    return click.option("--full", is_flag=True, help=FULL_HELP)(f)
 
 
 def emit_json(obj: Any) -> None:

@@ -15,9 +15,7 @@ import click
 
 from ..core import codec as _codec
 from ..errors import KeyNotFound
-from .base import F, author_option, board_option, emit_json, json_noop_option, open_board
-from .complete import complete_keys
-from .render import full_option
+from .base import F, author_option, board_option, complete_keys, emit_json, full_option, json_noop_option, open_board
 
 _NUMBER = re.compile(r"-(?:\d|\.\d)")
 

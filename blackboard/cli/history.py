@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
-from .base import board_option, emit_json, open_board
-from .complete import complete_keys
-from .render import SEQ_WIDTH, blame_lines, event_line, full_option
+from .base import board_option, complete_keys, emit_json, full_option, open_board
+from .render import SEQ_WIDTH, blame_lines, event_line
 
 
 @click.command()

@@ -15,10 +15,9 @@ import click
 from ..core import codec as _codec
 from ..core import settings as _settings
 from ..models import Event
-from .base import board_option, emit_json, fail, json_noop_option, open_board
-from .complete import complete_keys
+from .base import board_option, complete_keys, emit_json, fail, full_option, json_noop_option, open_board
 from .execute import EXIT_EXEC_FAILED, ExecPolicy, ExecStopped
-from .render import event_line, full_option
+from .render import event_line
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -27,16 +27,8 @@ AUTHOR_WIDTH = 12
 MIN_VALUE_WIDTH = 20
 INDENT = 8
 
-FULL_HELP = "Print values whole (by default a value is cut to the terminal's width, on a terminal only)."
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def full_option(f: F) -> F:
-    """`--full`: the same option, with the same words, on every command that prints values for people."""
-    import click
-
-    return click.option("--full", is_flag=True, help=FULL_HELP)(f)
 
 
 def _terminal_width() -> int:

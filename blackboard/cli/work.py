@@ -62,10 +62,11 @@ def wait_option(f: F) -> F:
 @wait_option
 @json_noop_option
 def claim(board_dir: Path, agent: str | None, key: str, ttl: float, wait: float) -> None:
-    """Take the exclusive lease KEY for --ttl seconds: prints holder, token and expiry as JSON.
+    """Take the exclusive lease KEY for --ttl seconds (exit 10: held).
 
-    Exit 10 if another holds it (the error names the holder and the expiry). Renew it before it
-    expires; guard writes with `write ... --fence TOKEN`: they are refused once it was granted again.
+    Prints holder, token and expiry as JSON. Exit 10 if another holds it (the error names the
+    holder and the expiry). Renew it before it expires; guard writes with `write ... --fence TOKEN`:
+    they are refused once it was granted again.
     """
     from ..work import lease
 
@@ -79,7 +80,7 @@ def claim(board_dir: Path, agent: str | None, key: str, ttl: float, wait: float)
 @click.option("--token", type=click.IntRange(min=1), required=True, help="The token `claim` printed.")
 @json_noop_option
 def renew(board_dir: Path, agent: str | None, key: str, token: int) -> None:
-    """Extend lease KEY by its ttl; exit 11 (fenced) if it was lost."""
+    """Extend lease KEY by its ttl (exit 11: it was lost)."""
     from ..work import lease
 
     with open_board(board_dir, agent=agent) as board:
@@ -91,7 +92,7 @@ def renew(board_dir: Path, agent: str | None, key: str, token: int) -> None:
 @click.option("--token", type=click.IntRange(min=1), required=True, help="The token `claim` printed.")
 @json_noop_option
 def release(board_dir: Path, agent: str | None, key: str, token: int) -> None:
-    """Free lease KEY; exit 11 (fenced) if it is not held with TOKEN any more."""
+    """Free lease KEY (exit 11: not held with TOKEN any more)."""
     from ..work import lease
 
     with open_board(board_dir, agent=agent) as board:
@@ -108,7 +109,10 @@ def release(board_dir: Path, agent: str | None, key: str, token: int) -> None:
 @click.option("--text", is_flag=True, help="VALUE is a string, not JSON.")
 @json_noop_option
 def push(board_dir: Path, agent: str | None, prefix: str, value: str, text: bool) -> None:
-    """Add an item under PREFIX, named so that key order is push order: prints its key and seq."""
+    """Add an item under PREFIX, named in push order.
+
+    Prints its key and seq; key order is push order (`<PREFIX><12-digit seq>`).
+    """
     from ..work import queue
 
     item = value if text else _json_arg(value)
@@ -127,11 +131,12 @@ def push(board_dir: Path, agent: str | None, prefix: str, value: str, text: bool
 def take(
     board_dir: Path, agent: str | None, prefix: str, group: str, lease: float, max_deliver: int, wait: float
 ) -> None:
-    """Take one item of PREFIX for group G: prints its delivery (delivery_id, key, value, attempt).
+    """Take one item of PREFIX for group G (exit 7: none).
 
-    `ack DELIVERY_ID` when done (`--result-key K --result JSON` writes the result in the same
-    record), `nack` to give it back, `extend` to keep it longer. An item not acked within --lease
-    seconds is redelivered; after --max-deliver attempts it goes to `dead`. Exit 7 if none came.
+    Prints its delivery (delivery_id, key, value, attempt). `ack DELIVERY_ID` when done
+    (`--result-key K --result JSON` writes the result in the same record), `nack` to give it back,
+    `extend` to keep it longer. An item not acked within --lease seconds is redelivered; after
+    --max-deliver attempts it goes to `dead`. Exit 7 if none came.
     """
     from ..work import queue
 
@@ -150,7 +155,10 @@ def take(
 @click.option("--delay", type=click.FloatRange(0, 86400), default=0.0, metavar="S", help="Redeliver after S s.")
 @json_noop_option
 def nack(board_dir: Path, agent: str | None, delivery_id: str, delay: float) -> None:
-    """Give a delivery back: it is redelivered (attempt + 1) after --delay. Exit 11 if stale."""
+    """Give a delivery back: redelivered after --delay.
+
+    The next take gets it with attempt + 1. Exit 11 if the delivery is not current (stale).
+    """
     from ..work import queue
 
     with open_board(board_dir, agent=agent) as board:
@@ -163,7 +171,10 @@ def nack(board_dir: Path, agent: str | None, delivery_id: str, delay: float) -> 
 @click.option("--lease", type=click.FloatRange(0.01, 86400), required=True, metavar="S")
 @json_noop_option
 def extend(board_dir: Path, agent: str | None, delivery_id: str, lease: float) -> None:
-    """Keep a delivery in progress: its lease runs --lease seconds from now. Exit 11 if stale."""
+    """Keep a delivery in progress for --lease more seconds.
+
+    Exit 11 if the delivery is not current (stale).
+    """
     from ..work import queue
 
     with open_board(board_dir, agent=agent) as board:
@@ -193,7 +204,10 @@ def _cell(value: Any) -> str:
 @click.option("--group", required=True, metavar="G")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def pending(board_dir: Path, prefix: str | None, group: str, as_json: bool) -> None:
-    """The deliveries of group G in flight: item, consumer, attempt, idle seconds."""
+    """The deliveries of group G in flight.
+
+    Item, consumer, attempt, idle seconds, delivery id.
+    """
     from ..work import queue
 
     with open_board(board_dir, read_only=True) as board:
@@ -211,7 +225,10 @@ def pending(board_dir: Path, prefix: str | None, group: str, as_json: bool) -> N
 @click.option("--group", required=True, metavar="G")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def dead(board_dir: Path, prefix: str | None, group: str, as_json: bool) -> None:
-    """The items of group G that ran out of attempts (or were deleted in flight)."""
+    """The items of group G that ran out of attempts.
+
+    Also those deleted while in flight.
+    """
     from ..work import queue
 
     with open_board(board_dir, read_only=True) as board:
@@ -225,7 +242,22 @@ def dead(board_dir: Path, prefix: str | None, group: str, as_json: bool) -> None
 @click.group()
 @click.option("--json", "as_json", is_flag=True, help="JSON output from the subcommand (as its own --json).")
 def task(as_json: bool) -> None:
-    """Tasks that block one another: add, list, next, done, fail (states as in A2A)."""
+    """Tasks that block one another: add, list, next, done, fail.
+
+    States as in the A2A protocol: submitted, working, input-required, completed, failed, canceled,
+    rejected.
+    """
+
+
+def _task_command(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add a subcommand to `task`; the module keeps the plain function, so that the lazy group's
+    table (base.COMMANDS) lists only top-level commands (as conv.py does)."""
+
+    def register(f: Callable[..., Any]) -> Callable[..., Any]:
+        task.add_command(click.command(name)(f))
+        return f
+
+    return register
 
 
 def _task_json(as_json: bool) -> bool:
@@ -234,7 +266,7 @@ def _task_json(as_json: bool) -> bool:
     return as_json or bool(parent is not None and parent.command is task and parent.params.get("as_json"))
 
 
-@task.command("add")
+@_task_command("add")
 @board_option
 @agent_option
 @click.argument("title")
@@ -251,7 +283,7 @@ def task_add(board_dir: Path, agent: str | None, title: str, blocked_by: tuple[s
         )
 
 
-@task.command("list")
+@_task_command("list")
 @board_option
 @click.option(
     "--state",
@@ -267,7 +299,7 @@ def task_list(board_dir: Path, state: str | None, as_json: bool) -> None:
     _rows(rows, ["id", "state", "owner", "title", "blocked_by"], _task_json(as_json))
 
 
-@task.command("next")
+@_task_command("next")
 @board_option
 @agent_option
 @click.option("--lease", type=click.FloatRange(0.01, 86400), default=300.0, show_default=True, metavar="S")
@@ -295,7 +327,7 @@ def task_next(board_dir: Path, agent: str | None, lease: float, wait: float) -> 
                 next(iter(watcher), None)  # a task added or finished: look again
 
 
-@task.command("done")
+@_task_command("done")
 @board_option
 @agent_option
 @click.argument("task_id")
@@ -309,7 +341,7 @@ def task_done(board_dir: Path, agent: str | None, task_id: str, result: str | No
         emit_json(tasks.done(board, task_id, _holder(agent), result=_json_arg(result)).as_dict())
 
 
-@task.command("fail")
+@_task_command("fail")
 @board_option
 @agent_option
 @click.argument("task_id")
