@@ -3,12 +3,11 @@ signs life from a thread, and leaves on exit (spec/AGENTS.md)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import Board
 from . import calls, conversations, digest, messages, presence
@@ -18,6 +17,16 @@ from .digest import Item
 from .messages import Message, Sent
 from .names import validate_agent
 from .presence import AgentInfo
+
+T = TypeVar("T")
+
+
+async def off_loop(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`await asyncio.to_thread(...)`, with asyncio imported here: a module that imports it at the
+    top costs every synchronous caller (each CLI command of a shell agent) ~25 ms."""
+    import asyncio
+
+    return await asyncio.to_thread(function, *args, **kwargs)
 
 
 class Agent:
@@ -153,23 +162,23 @@ class Agent:
     # -- asyncio twins: the same calls on a worker thread, so the event loop never blocks ------------
 
     async def asend(self, to: str, body: Any, **options: Any) -> Sent:
-        return await asyncio.to_thread(self.send, to, body, **options)
+        return await off_loop(self.send, to, body, **options)
 
     async def ainbox(self, *, wait: float = 0.0, limit: int | None = None) -> list[Message]:
-        return await asyncio.to_thread(self.inbox, wait=wait, limit=limit)
+        return await off_loop(self.inbox, wait=wait, limit=limit)
 
     async def amessages(self, *, wait: float | None = None) -> AsyncIterator[Message]:
         iterator = self.messages(wait=wait)
         done = object()
-        while (message := await asyncio.to_thread(next, iterator, done)) is not done:
+        while (message := await off_loop(next, iterator, done)) is not done:
             assert isinstance(message, Message)
             yield message
 
     async def arequest(self, to: str, body: Any, *, timeout: float, thread: str | None = None) -> Message:
-        return await asyncio.to_thread(self.request, to, body, timeout=timeout, thread=thread)
+        return await off_loop(self.request, to, body, timeout=timeout, thread=thread)
 
     async def acall(self, to: str, *, topic: str, timeout: float = 30.0) -> CallResult:
-        return await asyncio.to_thread(self.call, to, topic=topic, timeout=timeout)
+        return await off_loop(self.call, to, topic=topic, timeout=timeout)
 
     # -- context -------------------------------------------------------------------------------------
 

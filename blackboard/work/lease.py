@@ -9,7 +9,6 @@ comes from the fence, never from the clocks, which only decide when a lease may 
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from .. import Board, Fence, Fenced, Held, InvalidValue, VersionConflict
-from ..agents import format_ts, validate_agent
+from ..agents import format_ts, off_loop, validate_agent
 
 GRANTS = "leases/"
 RENEWALS = "lease-renewals/"
@@ -204,10 +203,10 @@ class Lease:
 
     async def __aenter__(self) -> Lease:
         """`async with board.lease(...)`: the claim (which may wait) runs off the event loop."""
-        return await asyncio.to_thread(self.acquire)
+        return await off_loop(self.acquire)
 
     async def __aexit__(self, *exc: object) -> None:
-        await asyncio.to_thread(self.release)
+        await off_loop(self.release)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

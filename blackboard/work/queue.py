@@ -10,7 +10,6 @@ so an item's effects on the board happen once. Deliveries whose lease ran out ar
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import re
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import Board, Compacted, Entry, Event, Fenced, InvalidKey, InvalidValue, KeyNotFound, VersionConflict, Watcher
-from ..agents import format_ts, validate_agent
+from ..agents import format_ts, off_loop, validate_agent
 
 GROUPS = "groups/"
 DEFAULT_LEASE = 30.0
@@ -188,7 +187,7 @@ class Consumer:
 
     async def atake(self, *, wait: float = 0.0) -> Delivery | None:
         """`take` for asyncio: the wait runs off the event loop."""
-        return await asyncio.to_thread(self.take, wait=wait)
+        return await off_loop(self.take, wait=wait)
 
     def _soonest_expiry(self) -> float | None:
         times = [e.ts.timestamp() + float(e.value["lease"]) for e in self.board.entries(self._pending)]
