@@ -516,3 +516,16 @@ def test_a_read_with_an_identity_works_on_a_board_it_cannot_write(shared_dir: Pa
     assert listed.returncode == 0 and json.loads(listed.stdout)["name"] == "atlas", listed.stderr
     write = run_as(uid, board, "--as", "atlas", "write", "k", "2")
     assert write.returncode == 1 and "read-only" in write.stderr, write.stderr
+
+
+def test_a_negative_number_is_a_body_and_an_unknown_option_a_usage_error(tmp_path: Path) -> None:
+    """As `write k -5`: `send bob -4` sends -4; `send bob --nope` is exit 2, nothing sent."""
+    board = Board.init(tmp_path / "board")
+    with board.agent("bob"):
+        pass
+    sent = run(board.path, "--as", "a", "send", "bob", "-4")
+    assert sent.returncode == 0, sent.stderr
+    assert [m.body for m in board.agent("bob", join=False).inbox()] == [-4]
+    bad = run(board.path, "--as", "a", "send", "bob", "--nope")
+    assert bad.returncode == 2 and "No such option" in bad.stderr
+    assert len(board.agent("bob", join=False).inbox()) == 1

@@ -23,7 +23,7 @@ from ..agents import presence as _presence
 from ..board import Board
 from ..core import codec as _codec
 from ..errors import NoSuchMessage, UnknownAgent
-from .base import F, agent_option, board_option, emit_json, json_noop_option, open_board, require_agent
+from .base import F, NumberCommand, agent_option, board_option, emit_json, json_noop_option, open_board, require_agent
 from .render import age, line_width, short_json
 
 #: An unanswered request, a missed call, `inbox --wait` with nothing (base.EXIT_CODES).
@@ -38,7 +38,8 @@ def agent_command(name: str | None = None) -> Callable[[Callable[..., Any]], cli
     """A command that acts as an agent: `--board`, `--as`."""
 
     def decorate(f: Callable[..., Any]) -> click.Command:
-        return click.command(name)(agent_option(board_option(f)))
+        # NumberCommand: a BODY may be a negative number (`send bob -4`), as `write k -5` takes
+        return click.command(name, cls=NumberCommand)(agent_option(board_option(f)))
 
     return decorate
 

@@ -10,6 +10,7 @@ tests/test_cli_engine.py checks that table against the commands themselves.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -179,6 +180,30 @@ class BoardGroup(click.Group):
             # BlackboardError above): the same words, not Python's "[Errno 28] ...".
             reason = NO_ROOM.get(exc.errno) if exc.errno is not None else None
             fail(f"{exc.filename or ''}: {reason or exc.strerror or exc}".lstrip(": "), 1)
+
+
+#: An argument that starts like a negative number: -5, -1.5e3, -.5
+_NUMBER = r"-(?:\d|\.\d)"
+
+
+class NumberParser(click.parser._OptionParser):
+    """click's parser, but an argument that starts like a negative number (-5, -1.5e3) is a value."""
+
+    def _process_opts(self, arg: str, state: Any) -> None:
+        if re.match(_NUMBER, arg):
+            state.largs.append(arg)
+            return
+        super()._process_opts(arg, state)
+
+
+class NumberCommand(click.Command):
+    """A command whose VALUE may be a negative number while an unknown option stays a usage error."""
+
+    def make_parser(self, ctx: click.Context) -> click.parser._OptionParser:
+        parser = NumberParser(ctx)
+        for param in self.get_params(ctx):
+            param.add_to_parser(parser, ctx)
+        return parser
 
 
 BOARD_HELP = f"Board directory [default: ${_settings.ENV_DIR}, else {_settings.DEFAULT_DIR}]."

@@ -6,7 +6,6 @@ the lazy group (`base.COMMANDS`) imports no other command module to run them.
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,30 +14,17 @@ import click
 
 from ..core import codec as _codec
 from ..errors import KeyNotFound
-from .base import F, author_option, board_option, complete_keys, emit_json, full_option, json_noop_option, open_board
-
-_NUMBER = re.compile(r"-(?:\d|\.\d)")
-
-
-class _NumberParser(click.parser._OptionParser):
-    """click's parser, but an argument that starts like a negative number (-5, -1.5e3) is a value."""
-
-    def _process_opts(self, arg: str, state: Any) -> None:
-        if _NUMBER.match(arg):
-            state.largs.append(arg)
-            return
-        super()._process_opts(arg, state)
-
-
-class _NumberCommand(click.Command):
-    """A command whose VALUE may be a negative number while an unknown option stays a usage error."""
-
-    def make_parser(self, ctx: click.Context) -> click.parser._OptionParser:
-        parser = _NumberParser(ctx)
-        for param in self.get_params(ctx):
-            param.add_to_parser(parser, ctx)
-        return parser
-
+from .base import (
+    F,
+    NumberCommand,
+    author_option,
+    board_option,
+    complete_keys,
+    emit_json,
+    full_option,
+    json_noop_option,
+    open_board,
+)
 
 IDEMPOTENCY_HELP = (
     "A retry with the same K (within the board's retention) writes nothing and prints what the first attempt wrote."
@@ -66,7 +52,7 @@ def fence_of(board: Any, token: int | None) -> Any:
     return fence_of_token(board, token)
 
 
-@click.command(cls=_NumberCommand)  # `write k -5` stores -5; `write k --foo` is a usage error
+@click.command(cls=NumberCommand)  # `write k -5` stores -5; `write k --foo` is a usage error
 @board_option
 @author_option
 @click.argument("key", shell_complete=complete_keys)
