@@ -455,3 +455,14 @@ def test_following_a_closed_conversation_from_after_its_close_ends_at_once(board
         start = time.monotonic()
         assert list(conversations.follow(board, cid, since=board.last_seq, timeout=30)) == []
         assert time.monotonic() - start < 20, "it did not wait for a close it cannot see"
+
+
+def test_a_batch_ack_is_one_record_all_or_none(board: Board) -> None:
+    with board.agent("a") as a, board.agent("b") as b:
+        sent = [a.send("b", i).id for i in range(3)]
+        before = board.last_seq
+        with pytest.raises(NoSuchMessage):
+            b.ack(sent[0], "m-000000000000")
+        assert board.last_seq == before and len(b.inbox()) == 3, "none acked"
+        seq = b.ack(*b.inbox())
+        assert seq == before + 1 and b.inbox() == []

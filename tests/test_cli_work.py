@@ -133,3 +133,22 @@ def test_bad_input_is_one_line_and_exit_2(wboard: Board) -> None:
     ):
         fails(wboard, 2, *args)
     assert wboard.last_seq == 0
+
+
+def test_ack_of_a_delivery_writes_its_result_in_the_same_record_and_a_stale_ack_is_fenced(wboard: Board) -> None:
+    ok(wboard, "push", "jobs/", '{"n": 1}')
+    first = ok(wboard, "take", "jobs/", "--group", "g", "--as", "c1", "--lease", "60")
+    ok(wboard, "nack", first["delivery_id"])
+    second = ok(wboard, "take", "jobs/", "--group", "g", "--as", "c2")
+    before = wboard.last_seq
+    assert "no longer current" in fails(wboard, 11, "ack", first["delivery_id"], "--result-key", "r", "--result", "1")
+    assert wboard.last_seq == before
+    acked = ok(wboard, "ack", second["delivery_id"], "--result-key", "results/1", "--result", '{"ok": true}')
+    assert acked["seq"] == before + 1
+    events = [e for e in wboard.tail(2) if e.seq == acked["seq"]]
+    assert {e.key for e in events} == {"results/1", "groups/g/pending/" + second["key"]}, "one record"
+    assert wboard.read("results/1") == {"ok": True}
+    assert "exit" not in fails(wboard, 11, "ack", second["delivery_id"])
+    fails(wboard, 2, "ack", second["delivery_id"], "m-000000000000")
+    fails(wboard, 2, "ack", second["delivery_id"], "--result", "1")
+    fails(wboard, 2, "--as", "a", "ack", "m-000000000000", "--result-key", "k", "--result", "1")

@@ -122,8 +122,9 @@ class Agent:
         """Every pending message, then each new one as it comes, until `wait` idle seconds pass."""
         return messages.iterate(self.board, self.name, wait=wait)
 
-    def ack(self, message: Message | str) -> None:
-        messages.ack(self.board, self.name, message if isinstance(message, str) else message.id)
+    def ack(self, *handled: Message | str) -> int:
+        """Mark messages handled, all in one record (`me.ack(*batch)`: one write for a batch)."""
+        return messages.ack(self.board, self.name, *(m if isinstance(m, str) else m.id for m in handled))
 
     def request(self, to: str, body: Any, *, timeout: float, thread: str | None = None) -> Message:
         """Send a request and block for its reply (`TimedOut` after `timeout` s)."""

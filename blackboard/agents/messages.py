@@ -85,7 +85,7 @@ class Message:
     def ack(self) -> None:
         """Mark it handled: it is not listed again. Acking twice is an error (`NoSuchMessage`)."""
         if self.board is None:
-            raise ValueError("this message is not bound to a board")
+            raise InvalidValue("this message is not bound to a board")
         ack(self.board, self.recipient, self.id)
 
     def as_dict(self) -> dict[str, Any]:
@@ -228,17 +228,23 @@ def get(board: Board, name: str, message_id: str) -> Message:
     return message
 
 
-def ack(board: Board, name: str, message_id: str) -> None:
-    """Delete the message's key: handled. `NoSuchMessage` if it is not (or no longer) there."""
-    key = f"{inbox_prefix(name)}{validate_id(message_id, 'm')}"
-    if board.get(key) is None:
-        raise NoSuchMessage(name, message_id)
-    from .. import KeyNotFound
-
+def ack(board: Board, name: str, *message_ids: str) -> int:
+    """Delete the messages' keys, as ONE record: all of them handled, or (`NoSuchMessage` for the
+    first that is not, or no longer, there) none. Returns the record's seq."""
+    keys = [f"{inbox_prefix(name)}{validate_id(message_id, 'm')}" for message_id in message_ids]
+    if not keys:
+        raise InvalidValue("ack needs at least one message id")
+    if len(set(keys)) != len(keys):
+        raise InvalidValue("a message id is given twice")
     try:
-        board.delete(key, author=name)
-    except KeyNotFound:  # acked by another process between the two lines
-        raise NoSuchMessage(name, message_id) from None
+        with board.transaction(author=name) as tx:
+            for key, message_id in zip(keys, message_ids, strict=True):
+                if tx.get(key) is None:  # and the commit requires it still there: acked once
+                    raise NoSuchMessage(name, message_id)
+                tx.delete(key)
+    except VersionConflict as exc:  # acked by another process between the read and the commit
+        raise NoSuchMessage(name, exc.key.rsplit("/", 1)[1]) from None
+    return tx.seq
 
 
 def _from_event(event: Event, board: Board) -> Message | None:

@@ -23,7 +23,17 @@ from ..agents import presence as _presence
 from ..board import Board
 from ..core import codec as _codec
 from ..errors import NoSuchMessage, UnknownAgent
-from .base import F, NumberCommand, agent_option, board_option, emit_json, json_noop_option, open_board, require_agent
+from .base import (
+    F,
+    NumberCommand,
+    agent_option,
+    board_option,
+    emit_json,
+    identity,
+    json_noop_option,
+    open_board,
+    require_agent,
+)
 from .render import age, line_width, short_json
 
 #: An unanswered request, a missed call, `inbox --wait` with nothing (base.EXIT_CODES).
@@ -257,17 +267,36 @@ def inbox(
 
 @agent_command()
 @click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.option("--result-key", metavar="K", help="With a delivery: write the result under K, in the ack's record.")
+@click.option("--result", metavar="JSON", help="With a delivery: the result ('-' reads stdin).")
 @json_noop_option
-def ack(board_dir: Path, agent: str | None, ids: tuple[str, ...]) -> None:
-    """Ack messages ID... of your inbox: handled, not listed again.
+def ack(board_dir: Path, agent: str | None, ids: tuple[str, ...], result_key: str | None, result: str | None) -> None:
+    """Ack messages ID... of your inbox, or a queue delivery.
 
-    Exit 3 for an id not in your inbox (the ones before it are acked). Prints the ids acked.
+    Messages (`m-...`): all in one record, or none (exit 3 for an id not in your inbox). A delivery
+    of `take` (`GROUP:KEY:TAG`): its removal from the group's pending list and, with --result-key
+    and --result, the result, in one record; exit 11 (fenced) for a delivery that is not current
+    (redelivered, acked, dead). Prints what was acked.
     """
+    deliveries = [i for i in ids if ":" in i]
+    if deliveries:
+        if len(ids) != 1:
+            raise click.UsageError("ack one delivery at a time (and no message ids with it)")
+        if (result_key is None) != (result is None):
+            raise click.UsageError("give --result-key and --result together")
+        from ..work import queue
+
+        value = None if result is None else body_of(result, False)
+        with open_board(board_dir, agent=agent) as board:
+            seq = queue.ack(board, ids[0], result_key=result_key, result=value, author=identity(agent))
+        emit_json({"acked": list(ids), "seq": seq, "result_key": result_key})
+        return
+    if result_key is not None or result is not None:
+        raise click.UsageError("--result-key and --result are for a delivery of `take`, not for messages")
     name = require_agent(agent)
     with open_board(board_dir, agent=name) as board:
-        for message_id in ids:
-            _messages.ack(board, name, message_id)
-    emit_json({"acked": list(ids)})
+        seq = _messages.ack(board, name, *ids)
+    emit_json({"acked": list(ids), "seq": seq})
 
 
 @agent_command()

@@ -33,9 +33,11 @@ Exit codes:
   5  not a board, or a board of a newer format
   6  check found inconsistencies (run `repair`)
   7  timed out: watch --timeout ended before --count events came; no reply
-     to request, call missed, inbox --wait with nothing
+     to request, call missed, inbox --wait, take, task next with nothing
   8  watch --exec stopped: CMD failed for good (--on-failure stop) or cannot run
   9  refused: a rejected call, a turn past the limit or in a closed conversation
+  10 held: the lease is held by another (claim)
+  11 fenced: a newer lease or delivery exists (--fence, renew, ack); nothing written
   130 interrupted
   143 stopped by SIGTERM (watch, tail -f)"""
 
@@ -70,7 +72,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dead": ("work", "The items of group G that ran out of attempts."),
     "task": ("work", "Tasks that block one another: add, list, next, done, fail."),
     "accept": ("agents", "Accept a ringing call ID: a conversation with the caller starts."),
-    "ack": ("agents", "Ack messages ID... of your inbox: handled, not listed again."),
+    "ack": ("agents", "Ack messages ID... of your inbox, or a queue delivery."),
     "call": ("agents", "Ring agent NAME: exit 0 accepted, 9 rejected, 7 missed."),
     "conv": ("conv", "Conversations, turn by turn: new, say, show, watch, close."),
     "digest": ("agents", "What needs your attention now, most urgent first."),
