@@ -152,3 +152,25 @@ def test_ack_of_a_delivery_writes_its_result_in_the_same_record_and_a_stale_ack_
     fails(wboard, 2, "ack", second["delivery_id"], "m-000000000000")
     fails(wboard, 2, "ack", second["delivery_id"], "--result", "1")
     fails(wboard, 2, "--as", "a", "ack", "m-000000000000", "--result-key", "k", "--result", "1")
+
+
+def test_the_readme_work_tour_runs_in_bash(tmp_path: Path) -> None:
+    """The README's shell block of "Work: leases, queues, tasks", verbatim, with `bash -e`."""
+    import re
+    import sys
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    (tour,) = re.findall(r"```sh\n(.*?)```", readme.split("### Work: leases, queues, tasks")[1], re.DOTALL)[:1]
+    board = Board.init(tmp_path / "board")
+    env = cli_env(BLACKBOARD_DIR=str(board.path))
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    result = subprocess.run(
+        ["bash", "-e", "-c", tour], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert board.read("deploy/status") == "rolling out" and board.read("results/1") == {"status": 200}
+    states = {
+        t["title"]: t["state"]
+        for t in (json.loads(x) for x in run(board, "task", "list", "--json").stdout.splitlines())
+    }
+    assert states == {"collect sources": "completed", "write the summary": "submitted"}

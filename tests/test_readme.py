@@ -36,7 +36,7 @@ def test_readme_opens_with_exactly_two_setup_commands() -> None:
 def test_python_blocks_run_as_pasted(tmp_path: Path) -> None:
     """Each Python block of the README, verbatim, as a script of its own in a fresh directory."""
     python = [body for lang, body in BLOCKS if lang == "python"]
-    assert len(python) == 3
+    assert len(python) == 4
     for number, body in enumerate(python):
         script = tmp_path / f"block{number}.py"
         script.write_text(body)
@@ -53,6 +53,11 @@ def test_python_blocks_run_as_pasted(tmp_path: Path) -> None:
                 "{'answer': 42}",
                 "[('atlas', 'plan'), ('atlas', 'first'), ('bob', 'second')]",  # the join turn, then two
                 "['conversation']",
+            ], run.stdout
+        if number == 3:
+            assert run.stdout.splitlines() == [
+                "a second ack is refused: Fenced",
+                "design -> build | ['results/0', 'results/1', 'results/2']",
             ], run.stdout
     with Board.open(tmp_path / "board") as board:
         assert board.read("research_results/q1") == {"seen": "why?"}  # the watch answered the request
