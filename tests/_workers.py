@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import queue
 import random
+import subprocess
 import sys
 import time
 import traceback
@@ -473,6 +474,36 @@ def cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _CLI_ENV_DROP}
     env.update(extra)
     return env
+
+
+def on_pty(argv: list[str], env: dict[str, str], timeout: float = 30) -> tuple[int, bytes, str]:
+    """Run `argv` with a pseudo-terminal as its stdout: its exit status, all it printed there (as
+    bytes, with the terminal's \r\n), and its stderr."""
+    import pty
+    import tempfile
+
+    main, child = pty.openpty()
+    with tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=child, stderr=err, env=env)
+            os.close(child)
+            child = -1
+            out = b""
+            while True:
+                try:
+                    data = os.read(main, 1 << 16)
+                except OSError:  # EIO: the child end is closed (the process ended)
+                    break
+                if not data:
+                    break
+                out += data
+            status = proc.wait(timeout)
+        finally:
+            if child >= 0:
+                os.close(child)
+            os.close(main)
+        err.seek(0)
+        return status, out, err.read().decode(errors="replace")
 
 
 def command(board: Board, *args: str) -> list[str]:

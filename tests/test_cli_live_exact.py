@@ -3,14 +3,12 @@ code, cursors --reset of a missing cursor. Real `python -m blackboard` processes
 
 from __future__ import annotations
 
-import os
-import pty
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _workers import cli_env, command
+from _workers import cli_env, command, on_pty
 
 from blackboard import Board
 
@@ -27,30 +25,8 @@ def run_cli(board: Board, *args: str, env: dict[str, str] | None = None) -> subp
 
 def run_on_pty(board: Board, *args: str, env: dict[str, str]) -> tuple[int, bytes]:
     """Run the CLI with a pseudo-terminal as its stdout: its exit status and all it printed there."""
-    main, child = pty.openpty()
-    try:
-        proc = subprocess.Popen(
-            command(board, *args), stdin=subprocess.DEVNULL, stdout=child, stderr=subprocess.PIPE, env=env
-        )
-        os.close(child)
-        child = -1
-        out = b""
-        while True:
-            try:
-                data = os.read(main, 1 << 16)
-            except OSError:  # EIO: the child end is closed (the process ended)
-                break
-            if not data:
-                break
-            out += data
-        proc.wait(30)
-        assert proc.stderr is not None
-        proc.stderr.close()
-        return proc.returncode, out
-    finally:
-        if child >= 0:
-            os.close(child)
-        os.close(main)
+    status, out, _ = on_pty(command(board, *args), env)
+    return status, out
 
 
 @pytest.fixture

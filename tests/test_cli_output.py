@@ -5,8 +5,6 @@ completion of command and key names. Real `python -m blackboard` processes on re
 from __future__ import annotations
 
 import json
-import os
-import pty
 import re
 import signal
 import subprocess
@@ -16,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from _workers import cli_env, command
+from _workers import cli_env, command, on_pty
 
 from blackboard import Board
 from blackboard.cli.base import COMMANDS
@@ -41,34 +39,8 @@ def run_cli(board: Board, *args: str, **env: str) -> str:
 
 def run_on_pty(board: Board, *args: str, columns: int = 80) -> list[str]:
     """The lines the command printed to a pseudo-terminal COLUMNS wide (colour codes removed)."""
-    main, child = pty.openpty()
-    try:
-        proc = subprocess.Popen(
-            command(board, *args),
-            stdin=subprocess.DEVNULL,
-            stdout=child,
-            stderr=subprocess.PIPE,
-            env=cli_env(COLUMNS=str(columns), NO_COLOR="1"),
-        )
-        os.close(child)
-        child = -1
-        out = b""
-        while True:
-            try:
-                data = os.read(main, 1 << 16)
-            except OSError:  # EIO: the child end is closed (the process ended)
-                break
-            if not data:
-                break
-            out += data
-        proc.wait(30)
-        assert proc.stderr is not None
-        with proc.stderr:
-            assert proc.returncode == 0, proc.stderr.read()
-    finally:
-        if child >= 0:
-            os.close(child)
-        os.close(main)
+    status, out, err = on_pty(command(board, *args), cli_env(COLUMNS=str(columns), NO_COLOR="1"))
+    assert status == 0, err
     return ANSI.sub("", out.decode().replace("\r\n", "\n")).splitlines()
 
 
@@ -294,23 +266,9 @@ def test_wrap_value_puts_a_long_value_whole_below_its_event() -> None:
 
 
 def test_demo_shows_the_analysts_verdict_whole_at_80_columns(tmp_path: Path) -> None:
-    main, child = pty.openpty()
     args = ["demo", "--board", str(tmp_path / "demo"), "--requests", "2", "--interval", "0.05"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "blackboard", *args], stdout=child, env=cli_env(COLUMNS="80", NO_COLOR="1")
-    )
-    os.close(child)
-    out = b""
-    while True:
-        try:
-            data = os.read(main, 1 << 16)
-        except OSError:
-            break
-        if not data:
-            break
-        out += data
-    os.close(main)
-    assert proc.wait(30) == 0
+    status, out, err = on_pty([sys.executable, "-m", "blackboard", *args], cli_env(COLUMNS="80", NO_COLOR="1"))
+    assert status == 0, err
     lines = ANSI.sub("", out.decode().replace("\r\n", "\n")).splitlines()
     values = []
     for number, line in enumerate(lines):
