@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from blackboard.core.notify import Hub, hub_for
+from blackboard.core.notify import LINGER, Hub, hub_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -53,6 +53,22 @@ def test_no_wake_up_lost_right_after_add(tmp_path: Path) -> None:
         hub.remove(woken.set)
 
 
+def test_a_waker_back_within_the_linger_keeps_the_thread(tmp_path: Path) -> None:
+    """A process that waits again and again (request after request) does not restart the watch."""
+    hub = Hub(tmp_path)
+    hub.linger = 3600.0  # longer than any pause between the two lines below
+    first = threading.Event()
+    assert hub.add(first.set)
+    thread = hub._thread
+    hub.remove(first.set)
+    again = threading.Event()
+    assert hub.add(again.set)
+    assert hub._thread is thread and thread is not None and thread.is_alive()
+    touch(tmp_path)
+    assert again.wait(10)
+    hub.remove(again.set)
+
+
 def test_thread_ends_with_its_last_waker_and_restarts(tmp_path: Path) -> None:
     hub = Hub(tmp_path)
     first, second = threading.Event(), threading.Event()
@@ -63,8 +79,8 @@ def test_thread_ends_with_its_last_waker_and_restarts(tmp_path: Path) -> None:
     hub.remove(first.set)
     assert thread.is_alive()  # one waker left
     hub.remove(second.set)
-    thread.join(5)
-    assert not thread.is_alive(), "the thread outlived its last waker"
+    thread.join(LINGER + 5)
+    assert not thread.is_alive(), "the thread outlived its last waker (and its linger)"
     again = threading.Event()
     assert hub.add(again.set)  # a later watcher starts a new one
     assert hub._thread is not thread and hub._thread is not None and hub._thread.is_alive()

@@ -26,6 +26,8 @@ Waker = Callable[[], None]
 
 _STEP_MS = 1
 _TIMEOUT_MS = 500
+#: Seconds the watch outlives its last waiter (see `Hub.remove`).
+LINGER = 2.0
 
 
 class _StopEvent:
@@ -49,7 +51,8 @@ class _StopEvent:
 
 
 class Hub:
-    """Runs watchfiles in a daemon thread while at least one waiter is registered."""
+    """Runs watchfiles in a daemon thread while at least one waiter is registered (and `LINGER`
+    seconds after the last one left)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -58,6 +61,7 @@ class Hub:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.failed = False
+        self.linger = LINGER
 
     def add(self, waker: Waker) -> bool:
         """Register a waker; False if notifications are unavailable here (poll instead)."""
@@ -81,7 +85,17 @@ class Hub:
         with self._mutex:
             self._wakers.discard(waker)
             if not self._wakers:
-                self._stop.set()
+                # Not at once: a process that waits again and again (an agent's request after
+                # request, a queue consumer's take) would restart the watch each time, 0.5 ms per
+                # wake-up and ~20 ms the first time. It lingers, then stops if nobody came back.
+                timer = threading.Timer(self.linger, self._stop_if_idle, (self._stop,))
+                timer.daemon = True
+                timer.start()
+
+    def _stop_if_idle(self, stop: threading.Event) -> None:
+        with self._mutex:
+            if not self._wakers:
+                stop.set()  # this thread's own stop event: a newer thread is not ours to end
 
     def _run(self, stop: threading.Event, ready: threading.Event) -> None:
         try:
