@@ -10,6 +10,8 @@
     python bench/run.py --only sharedfs   # a soft board through two bindfs views (root, /dev/fuse, bindfs)
     python bench/run.py --only agents      # the agents layer: request/reply, fan-in, CLI request, who
     python bench/run.py --only agents --agents-roundtrips 1000 --agents-messages 2000
+    python bench/run.py --only work        # the work layer: queue take + ack vs redis streams, lease vs write
+    python bench/run.py --only work --work-items 2000 --work-consumers 2
     python bench/run.py --list             # the sections
 
 Each figure is the median of --reps runs, measured on the machine's disk (a temp dir under /tmp
@@ -37,6 +39,7 @@ import _coldstart  # noqa: F401
 import _sharedfs  # noqa: F401
 import _stall  # noqa: F401
 import _txn  # noqa: F401
+import _work
 from _bench import Bench, Sizes
 from _report import Row, console_table, markdown_table, summary
 from _sections import SECTIONS
@@ -152,6 +155,15 @@ WHAT = """\
   cores. `blackboard --as c request srv BODY --timeout 10` by subprocess against the Python
   responder (column: `blackboard read k`, in turns); `me.who()` with `--agents-registered` (1,000)
   agents registered, each with the bench's pid (median of 20 calls).
+- **work** (spec/WORK.md): `--work-items` (10,000) items pushed with `queue.push` before any
+  consumer starts; then `--work-consumers` (4) spawned processes, and in another run one, released
+  by a Barrier, each loop `Consumer.take()` + `queue.ack(..., result_key=, result=)` until the queue
+  is empty; items/s = items / (release -> the last ack); checked after each run: every result key at
+  version 1, `items` of them, `queue.pending` empty. Peer: Redis Streams, `XADD` of the items and a
+  consumer group before the consumers start, each consumer `XREADGROUP ... COUNT 1` + one MULTI/EXEC
+  of `XACK` and `SET` of the result (checked: each XACK returned 1, all results, XPENDING empty).
+  Lease: `--work-pairs` (2,000) `lease.claim` + `lease.release` pairs against as many `board.write`
+  calls on the same board, in turns, in the bench process; us per pair and per write; target <= 3x.
 - Ratios are ours / peer. "better" says which way is good for the figure and for its ratios.
 """
 
@@ -174,7 +186,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for f in dataclasses.fields(_agents.AgentSizes):
         flag, dest = f"--agents-{f.name.replace('_', '-')}", f"agents_{f.name}"
         agents.add_argument(flag, dest=dest, type=int, default=None, metavar="N", help=f"default {f.default}")
+    work = p.add_argument_group("work section (defaults: full run; --quick lowers some)")
+    for f in dataclasses.fields(_work.WorkSizes):
+        flag, dest = f"--work-{f.name.replace('_', '-')}", f"work_{f.name}"
+        work.add_argument(flag, dest=dest, type=int, default=None, metavar="N", help=f"default {f.default}")
     return p.parse_args(argv)
+
+
+def resolve_work_sizes(args: argparse.Namespace) -> _work.WorkSizes:
+    sizes = _work.WorkSizes.quick() if args.quick else _work.WorkSizes()
+    given = {f.name: getattr(args, f"work_{f.name}") for f in dataclasses.fields(_work.WorkSizes)}
+    return dataclasses.replace(sizes, **{k: v for k, v in given.items() if v is not None})
 
 
 def resolve_agent_sizes(args: argparse.Namespace) -> _agents.AgentSizes:
@@ -285,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     bench = Bench.create(resolve_sizes(args), {n: bases[n] for n in names})
     _agents.SIZES = resolve_agent_sizes(args)
+    _work.SIZES = resolve_work_sizes(args)
     rows: list[Row] = []
     try:
         print(f"machine: {machine_line(bench)}", file=sys.stderr)

@@ -1,13 +1,17 @@
-"""A task queue on a board: workers claim tasks with compare-and-set; a killed worker's task is not lost.
+"""Work on a board: a queue with a consumer group, then a plan of tasks with dependencies.
 
-    tasks/<id>       {"n": 7, "state": "pending" | "claimed" | "done", "worker": ..., "deadline": ...}
-    workers/<name>   {"pid": ...}, written by each worker when it is ready
-    queue/closed     true once the producer has posted every task
+Part 1, a work queue (blackboard.work.queue). The producer pushes 20 items under `jobs/`; three
+worker processes of the consumer group `squares` each loop `take()` -> work -> `ack()`, and the ack
+writes the item's result in the same record. One worker is SIGKILLed while it holds an item: no
+one acks it, its lease runs out, and the group redelivers it to another worker (attempt 2).
 
-The main process is the producer. It starts three worker processes, posts tasks, SIGKILLs one worker
-while that worker holds a claim, and at the end checks from the log that every task was done exactly
-once. Run:
-    python examples/task_queue.py [--board DIR]
+Part 2, tasks with dependencies (blackboard.work.tasks). A small plan, where each task names the
+tasks it is blocked by; three worker processes `claim_next()` the oldest ready task and finish it
+with `done()`, so a task starts only after its blockers completed.
+
+At the end, the log is checked: every item's result written once, nothing left pending, every task
+completed once and after its blockers. Run:
+    python examples/task_queue.py [--board DIR] [--keep]
 """
 
 from __future__ import annotations
@@ -15,102 +19,149 @@ from __future__ import annotations
 import argparse
 import atexit
 import multiprocessing as mp
-import os
 import shutil
 import sys
 import tempfile
 import time
-from collections import Counter
-from typing import Any
+from collections.abc import Callable
+from multiprocessing.context import SpawnProcess
 
-from blackboard import Board, VersionConflict
+from blackboard import Board, Fenced
+from blackboard.work import queue, tasks
 
 WORKERS = ("worker-1", "worker-2", "worker-3")
-VICTIM = "worker-3"  # hangs on its first task, and is killed there
-FIRST_BATCH, SECOND_BATCH = 12, 8
-CLAIM_SECONDS = 1.0  # a claim not completed by then may be taken by another worker
-WORK_SECONDS = 0.15
-#: An idle worker re-checks at least this often even if nothing under tasks/ changes (queue/closed).
-MAX_IDLE = 0.5
+VICTIM = "worker-3"  # hangs on its first item, and is killed there
+ITEMS = 20
+LEASE = 1.0  # seconds a worker has to ack an item before the group may give it to another
+GROUP, JOBS = "squares", "jobs/"
+#: The plan: task name -> the names of the tasks it is blocked by (each listed after its blockers).
+PLAN = {
+    "fetch-a": [],
+    "fetch-b": [],
+    "fetch-c": [],
+    "merge": ["fetch-a", "fetch-b"],
+    "analyse": ["merge", "fetch-c"],
+    "report": ["analyse"],
+}
 
 
-def claimable(task: dict[str, Any], now: float) -> bool:
-    # Deadlines are wall-clock times because every process (and host) sharing the board must agree on
-    # them; give CLAIM_SECONDS a margin larger than the clock skew between hosts.
-    return bool(task["state"] == "pending" or (task["state"] == "claimed" and task["deadline"] < now))
-
-
-def take_one(board: Board, name: str, work_seconds: float) -> bool:
-    """Claim a task, do it and complete it. False if no task could be claimed."""
-    for entry in board.entries("tasks/"):
-        task = entry.value
-        if not claimable(task, time.time()):
-            continue
-        claim = {**task, "state": "claimed", "worker": name, "deadline": time.time() + CLAIM_SECONDS}
-        try:
-            # Compare-and-set: written only if the task is still at the version we read, i.e. nobody
-            # claimed (or completed) it since. Two workers racing for one task: exactly one wins.
-            claimed = board.write(entry.key, claim, expect_version=entry.version)
-        except VersionConflict:
-            continue  # another worker got it first: try the next task
-        time.sleep(work_seconds)  # the work itself (an LLM call, a tool run, ...)
-        done = {**claim, "state": "done", "result": task["n"] ** 2}
-        try:
-            # Fencing: complete only if the task is still at the version our claim created. If we
-            # stalled past the deadline and another worker re-claimed the task, the version has moved
-            # on and this write fails, instead of the task being completed twice.
-            board.write(entry.key, done, expect_version=claimed.version)
-        except VersionConflict:
-            print(f"{name}: lost {entry.key} (claim expired and re-claimed); result discarded", flush=True)
-        return True
-    return False
-
-
-def worker(board_dir: str, name: str, work_seconds: float) -> None:
-    with Board.open(board_dir, author=name) as board:
-        board.write(f"workers/{name}", {"pid": os.getpid()})
-        while True:
-            # Take the log position *before* looking at the tasks: the watch below replays everything
-            # after it, so a task posted between our look and the watch starting still wakes us.
-            since = board.last_seq
-            if take_one(board, name, work_seconds):
+def queue_worker(board_dir: str, name: str) -> None:
+    with Board.open(board_dir, author=name) as board, queue.Consumer(board, JOBS, GROUP, name, lease=LEASE) as jobs:
+        board.write(f"ready/{name}", True)
+        while not board.get("jobs-done"):
+            delivery = jobs.take(wait=0.5)  # waits on the log for a new item or an expired lease
+            if delivery is None:
                 continue
-            tasks = board.read_prefix("tasks/")
-            if board.read("queue/closed", False) and all(t["state"] == "done" for t in tasks.values()):
+            if name == VICTIM:
+                time.sleep(60)  # "working": the main process SIGKILLs us here, holding the item
+            if delivery.attempt > 1:
+                print(f"{name}: {delivery.item} redelivered to me (attempt {delivery.attempt})", flush=True)
+            time.sleep(0.05)  # the work itself (an LLM call, a tool run, ...)
+            n = delivery.value["n"]
+            # The ack and the result are one record: written once, whatever kills and redeliveries
+            # happen. An ack of a delivery that was given to someone else meanwhile is refused.
+            try:
+                queue.ack(board, delivery.delivery_id, result_key=f"results/{delivery.item}", result=n * n)
+            except Fenced:  # we were too slow: the item went to another worker, whose result counts
+                print(f"{name}: {delivery.item} was redelivered before my ack; my result is discarded", flush=True)
+
+
+def task_worker(board_dir: str, name: str) -> None:
+    with Board.open(board_dir, author=name) as board:
+        while True:
+            since = board.last_seq  # before looking: a change after it wakes the watch below
+            task = tasks.claim_next(board, name)  # compare-and-set: one worker per task
+            if task is None:
+                if all(t.state in tasks.FINAL for t in tasks.all_tasks(board)):
+                    return
+                with board.watch("tasks/", since=since, timeout=1) as changes:
+                    next(changes, None)  # sleep until a task changes (a blocker completes)
+                continue
+            time.sleep(0.1)
+            tasks.done(board, task.id, name, result=f"{task.title} by {name}")
+
+
+def wait_for(board: Board, prefix: str, count: int, timeout: float) -> None:
+    """Wait until `count` keys under `prefix` were put (replaying the log from its start)."""
+    seen: set[str] = set()
+    with board.watch(prefix, since=0, timeout=timeout) as events:
+        for event in events:
+            seen.add(event.key)
+            if len(seen) == count:
                 return
-            # Nothing to take: sleep until something under tasks/ changes, or until the earliest claim
-            # expires. A holder that died writes nothing, so only the timeout can wake us for its task.
-            deadlines = [t["deadline"] - time.time() for t in tasks.values() if t["state"] == "claimed"]
-            wait = max(min([*deadlines, MAX_IDLE]), 0.01)
-            with board.watch("tasks/", since=since, timeout=wait) as changes:
-                next(changes, None)  # the first change, or None after `wait` idle seconds
+    raise TimeoutError(f"{len(seen)} of {count} keys under {prefix} after {timeout:g} s idle")
 
 
-def post(board: Board, first: int, count: int) -> None:
-    for n in range(first, first + count):
-        board.write(f"tasks/t{n:02d}", {"n": n, "state": "pending"})
+def start(target: Callable[[str, str], None], board_dir: str) -> dict[str, SpawnProcess]:
+    ctx = mp.get_context("spawn")
+    procs = {name: ctx.Process(target=target, args=(board_dir, name)) for name in WORKERS}
+    for proc in procs.values():
+        proc.start()
+    return procs
 
 
-def verify(board: Board, orphan: str) -> list[str]:
-    """Check from the log that each task went to "done" exactly once; print a summary. Returns problems."""
-    per_worker: Counter[str] = Counter()
-    problems = []
-    for key in board.keys("tasks/"):
-        steps = [(event.value["state"], event.value.get("worker")) for event in board.history(key)]
-        done_by = [who for state, who in steps if state == "done"]
-        claimed_by = [who for state, who in steps if state == "claimed"]
-        if len(done_by) != 1:
-            problems.append(f"{key} was done {len(done_by)} times")
+def reap(procs: dict[str, SpawnProcess]) -> list[str]:
+    for proc in procs.values():
+        proc.join(20)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    return [f"{name} exited with {p.exitcode}" for name, p in procs.items() if p.exitcode and name != VICTIM]
+
+
+def part_queue(board: Board, board_dir: str) -> list[str]:
+    procs = start(queue_worker, board_dir)
+    try:
+        wait_for(board, "ready/", len(WORKERS), timeout=15)  # all three compete from the start
+        for n in range(ITEMS):
+            queue.push(board, JOBS, {"n": n})
+        print(f"pushed {ITEMS} items to {JOBS}; {len(WORKERS)} workers in group {GROUP!r}")
+        # Kill the victim the moment the log shows it holding an item.
+        with board.watch(f"groups/{GROUP}/pending/", since=0, timeout=15) as events:
+            held = next((e for e in events if e.value and e.value["consumer"] == VICTIM), None)
+        if held is None:
+            return [f"{VICTIM} never took an item"]
+        procs[VICTIM].kill()  # SIGKILL: no ack, no goodbye
+        print(f"killed {VICTIM} (SIGKILL) while it held {held.value['item']}")
+        wait_for(board, "results/", ITEMS, timeout=15)
+        board.write("jobs-done", True)
+    finally:
+        problems = reap(procs)
+    # The check, from the log: each result written once (version 1), none pending, none dead.
+    results = {e.key: e for e in board.entries("results/")}
+    problems += [f"{k} written {e.version} times" for k, e in results.items() if e.version != 1]
+    if len(results) != ITEMS:
+        problems.append(f"{len(results)} of {ITEMS} results")
+    if queue.pending(board, GROUP) or queue.dead(board, GROUP):
+        problems.append("deliveries left pending or dead")
+    attempts = [e.value["attempt"] for e in board.history(held.key) if e.value]
+    print(f"{held.value['item']}: delivered {len(attempts)} times (attempts {attempts}), its result written once")
+    return problems
+
+
+def part_tasks(board: Board, board_dir: str) -> list[str]:
+    ids: dict[str, str] = {}
+    for title, blockers in PLAN.items():
+        ids[title] = tasks.add(board, title, blocked_by=[ids[b] for b in blockers]).id
+    print(f"added a plan of {len(PLAN)} tasks: " + ", ".join(f"{t} <- {'+'.join(b) or '-'}" for t, b in PLAN.items()))
+    problems = reap(start(task_worker, board_dir))
+    # The check, from the log: each task claimed and completed once, and claimed only after every
+    # one of its blockers completed (seqs order the log).
+    claimed: dict[str, int] = {}
+    completed: dict[str, tuple[int, str]] = {}
+    for title, task_id in ids.items():
+        steps = [(e.seq, e.value["state"], e.value["owner"]) for e in board.history(f"tasks/{task_id}")]
+        claims = [seq for seq, state, _ in steps if state == "working"]
+        dones = [(seq, owner) for seq, state, owner in steps if state == "completed"]
+        if len(claims) != 1 or len(dones) != 1:
+            problems.append(f"{title}: claimed {len(claims)} and completed {len(dones)} times")
             continue
-        per_worker[done_by[0]] += 1
-        if key == orphan:
-            print(f"{key} was re-claimed: claimed by {', '.join(claimed_by)}; done by {done_by[0]}")
-            if done_by[0] == VICTIM:
-                problems.append(f"{key} was done by {VICTIM}, which was killed holding it")
-    print(", ".join(f"{name}: {per_worker[name]} tasks" for name in WORKERS))
-    total = FIRST_BATCH + SECOND_BATCH
-    if sum(per_worker.values()) != total:
-        problems.append(f"{sum(per_worker.values())} of {total} tasks done")
+        claimed[title], completed[title] = claims[0], dones[0]
+    for title, blockers in PLAN.items():
+        if title in claimed and any(b not in completed or completed[b][0] > claimed[title] for b in blockers):
+            problems.append(f"{title} started before its blockers completed")
+    order = sorted(completed, key=lambda t: completed[t][0])
+    print("completed in order: " + ", ".join(f"{t} ({completed[t][1]})" for t in order))
     return problems
 
 
@@ -125,59 +176,20 @@ def main() -> int:
     temp = "" if opts.board or opts.keep else " (a temp dir, removed at exit; --keep keeps it)"
     print(f"board: {board_dir}{temp}")
     started = time.monotonic()
-    ctx = mp.get_context("spawn")
-    # The victim's first task takes a minute: it is sure to be killed while it holds the claim.
-    procs = {
-        name: ctx.Process(target=worker, args=(board_dir, name, 60.0 if name == VICTIM else WORK_SECONDS))
-        for name in WORKERS
-    }
     with Board.init(board_dir, author="producer") as board:
-        if board.keys("tasks/") or board.keys("queue/"):  # the checks below count on a fresh queue
-            print(f"{board_dir} already holds a task queue: give a new or empty board")
+        if board.keys(JOBS) or board.keys("tasks/"):  # the checks below count on a fresh board
+            print(f"{board_dir} already holds work: give a new or empty board")
             return 2
-        start = board.last_seq
-        try:
-            for proc in procs.values():
-                proc.start()
-            # Wait until every worker is up, so that all three compete for the first batch.
-            with board.watch("workers/", since=start, timeout=10) as ready:
-                up = set()
-                for event in ready:
-                    up.add(event.key)
-                    if len(up) == len(WORKERS):
-                        break
-            post(board, 0, FIRST_BATCH)
-            print(f"{len(WORKERS)} workers ready; posted {FIRST_BATCH} tasks")
-
-            # Kill the victim the moment the log shows it holding a claim: it dies mid-task, as a
-            # crashed agent would, and leaves a claim that nobody will complete or release.
-            with board.watch("tasks/", since=start, timeout=10) as events:
-                held = next((e for e in events if e.value.get("worker") == VICTIM), None)
-            if held is None:
-                print(f"FAILED: {VICTIM} never claimed a task")
-                return 1
-            procs[VICTIM].kill()  # SIGKILL: no cleanup, no goodbye, its claim stays on the board
-            procs[VICTIM].join()
-            print(f"killed {VICTIM} (SIGKILL) while it held {held.key}")
-
-            post(board, FIRST_BATCH, SECOND_BATCH)
-            board.write("queue/closed", True)
-            print(f"posted {SECOND_BATCH} more tasks; queue closed")
-            for proc in procs.values():
-                proc.join(20)
-        finally:
-            for proc in procs.values():  # reap every child, whatever happened
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join()
-        problems = verify(board, held.key)
-    problems += [f"{name} exited with {p.exitcode}" for name, p in procs.items() if name != VICTIM and p.exitcode]
+        problems = part_queue(board, board_dir)
+        problems += part_tasks(board, board_dir)
     for problem in problems:
         print(f"FAILED: {problem}")
     if problems:
         return 1
-    total = FIRST_BATCH + SECOND_BATCH
-    print(f"all {total} tasks done, each exactly once, in {time.monotonic() - started:.1f} s")
+    print(
+        f"all {ITEMS} tasks done, each exactly once; the {len(PLAN)}-task plan ran in a valid order"
+        f" ({time.monotonic() - started:.1f} s)"
+    )
     return 0
 
 
