@@ -100,13 +100,13 @@ def start(target: Callable[[str, str], None], board_dir: str) -> dict[str, Spawn
     return procs
 
 
-def reap(procs: dict[str, SpawnProcess]) -> list[str]:
+def reap(procs: dict[str, SpawnProcess], killed: str = "") -> list[str]:
     for proc in procs.values():
         proc.join(20)
         if proc.is_alive():
             proc.kill()
             proc.join()
-    return [f"{name} exited with {p.exitcode}" for name, p in procs.items() if p.exitcode and name != VICTIM]
+    return [f"{name} exited with {p.exitcode}" for name, p in procs.items() if p.exitcode and name != killed]
 
 
 def part_queue(board: Board, board_dir: str) -> list[str]:
@@ -120,13 +120,13 @@ def part_queue(board: Board, board_dir: str) -> list[str]:
         with board.watch(f"groups/{GROUP}/pending/", since=0, timeout=15) as events:
             held = next((e for e in events if e.value and e.value["consumer"] == VICTIM), None)
         if held is None:
-            return [f"{VICTIM} never took an item"]
+            raise TimeoutError(f"{VICTIM} never took an item")
         procs[VICTIM].kill()  # SIGKILL: no ack, no goodbye
         print(f"killed {VICTIM} (SIGKILL) while it held {held.value['item']}")
         wait_for(board, "results/", ITEMS, timeout=15)
-        board.write("jobs-done", True)
     finally:
-        problems = reap(procs)
+        board.write("jobs-done", True)  # the workers stop, whatever happened
+        problems = reap(procs, killed=VICTIM)
     # The check, from the log: each result written once (version 1), none pending, none dead.
     results = {e.key: e for e in board.entries("results/")}
     problems += [f"{k} written {e.version} times" for k, e in results.items() if e.version != 1]
