@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from .. import Board, Fence, Fenced, Held, InvalidValue, VersionConflict
+from .. import Board, Entry, Fence, Fenced, Held, InvalidValue, VersionConflict
 from ..agents import format_ts, off_loop, validate_agent
 
 GRANTS = "leases/"
@@ -55,7 +55,10 @@ class State:
 
 def state(board: Board, name: str) -> State | None:
     """The current grant of lease `name`, or None if it is free (never granted, or released)."""
-    grant = board.get(GRANTS + name)
+    return _state(board, name, board.get(GRANTS + name))
+
+
+def _state(board: Board, name: str, grant: Entry | None) -> State | None:
     if grant is None or not isinstance(grant.value, dict):
         return None
     ttl = float(grant.value.get("ttl") or 0)
@@ -70,23 +73,25 @@ def claim(board: Board, name: str, holder: str, *, ttl: float, wait: float = 0.0
     """Grant lease `name` to `holder`, waiting up to `wait` seconds for it to be free; else `Held`."""
     validate_agent(holder)
     ttl = _check_ttl(ttl)
-    board.keys(GRANTS + name)  # InvalidKey for a bad name, before anything is written
     deadline = time.monotonic() + wait
+    since, grant = 0, None  # first, as if free and absent (a released lease is): one write, no read
     while True:
-        since = board.last_seq  # before looking: a release after it wakes the wait below
-        current = state(board, name)
+        current = _state(board, name, grant)
         if current is None or current.expired:
-            version = 0
-            entry = board.get(GRANTS + name)
-            if entry is not None:
-                version = entry.version
             try:
-                grant = board.write(
-                    GRANTS + name, {"holder": holder, "ttl": ttl}, author=holder, expect_version=version
+                granted = board.write(
+                    GRANTS + name,
+                    {"holder": holder, "ttl": ttl},
+                    author=holder,
+                    expect_version=0 if grant is None else grant.version,  # free as we saw it
                 )
+                return State(name, holder, granted.seq, ttl, granted.ts.timestamp() + ttl)
             except VersionConflict:
-                continue  # another claimant won it first: look again
-            return State(name, holder, grant.seq, ttl, grant.ts.timestamp() + ttl)
+                # Granted (or renewed) since we looked: look again. `since` before looking, so
+                # that a release after the look wakes the wait below.
+                since = board.last_seq if wait > 0 else 0
+                grant = board.get(GRANTS + name)
+                continue
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise Held(name, current.holder, format_ts(current.expires), current.token)
@@ -94,6 +99,8 @@ def claim(board: Board, name: str, holder: str, *, ttl: float, wait: float = 0.0
         nap = max(min(remaining, current.expires - time.time()), 0.01)
         with board.watch(key=GRANTS + name, since=since, timeout=nap) as watcher:
             next(iter(watcher), None)
+        since = board.last_seq
+        grant = board.get(GRANTS + name)
 
 
 def renew(board: Board, name: str, token: int) -> State:
