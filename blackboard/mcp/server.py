@@ -349,6 +349,8 @@ def serve(board_dir: Path, *, agent: str | None, profile: str) -> None:
         server, tools = build(board, agent=agent, profile=profile)
         try:
             server.run("stdio")
+        except* (BrokenPipeError, ConnectionResetError):
+            pass  # the client is gone (killed, or it closed the pipe mid-answer): so is our job
         finally:
             if tools.joined is not None:
                 tools.joined.leave()  # a clean end: offline at once, not after 3 ttls
