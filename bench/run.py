@@ -12,6 +12,7 @@
     python bench/run.py --only agents --agents-roundtrips 1000 --agents-messages 2000
     python bench/run.py --only work        # the work layer: queue take + ack vs redis streams, lease vs write
     python bench/run.py --only work --work-items 2000 --work-consumers 2
+    python bench/run.py --only mcp         # blackboard mcp: tool-call round trip over stdio, idle server CPU
     python bench/run.py --list             # the sections
 
 Each figure is the median of --reps runs, measured on the machine's disk (a temp dir under /tmp
@@ -36,6 +37,7 @@ from pathlib import Path
 import _agents
 import _checksum  # noqa: F401  (each registers its section, after those of _sections)
 import _coldstart  # noqa: F401
+import _mcp
 import _sharedfs  # noqa: F401
 import _stall  # noqa: F401
 import _txn  # noqa: F401
@@ -164,6 +166,10 @@ WHAT = """\
   of `XACK` and `SET` of the result (checked: each XACK returned 1, all results, XPENDING empty).
   Lease: `--work-pairs` (2,000) `lease.claim` + `lease.release` pairs against as many `board.write`
   calls on the same board, in turns, in the bench process; us per pair and per write; target <= 3x.
+- **mcp**: `python -m blackboard mcp` driven by the official SDK's stdio client, one `read` or
+  `write` tool call at a time (1,000 of each after 50 warm-up, over the runs), p50/p99; column: the
+  same `board.read`/`board.write` in the bench process. Idle CPU: the server process's utime + stime
+  from /proc over 2 s with no call, 0.5 s after its last answer, in % of one core (target < 1 %).
 - Ratios are ours / peer. "better" says which way is good for the figure and for its ratios.
 """
 
@@ -308,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench.create(resolve_sizes(args), {n: bases[n] for n in names})
     _agents.SIZES = resolve_agent_sizes(args)
     _work.SIZES = resolve_work_sizes(args)
+    _mcp.SIZES = _mcp.McpSizes.quick() if args.quick else _mcp.McpSizes()
     rows: list[Row] = []
     try:
         print(f"machine: {machine_line(bench)}", file=sys.stderr)
