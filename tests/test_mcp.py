@@ -5,7 +5,9 @@ in tmp_path. No mocks: what a model's client sends is what these tests send."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -425,3 +427,49 @@ def test_killing_the_client_and_its_server_leaves_the_board_consistent(path: Pat
         assert report.ok, report.problems()
         assert len(board.keys("spam/")) > 0
         board.write("after", "kill")  # and it takes writes
+
+
+# -- resources and the README's configuration -------------------------------------------------------------
+
+
+def test_an_entry_is_a_read_only_resource(path: Path) -> None:
+    with Board.open(path) as board:
+        board.write("notes/a", {"n": 1})
+
+    async def main() -> None:
+        async with connect(path) as session:
+            templates = (await session.list_resource_templates()).resource_templates
+            assert [t.uri_template for t in templates] == ["blackboard://entry/{+key}"]
+            read = await session.read_resource("blackboard://entry/notes/a")
+            [content] = read.contents
+            entry = json.loads(getattr(content, "text", ""))
+            assert (entry["key"], entry["value"], entry["version"]) == ("notes/a", {"n": 1}, 1)
+            with pytest.raises(Exception, match="no such key"):
+                await session.read_resource("blackboard://entry/notes/none")
+
+    anyio.run(main)
+
+
+def test_the_readmes_client_configuration_starts_a_working_server(path: Path) -> None:
+    """The `.mcp.json` snippet and the `claude mcp add` line of the README, with a real board path."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("## MCP server") : readme.index("## Keeping the log small")]
+    config = json.loads(
+        next(body for lang, body in re.findall(r"```(\w+)\n(.*?)```", section, re.DOTALL) if "mcpServers" in body)
+    )
+    server = config["mcpServers"]["blackboard"]
+    add = next(line for line in section.splitlines() if line.startswith("claude mcp add blackboard -- "))
+    assert add.split(" -- ", 1)[1].split() == [server["command"], *server["args"]]
+    args = [str(path) if a == "/path/to/board" else a for a in server["args"]]
+    assert server["command"] == "blackboard"
+
+    async def main() -> None:
+        command = str(Path(sys.executable).parent / "blackboard")  # the console script the README names
+        params = StdioServerParameters(command=command, args=args)
+        with open(path.parent / "server.stderr", "a") as errlog:
+            async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as session:
+                await session.initialize()
+                assert {t.name for t in (await session.list_tools()).tools} == set(PROFILES["messaging"])
+                assert (await ok(session, "join"))["name"] == "atlas"
+
+    anyio.run(main)

@@ -26,7 +26,8 @@ from .. import __version__
 from ..agents import Agent, process_name
 from ..agents import presence as _presence
 from ..board import Board
-from ..errors import BlackboardError, InvalidValue, TimedOut
+from ..core import codec as _codec
+from ..errors import BlackboardError, InvalidValue, KeyNotFound, TimedOut
 from ..models import Event
 from ..work import lease as _lease
 from ..work import queue as _queue
@@ -71,8 +72,6 @@ class Tools:
 
     def read(self, key: Key, at: Annotated[int | None, Field(ge=0)] = None) -> dict[str, Any]:
         """The entry of KEY (value, version, seq, author, ts); with `at`, as it was just after that seq."""
-        from ..errors import KeyNotFound
-
         entry = self.board.get(key, at=at)
         if entry is None:
             raise KeyNotFound(key, at=at)
@@ -337,7 +336,29 @@ def build(board: Board, *, agent: str | None, profile: str) -> tuple[MCPServer[A
             annotations=ToolAnnotations(read_only_hint=name in READ_ONLY),
             structured_output=False,
         )
+    _add_entry_resource(server, board)
     return server, tools
+
+
+def _add_entry_resource(server: MCPServer[Any], board: Board) -> None:
+    """`blackboard://entry/{+key}`: an entry, read-only, for clients that attach resources to a
+    prompt. Offered in every profile: a client lists resources on demand, they cost no context."""
+    from mcp.server.mcpserver.exceptions import ResourceError
+
+    @server.resource(
+        "blackboard://entry/{+key}",
+        name="entry",
+        description="The entry of a key, as JSON.",
+        mime_type="application/json",
+    )
+    def entry(key: str) -> str:
+        try:
+            found = board.get(key)
+            if found is None:
+                raise KeyNotFound(key)
+        except BlackboardError as exc:
+            raise ResourceError(str(exc)) from None
+        return _codec.dumps(found.as_dict()).decode()
 
 
 def serve(board_dir: Path, *, agent: str | None, profile: str) -> None:
