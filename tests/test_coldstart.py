@@ -215,3 +215,13 @@ def test_an_unknown_command_is_a_usage_error_with_a_suggestion() -> None:
     assert "No such command 'raed'" in result.output
     if getattr(click.exceptions, "NoSuchCommand", None) is not None:  # click >= 8.4 suggests
         assert "read" in result.output.split("No such command")[1]
+
+
+def test_every_package_of_the_source_tree_is_installed() -> None:
+    """pyproject lists the packages by hand: a new subpackage it forgets is missing from a wheel."""
+    import tomllib
+
+    root = Path(__file__).parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "blackboard").rglob("*.py")}
+    assert listed == found
