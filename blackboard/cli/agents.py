@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from .base import (
     open_board,
     require_agent,
 )
-from .render import age, line_width, short_json
+from .render import age, cell, line_width, short_json, table
 
 #: An unanswered request, a missed call, `inbox --wait` with nothing (base.EXIT_CODES).
 EXIT_TIMED_OUT = 7
@@ -64,20 +64,6 @@ def body_of(raw: str, text: bool) -> Any:
 
 def text_option(f: F) -> F:
     return click.option("--text", is_flag=True, help=TEXT_HELP)(f)
-
-
-def cell(value: Any) -> str:
-    return value if isinstance(value, str) else _codec.dumps(value).decode()
-
-
-def table(rows: Iterable[list[str]]) -> None:
-    """Print rows with every column but the last padded to its widest cell."""
-    rows = list(rows)
-    if not rows:
-        return
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        click.echo("  ".join([*(text.ljust(w) for text, w in zip(row, widths, strict=False)), row[-1]]).rstrip())
 
 
 # -- presence ------------------------------------------------------------------------------------------

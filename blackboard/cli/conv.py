@@ -13,8 +13,9 @@ import click
 
 from ..agents import Agent, Turn
 from ..agents import conversations as _conversations
-from .agents import agent_command, body_of, cell, table
+from .agents import agent_command, body_of
 from .base import emit_json, json_noop_option, open_board, require_agent
+from .render import cell, table
 
 
 @click.group()

@@ -178,3 +178,19 @@ def blame_lines(events: Iterable[Event], *, now: float | None = None) -> list[st
         f"{key:<{key_w}}  seq {seq:>{seq_w}}  {op:<{op_w}}  {version:>{version_w}}  {author:<{author_w}}  {when}"
         for key, seq, op, version, author, when in rows
     ]
+
+
+def cell(value: Any) -> str:
+    return value if isinstance(value, str) else _codec.dumps(value).decode()
+
+
+def table(rows: Iterable[list[str]]) -> None:
+    """Print rows with every column but the last padded to its widest cell."""
+    import click
+
+    rows = list(rows)
+    if not rows:
+        return
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        click.echo("  ".join([*(text.ljust(w) for text, w in zip(row, widths, strict=False)), row[-1]]).rstrip())

@@ -182,20 +182,15 @@ def extend(board_dir: Path, agent: str | None, delivery_id: str, lease: float) -
 
 
 def _rows(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:
+    """JSON lines, or a table for people with a header (a missing value shows as '-')."""
     if as_json:
         for row in rows:
             emit_json(row)
         return
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    from .render import cell, table
+
     if rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
-    for r in cells:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-
-
-def _cell(value: Any) -> str:
-    return "-" if value is None else value if isinstance(value, str) else _codec.dumps(value).decode()
+        table([columns, *([("-" if row.get(c) is None else cell(row.get(c))) for c in columns] for row in rows)])
 
 
 @click.command()
