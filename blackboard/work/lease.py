@@ -17,15 +17,14 @@ from typing import Any
 
 from .. import Board, Entry, Fence, Fenced, Held, InvalidValue, VersionConflict
 from ..agents import format_ts, off_loop, validate_agent
+from .checks import check_seconds
 
 GRANTS = "leases/"
 RENEWALS = "lease-renewals/"
 
 
 def _check_ttl(ttl: float) -> float:
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0.1 <= ttl <= 86400:
-        raise InvalidValue(f"a lease's ttl is 0.1 to 86400 seconds, not {ttl!r}")
-    return float(ttl)
+    return check_seconds("a lease's ttl", ttl, 0.1)
 
 
 @dataclass(frozen=True)

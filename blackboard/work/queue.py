@@ -20,6 +20,7 @@ from typing import Any
 
 from .. import Board, Compacted, Entry, Event, Fenced, InvalidKey, InvalidValue, KeyNotFound, VersionConflict, Watcher
 from ..agents import format_ts, off_loop, validate_agent
+from .checks import check_seconds
 
 GROUPS = "groups/"
 DEFAULT_LEASE = 30.0
@@ -78,12 +79,6 @@ def _delivery(group: str, entry: Entry, value: Any = None) -> Delivery:
         float(rec["lease"]),
         entry.ts.timestamp(),
     )
-
-
-def _check_seconds(what: str, value: float, low: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= 86400:
-        raise InvalidValue(f"{what} is {low:g} to 86400 seconds, not {value!r}")
-    return float(value)
 
 
 def group_meta(
@@ -147,7 +142,7 @@ class Consumer:
         self.prefix = prefix
         self.group = validate_agent(group)
         self.consumer = validate_agent(consumer)
-        self.lease = _check_seconds("a lease", lease, 0.01)
+        self.lease = check_seconds("a lease", lease, 0.01)
         self.meta = group_meta(board, group, prefix, max_deliver=max_deliver, author=consumer)
         self._meta_key, self._cursor_key, self._pending, self._dead = _keys(group)
         self._watcher: Watcher | _Backlog | None = None
@@ -345,7 +340,7 @@ def ack(
 
 def nack(board: Board, delivery_id: str, *, delay: float = 0.0, author: str | None = None) -> None:
     """Give a delivery back: it is redelivered (attempt + 1) once `delay` seconds pass."""
-    delay = _check_seconds("a nack's delay", delay)
+    delay = check_seconds("a nack's delay", delay)
     _, entry = _current(board, delivery_id)
     rec = {**entry.value, "lease": delay, "consumer": None}
     try:
@@ -357,7 +352,7 @@ def nack(board: Board, delivery_id: str, *, delay: float = 0.0, author: str | No
 
 def extend(board: Board, delivery_id: str, *, lease: float, author: str | None = None) -> Delivery:
     """Keep a delivery in progress: its lease runs `lease` seconds from now."""
-    lease = _check_seconds("a lease", lease, 0.01)
+    lease = check_seconds("a lease", lease, 0.01)
     group, entry = _current(board, delivery_id)
     try:
         written = board.write(entry.key, {**entry.value, "lease": lease}, author=author, expect_version=entry.version)

@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import Board, Fence, Fenced, InvalidValue, KeyNotFound, Refused, VersionConflict
 from ..agents import format_ts, validate_agent
+from .checks import check_seconds
 
 PREFIX = "tasks/"
 STATES = ("submitted", "working", "input-required", "completed", "failed", "canceled", "rejected")
@@ -152,8 +153,7 @@ def ready(board: Board) -> list[Task]:
 def claim_next(board: Board, worker: str, *, lease: float = DEFAULT_LEASE) -> Task | None:
     """Claim the oldest ready task for `worker` (compare-and-set: one worker per task); None if none."""
     validate_agent(worker)
-    if isinstance(lease, bool) or not isinstance(lease, int | float) or not 0.01 <= lease <= 86400:
-        raise InvalidValue(f"a lease is 0.01 to 86400 seconds, not {lease!r}")
+    check_seconds("a lease", lease, 0.01)
     while True:
         candidates = ready(board)
         if not candidates:
