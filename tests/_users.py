@@ -63,3 +63,25 @@ def read_only_everywhere(board: Path, *, lock_mode: int = 0o444) -> None:
     for p in [board, *board.rglob("*")]:
         p.chmod(0o555 if p.is_dir() else 0o444)
     (board / "lock").chmod(lock_mode)
+
+
+@pytest.fixture
+def read_only_mount(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """(a directory, a read-only bind mount of it): a board made in the first is read-only in the second."""
+    if os.geteuid() != 0:
+        pytest.skip("a read-only bind mount needs root")
+    source, view = tmp_path / "board", tmp_path / "ro"
+    source.mkdir()
+    view.mkdir()
+    proc = subprocess.run(["mount", "--bind", str(source), str(view)], capture_output=True, timeout=60, check=False)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {proc.stderr.decode().strip()}")
+    try:
+        proc = subprocess.run(
+            ["mount", "-o", "remount,bind,ro", str(view)], capture_output=True, timeout=60, check=False
+        )
+        if proc.returncode != 0:
+            pytest.skip(f"cannot remount read-only here: {proc.stderr.decode().strip()}")
+        yield source, view
+    finally:
+        subprocess.run(["umount", str(view)], check=True, timeout=60)

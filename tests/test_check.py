@@ -313,30 +313,6 @@ def test_7_3_check_a_read_only_copy_without_materialize_lock(shared_dir: Path) -
     assert not (board / "materialize.lock").exists()
 
 
-@pytest.fixture
-def read_only_mount(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    """(the board's directory, a read-only bind mount of it)."""
-    if os.geteuid() != 0:
-        pytest.skip("a read-only bind mount needs root")
-    source, view = tmp_path / "board", tmp_path / "ro"
-    source.mkdir()
-    view.mkdir()
-    proc = subprocess.run(
-        ["mount", "--bind", str(source), str(view)], capture_output=True, timeout=TIMEOUT, check=False
-    )
-    if proc.returncode != 0:
-        pytest.skip(f"cannot bind-mount here: {proc.stderr.decode().strip()}")
-    try:
-        proc = subprocess.run(
-            ["mount", "-o", "remount,bind,ro", str(view)], capture_output=True, timeout=TIMEOUT, check=False
-        )
-        if proc.returncode != 0:
-            pytest.skip(f"cannot remount read-only here: {proc.stderr.decode().strip()}")
-        yield source, view
-    finally:
-        subprocess.run(["umount", str(view)], check=True, timeout=TIMEOUT)
-
-
 @pytest.mark.parametrize("damaged", [False, True], ids=["pending only", "damaged"])
 @pytest.mark.parametrize("lock", ["flock", "soft"])
 def test_7_3_check_a_read_only_mount(

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,30 +94,6 @@ def filled(board: Path, *, lock: str = "flock") -> Path:
 
 
 # -- other users, read-only mounts ----------------------------------------------------------------
-
-
-@pytest.fixture
-def read_only_mount(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    """(a directory, a read-only bind mount of it)."""
-    if os.geteuid() != 0:
-        pytest.skip("a read-only bind mount needs root")
-    source, view = tmp_path / "source", tmp_path / "ro"
-    source.mkdir()
-    view.mkdir()
-    proc = subprocess.run(
-        ["mount", "--bind", str(source), str(view)], capture_output=True, timeout=TIMEOUT, check=False
-    )
-    if proc.returncode:
-        pytest.skip(f"cannot bind-mount here: {proc.stderr.decode().strip()}")
-    try:
-        proc = subprocess.run(
-            ["mount", "-o", "remount,ro,bind", str(view)], capture_output=True, timeout=TIMEOUT, check=False
-        )
-        if proc.returncode:
-            pytest.skip(f"cannot remount read-only here: {proc.stderr.decode().strip()}")
-        yield source, view
-    finally:
-        subprocess.run(["umount", "-l", str(view)], check=False, timeout=TIMEOUT)
 
 
 # -- item 4: init on an existing board -------------------------------------------------------------
