@@ -10,9 +10,11 @@ names exported here.
 from typing import TYPE_CHECKING, Any
 
 from .board import Board
+from .core.rules import CONTRACTS_KEY, KEYS_PREFIX, Contract
 from .errors import (
     BlackboardError,
     Compacted,
+    ContractViolation,
     CorruptLog,
     Fenced,
     Held,
@@ -31,9 +33,10 @@ from .errors import (
     StaleView,
     TimedOut,
     UnknownAgent,
+    Unverified,
     VersionConflict,
 )
-from .models import BoardConfig, Entry, Event, Fence
+from .models import BoardConfig, Entry, Event, Fence, LogRecord, Signer
 
 if TYPE_CHECKING:
     from .core.compact import CompactReport
@@ -45,11 +48,15 @@ if TYPE_CHECKING:
 __version__ = "0.2.0"
 
 __all__ = [
+    "CONTRACTS_KEY",
+    "KEYS_PREFIX",
     "BlackboardError",
     "Board",
     "BoardConfig",
     "CompactReport",
     "Compacted",
+    "Contract",
+    "ContractViolation",
     "CorruptLog",
     "Entry",
     "Event",
@@ -62,6 +69,7 @@ __all__ = [
     "LockLost",
     "LockTimeout",
     "LogGone",
+    "LogRecord",
     "LogTruncated",
     "NoSuchMessage",
     "NotABoard",
@@ -70,11 +78,13 @@ __all__ = [
     "Refused",
     "RepairReport",
     "Report",
+    "Signer",
     "StaleView",
     "Subscription",
     "TimedOut",
     "Transaction",
     "UnknownAgent",
+    "Unverified",
     "VersionConflict",
     "Watcher",
     "__version__",

@@ -25,6 +25,9 @@ from .core.flusher import Flusher
 from .core.index import DELETE, PUT, Slot
 from .core.keys import validate_key, validate_prefix
 from .core.notice import warn
+from .core.perms import group_id
+from .core.record import new_generation, signature_message, signed_bytes
+from .core.rules import CONTRACTS_KEY, Contract
 from .core.softlock import SoftLock
 from .errors import NO_ROOM, BlackboardError, InvalidValue, ReadOnlyBoard
 from .models import (
@@ -38,6 +41,8 @@ from .models import (
     Event,
     Fence,
     HasFence,
+    LogRecord,
+    Signer,
     as_fence,
 )
 
@@ -135,11 +140,14 @@ class Board:
         read_only: bool = False,
         lock_timeout: float = _settings.DEFAULT_LOCK_TIMEOUT,
         flush_interval: float = _settings.DEFAULT_FLUSH_INTERVAL,
+        signer: Signer | None = None,
     ) -> None:
         self.path = Path(path)
         config = _layout.read_config(self.path)
         self.author = _check_author(_settings.author(author))
         self.read_only = read_only
+        #: signs every record whose author is its name (`blackboard.trust.load_signer`; spec/TRUST.md 4)
+        self.signer = signer
         #: the core's interface, for the layers built on a board (compaction, watching, maintenance)
         self.engine = Engine(self.path, config, lock_timeout=lock_timeout)
         self._flusher = Flusher(self._flush_once, flush_interval)
@@ -172,6 +180,11 @@ class Board:
     def flush_interval(self) -> float:
         return self._flusher.interval
 
+    @property
+    def id(self) -> str:
+        """board.json's `id`, which every signature binds its record to ("" on a board made before ids)."""
+        return self.engine.board_id
+
     # -- opening and closing -----------------------------------------------------------------------
 
     @classmethod
@@ -186,6 +199,7 @@ class Board:
         retention_seconds: float = DEFAULT_RETENTION_SECONDS,
         compact_at_bytes: int | None = DEFAULT_COMPACT_AT_BYTES,
         compact_at_dead_ratio: float = DEFAULT_COMPACT_AT_DEAD_RATIO,
+        group: str | None = None,
         **handle: Any,
     ) -> Board:
         """Create a board (idempotent: an existing board keeps its settings) and open it.
@@ -196,9 +210,11 @@ class Board:
         writer then runs on this one host. `fsync=True` makes every write survive power loss.
         Writers compact in the background once the log passes `compact_at_bytes` (default 64 MiB;
         None: never) and `compact_at_dead_ratio` of it is superseded; compaction keeps deletes and
-        idempotency keys `retention_seconds`.
+        idempotency keys `retention_seconds`. `group`: a board that group can use and nobody else
+        (setgid directories whose default ACL makes every later file group-writable: spec/TRUST.md 6).
         """
         root = Path(path)
+        gid = None if group is None else group_id(group)
         if not _layout.Layout(root).config.exists():
             lock = _choose_lock(root, lock, force_lock)
         try:
@@ -210,10 +226,12 @@ class Board:
                 retention_seconds=retention_seconds,
                 compact_at_bytes=compact_at_bytes,
                 compact_at_dead_ratio=compact_at_dead_ratio,
+                # The board's identity, which signatures bind each record to (spec/TRUST.md 4).
+                extra={"id": new_generation(), **({} if group is None else {"group": group})},
             )
         except (ValueError, TypeError) as exc:
             raise InvalidValue(str(exc)) from None
-        _layout.init(Path(path), config)
+        _layout.init(Path(path), config, gid=gid)
         return cls(path, **handle)
 
     @classmethod
@@ -347,7 +365,7 @@ class Board:
         if self._closed:
             raise ReadOnlyBoard(str(self.path), "this handle is closed")
         who = self.author if author is None else _check_author(author)
-        done = self.engine.commit(ops, expect, who, _check_idem(idem), fences)
+        done = self.engine.commit(ops, expect, who, _check_idem(idem), fences, self.signer)
         if not done.duplicate:
             self._flusher.poke()
         return done
@@ -398,6 +416,33 @@ class Board:
             validate_key(key)  # a miss may be a typo'd or invalid key: say so rather than return None
             return None
         return slot if slot.op == PUT else None
+
+    def contracts(self) -> dict[str, Contract]:
+        """The board's contracts as every writer enforces them now, by prefix (spec/TRUST.md 2).
+        `blackboard.trust` sets and removes them."""
+        rules = self.engine.rules()
+        if rules.broken is not None:
+            raise InvalidValue(f"the board's contracts are unusable: {rules.broken}", CONTRACTS_KEY)
+        return dict(rules.contracts)
+
+    def record(self, seq: int) -> LogRecord | None:
+        """The record of `seq` as the log holds it (None if the current log file has none): for
+        checking its signature (spec/TRUST.md 4). A bisection of the log, not a scan."""
+        from .core.history import line_of
+
+        found = line_of(self.engine, seq)
+        return None if found is None else self._log_record(*found)
+
+    def records(self) -> Iterator[LogRecord]:
+        """Every record of the current log file, oldest first, as `record` gives them."""
+        from .core.history import lines
+
+        for rec, line, sealed in lines(self.engine):
+            yield self._log_record(rec, line, sealed)
+
+    def _log_record(self, rec: dict[str, Any], line: bytes, sealed: bool) -> LogRecord:
+        body = signed_bytes(line, rec["sig"], sealed=sealed) if "sig" in rec else None
+        return LogRecord(rec, None if body is None else signature_message(self.engine.board_id, body))
 
     def keys(self, prefix: str = "") -> list[str]:
         """Live keys starting with `prefix` (a plain string prefix), in key order."""

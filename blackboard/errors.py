@@ -158,6 +158,40 @@ class Held(BlackboardError):
         self.token = token
 
 
+class ContractViolation(BlackboardError, ValueError):
+    """A write the board's rules refuse (spec/TRUST.md): a value that breaks its prefix's schema, an
+    author not among the prefix's writers, a value over its size limit, an unsigned write where
+    signatures are required. Nothing was written (CLI exit 12)."""
+
+    exit_code = 12
+
+    def __init__(self, key: str, prefix: str, rule: str, reason: str, path: str = "") -> None:
+        where = f" at {path}" if path else ""
+        super().__init__(f"refused by the contract on {prefix!r}: {key!r}{where}: {reason} (rule {rule})")
+        self.key = key
+        #: the contract's prefix
+        self.prefix = prefix
+        #: which rule: `schema/<path in the schema>`, `writers`, `max_bytes`, `signed`, `contracts`
+        self.rule = rule
+        self.reason = reason
+        #: where in the value (a JSON path like `$.answer`), for a schema rule
+        self.path = path
+
+
+class Unverified(BlackboardError):
+    """A record a reader required to be signed (`verified=True`, `--verified`) is unsigned, or its
+    signature does not verify (spec/TRUST.md section 4). CLI exit 12."""
+
+    exit_code = 12
+
+    def __init__(self, seq: int, key: str, author: str, reason: str) -> None:
+        super().__init__(f"seq {seq} ({key!r} by {author!r}) is not verified: {reason}")
+        self.seq = seq
+        self.key = key
+        self.author = author
+        self.reason = reason
+
+
 class LockTimeout(BlackboardError, TimeoutError):
     """The writer lock could not be taken in time. `holder` names who holds it, when the lock can
     tell (a soft lock's token: "pid N on host H (...)"), else None."""

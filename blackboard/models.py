@@ -174,6 +174,33 @@ def as_fence(fence: Fence | HasFence) -> Fence:
     return found
 
 
+class LogRecord(NamedTuple):
+    """One record of the log as a signature check needs it (spec/TRUST.md 4): the record, checked
+    (its checksum member removed), and the message its `sig` covers (None if it has no `sig`, or one
+    that is not where the spec puts it)."""
+
+    record: dict[str, Any]
+    message: bytes | None
+
+
+class Signer(Protocol):
+    """What signs the records an agent writes (spec/TRUST.md 4): `blackboard.trust.load_signer`
+    makes one from a key created by `blackboard keygen`. A board handle given one signs every record
+    whose author is `name`."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def kid(self) -> str:
+        """The id of its key, as registered at `_board/keys/<name>` (spec/TRUST.md 3)."""
+        ...
+
+    def sign(self, message: bytes) -> str:
+        """The `sig` member's value for `message` (what spec/TRUST.md 4 says a signature covers)."""
+        ...
+
+
 #: Defaults of a new board (spec/FORMAT.md section 3): a board that is just used compacts itself once
 #: its log passes 64 MiB and half of it is superseded, so it never needs an operator to stay fast.
 DEFAULT_COMPACT_AT_BYTES = 64 << 20

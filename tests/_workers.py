@@ -31,6 +31,7 @@ from blackboard import (
     BlackboardError,
     Board,
     Compacted,
+    ContractViolation,
     CorruptLog,
     Fenced,
     Held,
@@ -49,6 +50,7 @@ from blackboard import (
     StaleView,
     TimedOut,
     UnknownAgent,
+    Unverified,
     VersionConflict,
 )
 from blackboard.core.keys import key_to_relpath
@@ -163,6 +165,10 @@ def error_samples() -> dict[str, BlackboardError]:
         "Refused": Refused("conversation c-0123456789ab is closed"),
         "Fenced": Fenced("leases/job", 10, 12),
         "Held": Held("job", "atlas", "2026-12-02T08:00:00.000000Z", 10),
+        "ContractViolation": ContractViolation(
+            "results/q1", "results/", "schema/properties/answer/type", '"x" is not of type "integer"', "$.answer"
+        ),
+        "Unverified": Unverified(7, "plan/a", "atlas", "the signature does not match"),
     }
 
 

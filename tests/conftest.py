@@ -29,6 +29,15 @@ def sealed(line: bytes) -> bytes:
     return reseal(body) + newline
 
 
+@pytest.fixture(autouse=True)
+def keys_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test (and every process it starts) keeps its signing keys in a directory of its own,
+    never in the user's: a key left by one test must not sign another's writes."""
+    path = tmp_path_factory.mktemp("keys")
+    monkeypatch.setenv("BLACKBOARD_KEYS", str(path))
+    return path
+
+
 @pytest.fixture
 def board_path(tmp_path: Path) -> Path:
     """Where the `board` fixture's board lives (a path inside `tmp_path`, not created yet)."""

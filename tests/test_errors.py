@@ -96,6 +96,17 @@ EXPECTED: dict[str, tuple[type[Exception] | None, dict[str, Any], str]] = {
         {"key": "job", "holder": "atlas", "token": 10},
         "'job' is held by atlas (token 10) until 2026-12-02T08:00:00.000000Z unless renewed",
     ),
+    "ContractViolation": (
+        ValueError,
+        {"key": "results/q1", "prefix": "results/", "rule": "schema/properties/answer/type", "path": "$.answer"},
+        "refused by the contract on 'results/': 'results/q1' at $.answer: \"x\" is not of type \"integer\" "
+        "(rule schema/properties/answer/type)",
+    ),
+    "Unverified": (
+        None,
+        {"seq": 7, "key": "plan/a", "author": "atlas"},
+        "seq 7 ('plan/a' by 'atlas') is not verified: the signature does not match",
+    ),
 }
 
 NAMES = sorted(EXPECTED)

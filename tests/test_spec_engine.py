@@ -330,6 +330,9 @@ def test_3_new_board_json_is_version_3_with_its_defaults(path: Path) -> None:
     on_disk = json.loads((path / "board.json").read_bytes())
     block = SPEC.split("## 3. `board.json`")[1].split("| field |")[0]
     example = json.loads("\n".join(line[4:] for line in block.splitlines() if line.startswith("    ")))
+    # The id is random per board (spec 3): 16 lowercase hex digits, as the example's.
+    for config in (on_disk, example):
+        assert re.fullmatch("[0-9a-f]{16}", config.pop("id"))
     assert on_disk == example
     assert on_disk["version"] == 3
     assert on_disk["compact_at_bytes"] == 64 << 20

@@ -118,6 +118,26 @@ class Sent:
         return {"id": self.id, "seq": self.seq, "recipients": list(self.recipients)}
 
 
+#: The envelope's contract (spec/AGENTS.md 4): `blackboard contract set inbox/ --schema builtin:envelope`
+#: makes every writer check it, so that what lands in an inbox is a message its reader can parse.
+ENVELOPE_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "blackboard message envelope (spec/AGENTS.md 4)",
+    "type": "object",
+    "required": ["id", "from", "to", "kind", "body"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[a-z]-[0-9a-f]{12}$"},
+        "from": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+        "to": {"type": "string", "minLength": 1},
+        "kind": {"type": "string", "minLength": 1},
+        "thread": {"type": ["string", "null"]},
+        "reply_to": {"type": ["string", "null"]},
+        "deadline": {"type": ["string", "null"]},
+        "late": {"type": "boolean"},
+    },
+}
+
+
 def envelope(
     message_id: str,
     sender: str,

@@ -38,6 +38,8 @@ Exit codes:
   9  refused: a rejected call, a turn past the limit or in a closed conversation
   10 held: the lease is held by another (claim)
   11 fenced: a newer lease or delivery exists (--fence, renew, ack); nothing written
+  12 refused by a contract (nothing written), or not verified (read --verified,
+     verify found a bad or missing signature)
   130 interrupted
   143 stopped by SIGTERM (watch, tail -f)"""
 
@@ -86,6 +88,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "send": ("agents", "Send BODY to an agent, to '*' or to '@capability'."),
     "status": ("agents", "Set your declared status (available, busy, in-call, ...)."),
     "who": ("agents", "The registered agents and their state (available, stale, ...)."),
+    "contract": ("trust", "The board's contracts per key prefix: set, show, rm."),
+    "keygen": ("trust", "Create agent NAME's signing key and register its public half in the board."),
+    "verify": ("trust", "Check the signature of every record under PREFIX; name each bad one (exit 12)."),
     "blame": ("history", "Who last changed each key starting with PREFIX, when, at which seq."),
     "check": ("admin", "Compare entry files with the log (the source of truth)."),
     "unlock": ("admin", "List the soft writer lock's claims; break those of dead writers (--force: any)."),
@@ -279,7 +284,8 @@ def open_board(
     """Open the board; a process acting as an agent (`agent`, else `--as`/BLACKBOARD_AGENT) writes
     as it unless --author says otherwise, and signs life once: an mtime, no log record (spec/AGENTS.md 3)."""
     name = identity(agent)
-    board = Board.open(board_dir, author=author or name, read_only=read_only)
+    who = author or name
+    board = Board.open(board_dir, author=who, read_only=read_only, signer=None if read_only else _signer(who))
     if name is not None:
         try:
             board.mark_seen(name)
@@ -291,6 +297,34 @@ def open_board(
             board.close()
             raise
     return board
+
+
+def _signer(author: str | None) -> Any:
+    """The signer of a writer whose author holds a key (`blackboard keygen`): its writes are signed.
+    One stat when it holds none; the trust layer is imported only when it does."""
+    name = _settings.author(author)
+    from ..trust.files import has_key
+
+    if not has_key(name):
+        return None
+    from ..trust.keys import load_signer
+
+    return load_signer(name)
+
+
+VERIFIED_HELP = "Only records whose signature verifies (spec/TRUST.md 4)."
+
+
+def verified_option(f: F) -> F:
+    """`--verified` on a reader: the same option, with the same words, on read and watch."""
+    return click.option("--verified", is_flag=True, help=VERIFIED_HELP)(f)
+
+
+def only_verified(board: Board, events: Any) -> Any:
+    """The events whose records verify; each other one is named on stderr and left out."""
+    from ..trust.verify import verified
+
+    return verified(board, events)
 
 
 def author_option(f: F) -> F:

@@ -24,6 +24,7 @@ from .base import (
     full_option,
     json_noop_option,
     open_board,
+    verified_option,
 )
 
 IDEMPOTENCY_HELP = (
@@ -99,12 +100,19 @@ def write(
     metavar="SEQ",
     help="KEY as it was just after seq SEQ (from the retained history and the archive).",
 )
-def read(board_dir: Path, key: str, whole: bool, as_json: bool, raw: bool, at: int | None) -> None:
-    """Print KEY's value as JSON (exit 3 if it has none)."""
+@verified_option
+def read(board_dir: Path, key: str, whole: bool, as_json: bool, raw: bool, at: int | None, verified: bool) -> None:
+    """Print KEY's value as JSON (exit 3 if it has none).
+
+    With --verified, only if its latest record's signature verifies (else exit 12)."""
     with open_board(board_dir, read_only=True) as board:
         entry = board.get(key, at=at)
-    if entry is None:
-        raise KeyNotFound(key, at=at)
+        if entry is None:
+            raise KeyNotFound(key, at=at)
+        if verified:
+            from ..trust.verify import Verifier, check_seq
+
+            check_seq(board, entry.seq, Verifier(board))
     if whole or as_json:
         emit_json(entry.as_dict())
     elif raw and isinstance(entry.value, str):

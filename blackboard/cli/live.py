@@ -15,7 +15,17 @@ import click
 from ..core import codec as _codec
 from ..core import settings as _settings
 from ..models import Event
-from .base import board_option, complete_keys, emit_json, fail, full_option, json_noop_option, open_board
+from .base import (
+    board_option,
+    complete_keys,
+    emit_json,
+    fail,
+    full_option,
+    json_noop_option,
+    only_verified,
+    open_board,
+    verified_option,
+)
 from .execute import EXIT_EXEC_FAILED, ExecPolicy, ExecStopped
 from .render import event_line
 
@@ -178,6 +188,7 @@ def tail(
     type=click.FloatRange(min=0),
     help="Stop after S seconds without an event (with --count: exit 7 if fewer than N came).",
 )
+@verified_option
 @poll_options
 def watch(
     board_dir: Path,
@@ -191,6 +202,7 @@ def watch(
     on_failure: str,
     count: int | None,
     timeout: float | None,
+    verified: bool,
     poll: bool | None,
     poll_interval: float | None,
 ) -> None:
@@ -211,7 +223,7 @@ def watch(
             prefix, key=key, since=start, cursor=cursor, timeout=timeout, poll=poll, poll_interval=poll_interval
         ) as watcher,
     ):
-        for event in watcher:
+        for event in only_verified(board, watcher) if verified else watcher:
             line = _codec.dumps(event.as_dict()).decode()
             if policy is None:
                 click.echo(line)

@@ -155,7 +155,10 @@ def _build_and_switch(
     layout = engine.layout
     end = complete_end(fd)
     report.bytes_before = os.fstat(fd).st_size
-    plan = _plan(layout, fd, end, keep_after, progress, report)
+    # Contracts that keep their prefix's history (spec/TRUST.md 2): (prefix, keep records after).
+    now = time.time()
+    history = [(c.prefix, now - c.retention) for c in engine.rules().contracts.values() if c.retention is not None]
+    plan = _plan(layout, fd, end, keep_after, progress, report, history)
     if plan is None:
         return
     keep, last_seq, purged, old = plan
@@ -222,10 +225,17 @@ _Latest = dict[str, tuple[int, int, bool, str]]
 
 
 def _scan(
-    layout: Layout, fd: int, end: int, keep_after: float, progress: Progress | None, report: CompactReport
+    layout: Layout,
+    fd: int,
+    end: int,
+    keep_after: float,
+    progress: Progress | None,
+    report: CompactReport,
+    history: list[tuple[str, float]],
 ) -> tuple[Header, _Latest, set[int], dict[int, list[str]], int] | None:
     """Pass 1 over the log: every key's latest record (seq, offset, is_delete, ts), the young lines
-    with idempotency keys, the keys of lines that may be kept for more than one key, the last seq."""
+    kept superseded or not (with idempotency keys; under a contract's history retention), the keys
+    of lines that may be kept for more than one key, the last seq."""
     path = layout.log
     header = None
     latest: _Latest = {}
@@ -263,7 +273,7 @@ def _scan(
         if len(changes) > 1:
             refs[offset] = len(changes)
             multi[offset] = [c["key"] for c in changes]
-        if "idem" in rec and _epoch(ts) >= keep_after:
+        if ("idem" in rec and _epoch(ts) >= keep_after) or (history and _kept_history(changes, ts, history)):
             recent_idem.add(offset)
             multi[offset] = [c["key"] for c in changes]
         last_seq = seq
@@ -273,8 +283,20 @@ def _scan(
     return header, latest, recent_idem, multi, last_seq
 
 
+def _kept_history(changes: Any, ts: str, history: list[tuple[str, float]]) -> bool:
+    """Whether a record changes a key whose contract keeps its history, and is younger than that."""
+    when = _epoch(ts)
+    return any(when >= after and c["key"].startswith(prefix) for c in changes for prefix, after in history)
+
+
 def _plan(
-    layout: Layout, fd: int, end: int, keep_after: float, progress: Progress | None, report: CompactReport
+    layout: Layout,
+    fd: int,
+    end: int,
+    keep_after: float,
+    progress: Progress | None,
+    report: CompactReport,
+    history: list[tuple[str, float]],
 ) -> tuple[set[int], int, int, Header] | None:
     """Pass 1: which lines to keep (their offsets), the last seq, the new purged-deletes mark, and
     the old header.
@@ -284,7 +306,7 @@ def _plan(
     older states, which the later records of those keys supersede). A record carrying an idempotency
     key is kept while it is younger than the retention: a retry within it must find it.
     """
-    scan = _scan(layout, fd, end, keep_after, progress, report)
+    scan = _scan(layout, fd, end, keep_after, progress, report, history)
     if scan is None:
         report.skipped = "the log is empty"
         return None

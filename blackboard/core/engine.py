@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..errors import CorruptLog, Fenced, InvalidValue, KeyNotFound, LockLost, LogTruncated, StaleView, VersionConflict
-from ..models import SOFT_LOCK_VERSION, BoardConfig
+from ..models import SOFT_LOCK_VERSION, BoardConfig, Signer
 from . import checkpoint as _checkpoint
 from . import codec as _codec
 from .entries import read_watermark
@@ -31,7 +31,8 @@ from .lock import FlockLock
 from .log import LogFile
 from .mount import fstype_of
 from .notice import warn
-from .record import DELETE, PUT, Change, changes, encode_record, encode_txn, parse_record
+from .record import DELETE, PUT, Change, Sign, changes, encode_record, encode_txn, parse_record, signature_message
+from .rules import CONTRACTS_KEY, KEYS_PREFIX, NO_RULES, Rules, registered_kids
 from .softlock import Note, SoftLock
 
 
@@ -89,6 +90,8 @@ class Engine:
         #: trace: a log that ends below it lost its tail (spec 5.3), and is neither read nor written
         self.floor: tuple[int, str] = (0, "")
         self._seen_before = 0
+        self._rules = NO_RULES
+        self._kid_cache: dict[str, tuple[int, frozenset[str]]] = {}
 
     # -- the view of the log -------------------------------------------------------------------------
 
@@ -180,6 +183,25 @@ class Engine:
     def last_seq(self) -> int:
         return self.refresh().last_seq
 
+    @property
+    def board_id(self) -> str:
+        """board.json's `id` ("" on a board made before ids): what signatures bind a record to."""
+        found = self.config.extra.get("id", "")
+        return found if type(found) is str else ""
+
+    def rules(self, index: Index | None = None) -> Rules:
+        """The board's contracts as of `index` (default: the log's end), compiled once per version."""
+        if index is None:
+            index = self.refresh()
+        slot = index.slots.get(CONTRACTS_KEY)
+        live = slot is not None and slot.op == PUT
+        seq = slot.seq if slot is not None and live else 0
+        rules = self._rules
+        if rules.seq != seq:
+            # Two threads may both compile a new version: the same result, and either may win.
+            rules = self._rules = Rules(seq, slot.value if slot is not None and live else None)
+        return rules
+
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the writer lock (compaction's switch, repair)."""
@@ -229,14 +251,17 @@ class Engine:
         author: str,
         idem: str | None = None,
         fences: dict[str, int] | None = None,
+        signer: Signer | None = None,
     ) -> Committed:
         """Append one record making `ops` (one op: a put or delete record; several: a transaction),
-        if every key in `expect` is at its expected version (0: absent) and every key in `fences`
-        has its latest live change at that seq. All or nothing.
+        if every key in `expect` is at its expected version (0: absent), every key in `fences`
+        has its latest live change at that seq, and the board's contracts allow it. All or nothing.
+        `signer` signs it if its name is `author`.
 
         An `idem` (idempotency key) that a record in the log already carries appends nothing: the
         record it names is returned, `duplicate=True`.
         """
+        sign = self._sign_with(signer) if signer is not None and signer.name == author else None
         self._catch_up()
         self.lock.acquire(self.lock_timeout)
         try:
@@ -257,6 +282,7 @@ class Engine:
                         os.fdatasync(self.log.fd)
                     return done
                 made = _changes(index, ops, expect, fences)
+                self._check_rules(index, made, author, signer if sign is not None else None)
                 if (len(made) > 1 or idem is not None) and self.config.version < 2:
                     # Records older releases cannot read: mark the board so that they refuse it
                     # (format 2; format 3 is for boards whose log carries checksums: spec 3).
@@ -266,9 +292,11 @@ class Engine:
                 sealed = self.log.sealed  # an older board's log stays of its format until compacted
                 if len(made) == 1:
                     c = made[0]
-                    line = encode_record(seq, c.op, c.key, c.value, c.version, author, ts, idem, sealed=sealed)
+                    line = encode_record(
+                        seq, c.op, c.key, c.value, c.version, author, ts, idem, sealed=sealed, sign=sign
+                    )
                 else:
-                    line = encode_txn(seq, made, author, ts, idem, sealed=sealed)
+                    line = encode_txn(seq, made, author, ts, idem, sealed=sealed, sign=sign)
                 self._before_append(index)
                 offset = self.log.append(line)
                 try:
@@ -298,6 +326,27 @@ class Engine:
             finally:
                 os.close(durable_fd)
         return Committed(seq, author, ts, made)
+
+    def _check_rules(self, index: Index, made: list[Change], author: str, signer: Signer | None) -> None:
+        """Under the lock, against the contracts as of the log's end: a contract that another
+        process set a moment ago applies to this write (checked before the lock, it might not)."""
+        signed = signer is not None and signer.kid in self._kids(index, author)
+        self.rules(index).check(made, author, signed, lambda key: index.live_slot(key) is not None)
+
+    def _kids(self, index: Index, name: str) -> frozenset[str]:
+        """The key ids `name` has registered in the board (spec/TRUST.md 3), decoded once per version."""
+        slot = index.live_slot(KEYS_PREFIX + name)
+        if slot is None:
+            return frozenset()
+        cached = self._kid_cache.get(name)
+        if cached is None or cached[0] != slot.seq:
+            cached = self._kid_cache[name] = (slot.seq, registered_kids(slot.value))
+        return cached[1]
+
+    def _sign_with(self, signer: Signer) -> Sign:
+        """What signs a record's bytes: the signer, over the board's context (spec/TRUST.md 4)."""
+        board_id = self.board_id
+        return lambda body: signer.sign(signature_message(board_id, body))
 
     def _catch_up(self) -> None:
         """Before taking the lock, parse what other writers appended, so that the lock is held only

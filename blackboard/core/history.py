@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import Compacted, InvalidValue
 from ..models import Event
 from .log import LogFile
-from .record import LOST, TXN, is_sealed, parse_record
+from .record import LOST, TXN, fast_seq, is_sealed, parse_record
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -133,3 +133,64 @@ def _value_at(engine: Engine, log: LogFile, key: str, at: int) -> Event | None:
 def _chain(*parts: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     for part in parts:
         yield from part
+
+
+def lines(engine: Engine) -> Iterator[tuple[dict[str, Any], bytes, bool]]:
+    """Every record of the current log file, checked, with its line and whether the log is sealed:
+    what a signature check needs (spec/TRUST.md 4)."""
+    log = LogFile(engine.layout.log, uncached=engine.log.uncached)
+    try:
+        log.sync()
+        for offset, line in log.read_lines():
+            yield parse_record(log.path, offset, line, sealed=log.sealed), line, log.sealed
+    finally:
+        log.close()
+
+
+#: Below this many bytes between the bounds, `line_of` reads them in one go rather than bisect on.
+_BISECT_WINDOW = 1 << 13
+
+
+def line_of(engine: Engine, seq: int) -> tuple[dict[str, Any], bytes, bool] | None:
+    """The record of `seq` in the current log file (checked), its line and whether the log is sealed;
+    None if the file has none (compacted away, or not written). A bisection on byte offsets: seqs
+    rise through the file, and our writer puts each line's seq first; a line laid out otherwise
+    ends the bisection, and the rest is read in order."""
+    log = LogFile(engine.layout.log, uncached=engine.log.uncached)
+    try:
+        log.sync()
+        log.read_header()
+        lo = log.offset  # the first record's offset; `hi` is always a line's start or the end
+        hi = os.fstat(log.fd).st_size
+        while hi - lo > _BISECT_WINDOW:
+            mid = (lo + hi) // 2
+            head = os.pread(log.fd, 4096, mid)
+            nl = head.find(b"\n")
+            if nl < 0:
+                break  # a long line: read in order
+            start = mid + nl + 1
+            if start >= hi:
+                break
+            found = fast_seq(log.read_line_at(start))
+            if found is None:
+                break
+            if found <= seq:
+                lo = start
+            else:
+                hi = start
+        # The record, if the file has it, starts in [lo, hi): `hi` is the end or a line of a later seq.
+        data = os.pread(log.fd, hi - lo, lo)
+        offset = lo
+        for line in data.split(b"\n")[: data.count(b"\n")]:  # complete lines only
+            found = fast_seq(line)
+            if found is None or found == seq:
+                rec = parse_record(log.path, offset, line, sealed=log.sealed)
+                if rec["seq"] == seq:
+                    return rec, line, log.sealed
+                found = rec["seq"]
+            if found > seq:
+                break
+            offset += len(line) + 1
+        return None
+    finally:
+        log.close()

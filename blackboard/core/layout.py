@@ -200,8 +200,13 @@ def write_new_file(layout: Layout, target: Path, data: bytes, *, fsync: bool = T
             os.unlink(tmp)
 
 
-def init(root: Path, config: BoardConfig) -> BoardConfig:
-    """Create the board at `root` (idempotent: an existing board is left as it is and its settings win)."""
+def init(root: Path, config: BoardConfig, *, gid: int | None = None) -> BoardConfig:
+    """Create the board at `root` (idempotent: an existing board is left as it is and its settings win).
+
+    `gid`: a board that group shares and nobody else can use (core/perms.py)."""
+    from .notice import warn
+    from .perms import share_directory, share_file
+
     layout = Layout(root)
     if layout.config.exists():
         return read_config(root)
@@ -210,6 +215,13 @@ def init(root: Path, config: BoardConfig) -> BoardConfig:
     try:
         for d in (root, layout.entries, layout.cursors, layout.tmp, layout.archive):
             d.mkdir(parents=True, exist_ok=True)
+            if gid is not None and not share_directory(d, gid) and d == root:
+                warn(
+                    "%s: the filesystem keeps no POSIX ACLs: files made later get their creator's umask "
+                    "(members should use umask 007)",
+                    root,
+                )
+        made = [layout.lock, layout.materialize_lock, layout.log, layout.watermark]
         for empty in (layout.lock, layout.materialize_lock):
             with contextlib.suppress(FileExistsError):
                 os.close(os.open(empty, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
@@ -219,9 +231,14 @@ def init(root: Path, config: BoardConfig) -> BoardConfig:
             from .softlock import create_lock_dir
 
             create_lock_dir(root / "lock.d")
+        if gid is not None:  # what init made before the ACL could apply (and on a filesystem with none)
+            for path in made:
+                share_file(path, gid)
         # board.json last: its presence is what makes the directory a board, so a crash above leaves
         # a directory that init completes and open refuses.
         write_new_file(layout, layout.config, _codec.dumps_pretty(config.as_dict()))
+        if gid is not None:
+            share_file(layout.config, gid)
     except PermissionError as exc:
         raise ReadOnlyBoard(str(root), f"cannot create the board ({exc.strerror})") from None
     except OSError as exc:

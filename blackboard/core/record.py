@@ -7,7 +7,8 @@ Every other module asks this one what a line means. A record is one JSON object 
     {"seq":8,"op":"txn","ops":[{"op":"put","key":"a","value":1,"version":1},
                                {"op":"delete","key":"b","value":null,"version":0}],"author":"a@h","ts":"...Z"}
 
-with an optional `"idem":"..."` (the idempotency key of the write) after `ts`, and, in a log of
+with an optional `"idem":"..."` (the idempotency key of the write) after `ts`, an optional
+`"sig":"..."` (the writer's signature of every byte before `,"sig":`, spec/TRUST.md 4) after that, and, in a log of
 format 3, the record's checksum as its last member, `"xxh3":"<16 hex digits>"`: XXH3-64 of every byte
 of the line before `,"xxh3":"` (spec 5.3). A flipped bit anywhere in the line is then detected, not
 read as another value. Lines are built by concatenation so that a value is encoded exactly once;
@@ -19,6 +20,7 @@ writers may order fields as they like (the checksum member alone has a fixed pla
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple, cast
@@ -45,6 +47,10 @@ _SEAL_TAIL = len(_SEAL) + 16 + 2
 assert _SEAL_TAIL == 27  # spelled out on the hot paths
 _NO_SEAL = "no checksum (a log of format 3 has one on every line)"
 _MISMATCH = "checksum mismatch (the record was damaged)"
+#: The signature member, right before the checksum member (or the closing brace of an older log's line).
+SIG_MEMBER = b',"sig":'
+#: What signs a record: the bytes of its line before `,"sig":` -> the member's value (spec/TRUST.md 4).
+Sign = Callable[[bytes], str]
 
 
 class Change(NamedTuple):
@@ -183,9 +189,10 @@ def encode_record(
     idem: str | None = None,
     *,
     sealed: bool = True,
+    sign: Sign | None = None,
 ) -> bytes:
-    """One put or delete line, newline included, fields in the order spec/FORMAT.md gives; with its
-    checksum unless the log is of an older format (`sealed=False`)."""
+    """One put or delete line, newline included, fields in the order spec/FORMAT.md gives; signed by
+    `sign` if given; with its checksum unless the log is of an older format (`sealed=False`)."""
     body = b"".join(
         (
             b'{"seq":%d,"op":"%s","key":' % (seq, op.encode()),
@@ -199,7 +206,37 @@ def encode_record(
             b'"' if idem is None else b'","idem":' + _codec.dumps(idem),
         )
     )
+    return _close(body, sealed, sign)
+
+
+def _close(body: bytes, sealed: bool, sign: Sign | None) -> bytes:
+    """A record's line from its body (no closing brace): its signature member, then its checksum."""
+    if sign is not None:
+        body = body + SIG_MEMBER + _codec.dumps(sign(body))
     return seal(body) + b"\n" if sealed else body + b"}\n"
+
+
+#: What a signature covers, before the record's bytes: a context that no other use of the key shares,
+#: and the board's id (board.json's `id`), so that a record copied from another board does not verify.
+SIG_CONTEXT = b"blackboard-record-signature/1\n"
+
+
+def signature_message(board_id: str, body: bytes) -> bytes:
+    """The message an agent signs for a record whose line, before `,"sig":`, is `body`."""
+    return b"".join((SIG_CONTEXT, board_id.encode(), b"\n", body))
+
+
+def signed_bytes(line: bytes, sig: object, *, sealed: bool) -> bytes | None:
+    """The bytes a record's signature covers: its line before `,"sig":`, if the member `sig` (its
+    value, as parsed) is where spec/TRUST.md 4 puts it, spelled as our writer spells it; else None."""
+    if type(sig) is not str:
+        return None
+    line = line.rstrip(b"\n")
+    member = SIG_MEMBER + _codec.dumps(sig)
+    end = len(line) - (_SEAL_TAIL if sealed else 1)
+    if end < len(member) or line[end - len(member) : end] != member:
+        return None
+    return line[: end - len(member)]
 
 
 def encode_lost(first: int, seq: int, author: str, ts: str) -> bytes:
@@ -212,7 +249,14 @@ def encode_lost(first: int, seq: int, author: str, ts: str) -> bytes:
 
 
 def encode_txn(
-    seq: int, changes: list[Change], author: str, ts: str, idem: str | None = None, *, sealed: bool = True
+    seq: int,
+    changes: list[Change],
+    author: str,
+    ts: str,
+    idem: str | None = None,
+    *,
+    sealed: bool = True,
+    sign: Sign | None = None,
 ) -> bytes:
     """One transaction line: every change of the transaction, one seq."""
     ops = b",".join(
@@ -234,7 +278,7 @@ def encode_txn(
             b'"' if idem is None else b'","idem":' + _codec.dumps(idem),
         )
     )
-    return seal(body) + b"\n" if sealed else body + b"}\n"
+    return _close(body, sealed, sign)
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -281,11 +325,16 @@ def parse_record(path: Path | str, offset: int, line: bytes, *, sealed: bool, ch
             ok = False
         if ok and "idem" in rec:
             ok = type(rec["idem"]) is str
+        if ok and "sig" in rec:
+            ok = type(rec["sig"]) is str
     except (KeyError, TypeError):  # a field missing, or not an object at all
         ok = False
     if not ok:
         raise corrupt(
-            path, offset, "not a record (seq, op, key, value, version, author or ts missing or mistyped)", line
+            path,
+            offset,
+            "not a record (seq, op, key, value, version, author, ts, idem or sig missing or mistyped)",
+            line,
         )
     if check_ts:
         try:
