@@ -55,6 +55,11 @@ from .base import EXIT_CHECK_FAILED, board_option, emit_json, fail, json_noop_op
     help="...and at least this share of its records is superseded.",
 )
 @click.option("--no-auto-compact", is_flag=True, help="Writers never compact on their own (run `compact` yourself).")
+@click.option(
+    "--group",
+    metavar="NAME",
+    help="A board group NAME can use and others cannot: setgid, group-writable, no world access.",
+)
 @json_noop_option
 def init(
     board_dir: Path,
@@ -66,13 +71,14 @@ def init(
     compact_at_bytes: int,
     compact_at_dead_ratio: float,
     no_auto_compact: bool,
+    group: str | None,
 ) -> None:
     """Create a board (an existing board is left as it is). Prints its path, lock, compact_at_bytes
     and last seq as JSON.
 
     Settings are fixed at init (spec 3). On an existing board a plain `init` changes nothing and
     prints the same JSON (exit 0); one given a setting (--lock, --fsync, --max-value-bytes,
-    --retention, --compact-at-bytes, --compact-at-dead-ratio, --no-auto-compact) that differs from
+    --retention, --compact-at-bytes, --compact-at-dead-ratio, --no-auto-compact, --group) that differs from
     the board's is an error, exit 2, that names each of them, and it too changes nothing.
     """
     ctx = click.get_current_context()
@@ -90,16 +96,19 @@ def init(
         retention_seconds=retention,
         compact_at_bytes=None if no_auto_compact else compact_at_bytes,
         compact_at_dead_ratio=compact_at_dead_ratio,
+        group=group,
     ) as board:
         config = board.config
         differ = _differing_settings(ctx, config)
+        if group is not None and config.extra.get("group") != group:
+            differ.append(("group", f"--group {group}"))
         if differ:
             # A board created just now has the settings given: only an existing board can differ.
             fields = [field for field, _ in differ]
             fields += [] if "lock" in fields else ["lock"]  # which kind of board it is, always
             fail(
                 f"{board.path} exists with "
-                + ", ".join(f"{field} {_setting(getattr(config, field))}" for field in fields)
+                + ", ".join(f"{field} {_setting(config.as_dict().get(field))}" for field in fields)
                 + "; init was given "
                 + ", ".join(given for _, given in differ)
                 + ": settings are fixed at init (spec 3)",
@@ -112,6 +121,7 @@ def init(
                 "lock": config.lock,
                 "compact_at_bytes": config.compact_at_bytes,
                 "last_seq": board.last_seq,
+                **({"group": config.extra["group"]} if "group" in config.extra else {}),
             }
         )
 

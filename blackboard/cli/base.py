@@ -322,7 +322,7 @@ def verified_option(f: F) -> F:
 
 def only_verified(board: Board, events: Any) -> Any:
     """The events whose records verify; each other one is named on stderr and left out."""
-    from ..trust.verify import verified
+    from ..trust.signatures import verified
 
     return verified(board, events)
 

@@ -110,7 +110,7 @@ def read(board_dir: Path, key: str, whole: bool, as_json: bool, raw: bool, at: i
         if entry is None:
             raise KeyNotFound(key, at=at)
         if verified:
-            from ..trust.verify import Verifier, check_seq
+            from ..trust.signatures import Verifier, check_seq
 
             check_seq(board, entry.seq, Verifier(board))
     if whole or as_json:

@@ -193,7 +193,7 @@ def verify(board_dir: Path, prefix: str, as_json: bool) -> None:
     seq, a forged author) or an unsigned record where one is due (a `signed` contract, or an agent
     that registered a key before it).
     """
-    from ..trust.verify import verify as check
+    from ..trust.signatures import verify as check
 
     with open_board(board_dir, read_only=True) as board:
         report = check(board, prefix)

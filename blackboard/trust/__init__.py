@@ -25,7 +25,7 @@ if TYPE_CHECKING:
         registered,
         save_key,
     )
-    from .verify import Checked, Report, Verifier, read_verified, verified, verify
+    from .signatures import Checked, Report, Verifier, read_verified, verified, verify
 
 __all__ = [
     "ENV_KEYS",
@@ -67,7 +67,7 @@ _LAZY = {
         ".keys",
     ),
     **dict.fromkeys(("ENV_KEYS", "has_key", "keys_dir"), ".files"),
-    **dict.fromkeys(("Checked", "Report", "Verifier", "read_verified", "verified", "verify"), ".verify"),
+    **dict.fromkeys(("Checked", "Report", "Verifier", "read_verified", "verified", "verify"), ".signatures"),
 }
 
 
