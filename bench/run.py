@@ -13,6 +13,7 @@
     python bench/run.py --only work        # the work layer: queue take + ack vs redis streams, lease vs write
     python bench/run.py --only work --work-items 2000 --work-consumers 2
     python bench/run.py --only mcp         # blackboard mcp: tool-call round trip over stdio, idle server CPU
+    python bench/run.py --only trust       # the trust layer: schema-checked and signed writes vs plain, verify
     python bench/run.py --list             # the sections
 
 Each figure is the median of --reps runs, measured on the machine's disk (a temp dir under /tmp
@@ -40,6 +41,7 @@ import _coldstart  # noqa: F401
 import _mcp
 import _sharedfs  # noqa: F401
 import _stall  # noqa: F401
+import _trust
 import _txn  # noqa: F401
 import _work
 from _bench import Bench, Sizes
@@ -170,6 +172,14 @@ WHAT = """\
   `write` tool call at a time (1,000 of each after 50 warm-up, over the runs), p50/p99; column: the
   same `board.read`/`board.write` in the bench process. Idle CPU: the server process's utime + stime
   from /proc over 2 s with no call, 0.5 s after its last answer, in % of one core (target < 1 %).
+- **trust** (spec/TRUST.md): in the bench process, a fresh board per variant, 5 rounds in a rotating
+  order, 20,000 timed `board.write(f"results/{i % 1000}", {"answer": i, "note": ...})` each by author
+  atlas after 200 warm-up: plain; under a schema contract on `results/`; signed with a registered
+  Ed25519 key (no contract); signed + the schema contract with `signed=True`; the same with an HMAC
+  group key. us per write, column the plain write; target: signed + validated <= 2x plain. Then
+  `trust.verify(board, "results/")` on the board, timed (records/s) and checked (every record
+  verified, or unsigned on the plain board). Rows "alone": `signer.sign()` of one record's message,
+  and the contract check's `codec.decode` + `is_valid` of one value.
 - Ratios are ours / peer. "better" says which way is good for the figure and for its ratios.
 """
 
@@ -315,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     _agents.SIZES = resolve_agent_sizes(args)
     _work.SIZES = resolve_work_sizes(args)
     _mcp.SIZES = _mcp.McpSizes.quick() if args.quick else _mcp.McpSizes()
+    _trust.SIZES = _trust.TrustSizes.quick() if args.quick else _trust.TrustSizes()
     rows: list[Row] = []
     try:
         print(f"machine: {machine_line(bench)}", file=sys.stderr)
