@@ -49,7 +49,8 @@ echo "board: $BLACKBOARD_DIR${temp:+ (a temp dir, removed at exit; --keep keeps 
 start=$("${bb[@]}" seq)
 
 # The handler, run by sh once per question. It passes BLACKBOARD_VALUE on as JSON and never evaluates
-# it: what is on a board is data, not code. BLACKBOARD_AUTHOR (set for the agent below) signs the write.
+# it: what is on a board is data, not code. BLACKBOARD_AUTHOR (set for the agent below) names the writer;
+# it proves nothing unless shell-agent holds a key (`blackboard keygen --as shell-agent`: spec/TRUST.md).
 handler='
 id=${BLACKBOARD_KEY#questions/}
 words=$(printf "%s" "$BLACKBOARD_VALUE" | wc -w | tr -d " ")

@@ -36,7 +36,7 @@ def test_readme_opens_with_exactly_two_setup_commands() -> None:
 def test_python_blocks_run_as_pasted(tmp_path: Path) -> None:
     """Each Python block of the README, verbatim, as a script of its own in a fresh directory."""
     python = [body for lang, body in BLOCKS if lang == "python"]
-    assert len(python) == 4
+    assert len(python) == 5
     for number, body in enumerate(python):
         script = tmp_path / f"block{number}.py"
         script.write_text(body)
@@ -59,6 +59,8 @@ def test_python_blocks_run_as_pasted(tmp_path: Path) -> None:
                 "a second ack is refused: Fenced",
                 "design -> build | ['results/0', 'results/1', 'results/2']",
             ], run.stdout
+        if number == 4:
+            assert run.stdout.splitlines() == ["refused: signed", "{'do': 'collect sources'} True"], run.stdout
     with Board.open(tmp_path / "board") as board:
         assert board.read("research_results/q1") == {"seen": "why?"}  # the watch answered the request
         assert board.read("tasks/7") == {"owner": "me"}

@@ -525,3 +525,20 @@ def test_trust_6_an_unknown_group_is_refused_and_makes_nothing(tmp_path: Path) -
     )
     assert proc.returncode == 2 and "no such group: 'no-such-group-x'" in proc.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_trust_readme_shell_block_runs_verbatim(tmp_path: Path) -> None:
+    """The README's trust tour, pasted into bash -e (the group made the current user's own)."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("### Contracts and signed writes")[1].split("```sh\n")[1].split("```")[0]
+    block = block.replace("--group staff", f"--group {grp.getgrgid(os.getgid()).gr_name}")
+    env = cli_env(PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    proc = subprocess.run(
+        ["bash", "-e", "-c", block], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env, check=False
+    )
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert proc.stdout.splitlines().count("12") == 2, proc.stdout  # the two refused writes, nothing written
+    assert '"answer" is a required property' in proc.stderr and "not one of its writers" in proc.stderr
+    assert "0 problems" in proc.stdout and "inbox/" in proc.stdout
+    with Board.open(tmp_path / "team") as team:
+        assert sorted(team.keys("results/")) == ["results/q1"]

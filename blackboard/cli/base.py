@@ -300,16 +300,10 @@ def open_board(
 
 
 def _signer(author: str | None) -> Any:
-    """The signer of a writer whose author holds a key (`blackboard keygen`): its writes are signed.
-    One stat when it holds none; the trust layer is imported only when it does."""
-    name = _settings.author(author)
-    from ..trust.files import has_key
+    """The signer of a writer whose author holds a key (`blackboard keygen`): its writes are signed."""
+    from ..trust.files import signer_for
 
-    if not has_key(name):
-        return None
-    from ..trust.keys import load_signer
-
-    return load_signer(name)
+    return signer_for(_settings.author(author))
 
 
 VERIFIED_HELP = "Only records whose signature verifies (spec/TRUST.md 4)."

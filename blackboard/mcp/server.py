@@ -363,7 +363,10 @@ def _add_entry_resource(server: MCPServer[Any], board: Board) -> None:
 
 def serve(board_dir: Path, *, agent: str | None, profile: str) -> None:
     """Open the board once and answer tool calls on stdin/stdout until the client closes stdin."""
-    board = Board.open(board_dir, author=agent)
+    from ..trust.files import signer_for
+
+    # An agent that holds a key (`blackboard keygen --as NAME`) signs what it writes here too.
+    board = Board.open(board_dir, author=agent, signer=None if agent is None else signer_for(agent))
     try:
         if agent is not None:
             board.mark_seen(agent)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .contracts import load_schema, remove_contract, set_contract
+    from .files import signer_for
     from .keys import (
         ENV_KEYS,
         Ed25519Signer,
@@ -45,6 +46,7 @@ __all__ = [
     "remove_contract",
     "save_key",
     "set_contract",
+    "signer_for",
     "verified",
     "verify",
 ]
@@ -66,7 +68,7 @@ _LAZY = {
         ),
         ".keys",
     ),
-    **dict.fromkeys(("ENV_KEYS", "has_key", "keys_dir"), ".files"),
+    **dict.fromkeys(("ENV_KEYS", "has_key", "keys_dir", "signer_for"), ".files"),
     **dict.fromkeys(("Checked", "Report", "Verifier", "read_verified", "verified", "verify"), ".signatures"),
 }
 

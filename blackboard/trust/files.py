@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 ENV_KEYS = "BLACKBOARD_KEYS"
 #: An agent name (spec/AGENTS.md 1), as agents.names checks it.
@@ -33,3 +34,14 @@ def has_key(name: str, directory: Path | None = None) -> bool:
         return ((directory or keys_dir()) / f"{name}.key").is_file()
     except OSError:  # a keys directory this process may not enter (another user's home): it holds none
         return False
+
+
+def signer_for(name: str, directory: Path | None = None) -> Any:
+    """The signer of agent `name` if this user holds its key (else None): what a writing adapter
+    (CLI, MCP server) gives its board, so that an agent's writes are signed once it ran `keygen`.
+    One stat when it holds none; the rest of the trust layer loads only when it does."""
+    if not has_key(name, directory):
+        return None
+    from .keys import load_signer
+
+    return load_signer(name, directory)

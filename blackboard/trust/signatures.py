@@ -50,6 +50,7 @@ class Verifier:
         self.board = board
         self.directory = directory
         self._public: dict[str, Any] = {}
+        self._secrets: dict[str, tuple[bytes, str]] = {}
 
     def check(self, found: LogRecord, keysets: dict[str, list[dict[str, Any]]] | None = None) -> Checked:
         """The status of one record. `keysets`: the keys to check against, by agent (default: what
@@ -88,16 +89,24 @@ class Verifier:
             return self._ed25519(entry, kid, signature, message, result)
         if alg == HMAC:
             try:
-                secret = read_secret(str(entry.get("group")), self.directory)
+                secret, secret_kid = self._secret(str(entry.get("group")))
             except (KeyNotFound, InvalidKey):
                 return result(
                     UNCHECKED, f"an HMAC signature of group {entry.get('group')!r}, whose secret is not here", kid
                 )
-            if hmac_kid(secret) != kid:
+            if secret_kid != kid:
                 return result(UNCHECKED, f"the secret held for group {entry.get('group')!r} is another one", kid)
             good = hmac.compare_digest(hmac.digest(secret, message, "sha256"), signature)
             return result(OK, "") if good else result(BAD, "the HMAC does not match (a changed record?)", kid)
         return result(BAD, f"unknown signature algorithm {alg!r}", kid)
+
+    def _secret(self, group: str) -> tuple[bytes, str]:
+        """A group's secret and its id, read once per verifier (a read per record halved HMAC's speed)."""
+        found = self._secrets.get(group)
+        if found is None:
+            secret = read_secret(group, self.directory)
+            found = self._secrets[group] = (secret, hmac_kid(secret))
+        return found
 
     def _ed25519(self, entry: dict[str, Any], kid: str, signature: bytes, message: bytes, result: Any) -> Checked:
         try:
