@@ -347,6 +347,23 @@ def full_option(f: F) -> F:
     return click.option("--full", is_flag=True, help=FULL_HELP)(f)
 
 
+def subcommand(group: click.Group, name: str, make: Callable[[str], Any] = click.command) -> Callable[[F], F]:
+    """Add a subcommand `name` to `group` (built by `make`, default `click.command`). The module keeps
+    the plain function, so that the lazy group's table (COMMANDS) lists only top-level commands."""
+
+    def register(f: F) -> F:
+        group.add_command(make(name)(f))
+        return f
+
+    return register
+
+
+def group_json(group: click.Group, as_json: bool) -> bool:
+    """A subcommand's `--json`, or its group's: `task --json list` as `task list --json`."""
+    parent = click.get_current_context().parent
+    return as_json or bool(parent is not None and parent.command is group and parent.params.get("as_json"))
+
+
 def emit_json(obj: Any) -> None:
     click.echo(_codec.dumps(obj).decode())
 

@@ -5,16 +5,14 @@ turn, with an optional turn limit (spec/AGENTS.md 6). Translation only, as in cl
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
 from ..agents import Agent, Turn
 from ..agents import conversations as _conversations
 from .agents import agent_command, body_of
-from .base import emit_json, json_noop_option, open_board, require_agent
+from .base import emit_json, group_json, json_noop_option, open_board, require_agent, subcommand
 from .render import cell, table
 
 
@@ -28,27 +26,11 @@ def conv(as_json: bool) -> None:
     """
 
 
-def _conv_command(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Add a subcommand to `conv`. The module keeps the plain function, so that the lazy group's
-    table (base.COMMANDS) lists only top-level commands."""
-
-    def register(f: Callable[..., Any]) -> Callable[..., Any]:
-        conv.add_command(agent_command(name)(f))
-        return f
-
-    return register
-
-
-def _wants_json(as_json: bool) -> bool:
-    parent = click.get_current_context().parent
-    return as_json or bool(parent is not None and parent.command is conv and parent.params.get("as_json"))
-
-
 def _turn_text(turn: Turn) -> str:
     return cell(turn.text)
 
 
-@_conv_command("new")
+@subcommand(conv, "new", agent_command)
 @click.option("--topic", required=True, help="What it is about.")
 @click.option("--with", "others", required=True, metavar="A,B,...", help="The other participants (registered agents).")
 @click.option("--turn-limit", type=click.IntRange(min=1), metavar="N", help="At most N message turns.")
@@ -82,7 +64,7 @@ def say(board_dir: Path, agent: str | None, cid: str, text: str) -> None:
 conv.add_command(say)
 
 
-@_conv_command("show")
+@subcommand(conv, "show", agent_command)
 @click.argument("cid", metavar="CONV")
 @click.option("--json", "as_json", is_flag=True, help="The meta, then one JSON turn per line.")
 def conv_show(board_dir: Path, agent: str | None, cid: str, as_json: bool) -> None:
@@ -90,7 +72,7 @@ def conv_show(board_dir: Path, agent: str | None, cid: str, as_json: bool) -> No
     with open_board(board_dir, agent=agent, read_only=True) as board:
         meta = _conversations.meta(board, cid)
         turns = _conversations.turns(board, cid)
-    if _wants_json(as_json):
+    if group_json(conv, as_json):
         emit_json(meta)
         for turn in turns:
             emit_json(turn.as_dict())
@@ -101,7 +83,7 @@ def conv_show(board_dir: Path, agent: str | None, cid: str, as_json: bool) -> No
     table([str(t.n), t.sender, _turn_text(t)] for t in turns)
 
 
-@_conv_command("watch")
+@subcommand(conv, "watch", agent_command)
 @click.argument("cid", metavar="CONV")
 @click.option(
     "--since",
@@ -117,7 +99,7 @@ def conv_watch(board_dir: Path, agent: str | None, cid: str, since: int, timeout
     """Print each turn of CONV as it comes, until the conversation closes or --timeout idle seconds."""
     from .live import stop_on_sigterm
 
-    wants_json = _wants_json(as_json)
+    wants_json = group_json(conv, as_json)
     with open_board(board_dir, agent=agent, read_only=True) as board, stop_on_sigterm():
         people = _conversations.meta(board, cid).get("participants", [])
         width = max((len(p) for p in people), default=0)
@@ -129,7 +111,7 @@ def conv_watch(board_dir: Path, agent: str | None, cid: str, since: int, timeout
             sys.stdout.flush()  # live, through a pipe too
 
 
-@_conv_command("close")
+@subcommand(conv, "close", agent_command)
 @click.argument("cid", metavar="CONV")
 @json_noop_option
 def conv_close(board_dir: Path, agent: str | None, cid: str) -> None:

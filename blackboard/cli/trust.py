@@ -3,13 +3,21 @@ the rules live in `blackboard.trust` and the core enforces them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
-from .base import agent_option, board_option, complete_keys, emit_json, json_noop_option, open_board, require_agent
+from .base import (
+    agent_option,
+    board_option,
+    complete_keys,
+    emit_json,
+    group_json,
+    json_noop_option,
+    open_board,
+    require_agent,
+    subcommand,
+)
 
 
 @click.group()
@@ -25,22 +33,6 @@ def contract(as_json: bool) -> None:
     """
 
 
-def _contract_command(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Add a subcommand to `contract` (the module keeps the plain function, as work.py's `task`)."""
-
-    def register(f: Callable[..., Any]) -> Callable[..., Any]:
-        contract.add_command(click.command(name)(f))
-        return f
-
-    return register
-
-
-def _json(as_json: bool) -> bool:
-    """`contract --json show` as `contract show --json`."""
-    parent = click.get_current_context().parent
-    return as_json or bool(parent is not None and parent.command is contract and parent.params.get("as_json"))
-
-
 def _writers(value: str | None) -> list[str] | None:
     if value is None:
         return None
@@ -49,7 +41,7 @@ def _writers(value: str | None) -> list[str] | None:
     return [validate_agent(name.strip()) for name in value.split(",") if name.strip()]
 
 
-@_contract_command("set")
+@subcommand(contract, "set")
 @board_option
 @click.argument("prefix", shell_complete=complete_keys)
 @click.option("--schema", metavar="FILE", help="A JSON Schema file, or builtin:envelope (agents' messages).")
@@ -90,7 +82,7 @@ def contract_set(
     emit_json({"prefix": prefix, "contract": entry.value[prefix], "version": entry.version, "seq": entry.seq})
 
 
-@_contract_command("show")
+@subcommand(contract, "show")
 @board_option
 @click.argument("prefix", required=False, shell_complete=complete_keys)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: the contracts, their version and seq.")
@@ -102,7 +94,7 @@ def contract_show(board_dir: Path, prefix: str | None, as_json: bool) -> None:
         contracts = board.contracts()
         entry = board.get(CONTRACTS_KEY)
     shown = {p: c for p, c in contracts.items() if prefix is None or prefix.startswith(p) or p.startswith(prefix)}
-    if _json(as_json):
+    if group_json(contract, as_json):
         emit_json(
             {
                 "contracts": {p: c.as_dict() for p, c in sorted(shown.items())},
@@ -129,7 +121,7 @@ def contract_show(board_dir: Path, prefix: str | None, as_json: bool) -> None:
         table(rows)
 
 
-@_contract_command("rm")
+@subcommand(contract, "rm")
 @board_option
 @click.argument("prefix", shell_complete=complete_keys)
 @json_noop_option

@@ -14,7 +14,17 @@ from typing import Any
 import click
 
 from ..core import codec as _codec
-from .base import F, agent_option, board_option, emit_json, identity, json_noop_option, open_board
+from .base import (
+    F,
+    agent_option,
+    board_option,
+    emit_json,
+    group_json,
+    identity,
+    json_noop_option,
+    open_board,
+    subcommand,
+)
 
 #: `take --wait` and `task next --wait` that found nothing (the timeout code of `watch`, `request`).
 EXIT_TIMED_OUT = 7
@@ -244,24 +254,7 @@ def task(as_json: bool) -> None:
     """
 
 
-def _task_command(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Add a subcommand to `task`; the module keeps the plain function, so that the lazy group's
-    table (base.COMMANDS) lists only top-level commands (as conv.py does)."""
-
-    def register(f: Callable[..., Any]) -> Callable[..., Any]:
-        task.add_command(click.command(name)(f))
-        return f
-
-    return register
-
-
-def _task_json(as_json: bool) -> bool:
-    """`task --json list` as `task list --json` (the others print JSON already)."""
-    parent = click.get_current_context().parent
-    return as_json or bool(parent is not None and parent.command is task and parent.params.get("as_json"))
-
-
-@_task_command("add")
+@subcommand(task, "add")
 @board_option
 @agent_option
 @click.argument("title")
@@ -278,7 +271,7 @@ def task_add(board_dir: Path, agent: str | None, title: str, blocked_by: tuple[s
         )
 
 
-@_task_command("list")
+@subcommand(task, "list")
 @board_option
 @click.option(
     "--state",
@@ -291,10 +284,10 @@ def task_list(board_dir: Path, state: str | None, as_json: bool) -> None:
 
     with open_board(board_dir, read_only=True) as board:
         rows = [t.as_dict() for t in tasks.all_tasks(board, state=state)]
-    _rows(rows, ["id", "state", "owner", "title", "blocked_by"], _task_json(as_json))
+    _rows(rows, ["id", "state", "owner", "title", "blocked_by"], group_json(task, as_json))
 
 
-@_task_command("next")
+@subcommand(task, "next")
 @board_option
 @agent_option
 @click.option("--lease", type=click.FloatRange(0.01, 86400), default=300.0, show_default=True, metavar="S")
@@ -322,7 +315,7 @@ def task_next(board_dir: Path, agent: str | None, lease: float, wait: float) -> 
                 next(iter(watcher), None)  # a task added or finished: look again
 
 
-@_task_command("done")
+@subcommand(task, "done")
 @board_option
 @agent_option
 @click.argument("task_id")
@@ -336,7 +329,7 @@ def task_done(board_dir: Path, agent: str | None, task_id: str, result: str | No
         emit_json(tasks.done(board, task_id, _holder(agent), result=_json_arg(result)).as_dict())
 
 
-@_task_command("fail")
+@subcommand(task, "fail")
 @board_option
 @agent_option
 @click.argument("task_id")
