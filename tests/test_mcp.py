@@ -473,3 +473,26 @@ def test_the_readmes_client_configuration_starts_a_working_server(path: Path) ->
                 assert (await ok(session, "join"))["name"] == "atlas"
 
     anyio.run(main)
+
+
+def test_an_agent_that_holds_a_key_signs_what_it_writes(path: Path, keys_dir: Path) -> None:
+    """`blackboard mcp --as atlas` with atlas's key (spec/TRUST.md 3): its writes verify."""
+    from blackboard import trust
+
+    signer = trust.new_key("atlas")
+    with Board.open(path, author="atlas", signer=signer) as handle:
+        trust.register(handle, signer)
+    trust.save_key(signer)
+
+    async def main() -> None:
+        # The SDK passes a child only a few variables: this one says where the test's keys are.
+        env = {"PATH": os.environ["PATH"], "BLACKBOARD_KEYS": str(keys_dir)}
+        params = StdioServerParameters(command=sys.executable, args=server_args(path, "--as", "atlas"), env=env)
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            await ok(session, "write", key="notes/a", value={"n": 1})
+
+    anyio.run(main)
+    with Board.open(path, read_only=True) as board:
+        assert trust.read_verified(board, "notes/a") == {"n": 1}
+        assert trust.verify(board).verified == 2
