@@ -241,3 +241,24 @@ def test_a_board_of_10000_keys_loads_in_one_snapshot(tmp_path: Path) -> None:
         took = time.monotonic() - started
     assert status == 200 and len(snap["keys"]) == 10_000
     assert took < 10, took  # typically ~0.1 s
+
+
+def test_the_readme_section_shows_real_options_and_its_picture() -> None:
+    import re
+    import shlex
+
+    from click.testing import CliRunner
+
+    from blackboard.cli import cli
+
+    root = Path(__file__).parents[1]
+    section = (root / "README.md").read_text().split("## Watching in a browser")[1].split("\n## ")[0]
+    (block,) = re.findall(r"```sh\n(.*?)```", section, re.DOTALL)
+    help_text = CliRunner().invoke(cli, ["serve", "--help"]).output
+    for line in block.splitlines():
+        words = shlex.split(line, comments=True)
+        assert words[:2] == ["blackboard", "serve"], line
+        for option in (w for w in words if w.startswith("--")):
+            assert option in help_text, (line, option)
+    (picture,) = re.findall(r"!\[[^]]*\]\(([^)]+)\)", section)
+    assert (root / picture).stat().st_size > 10_000
