@@ -48,7 +48,11 @@ T = TypeVar("T")
 
 
 @pytest.fixture
-def browser(tmp_path: Path) -> Iterator[WebDriver]:
+def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDriver]:
+    # Everything here is on this machine: neither selenium's client nor Chromium goes through a proxy.
+    for name in ("http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
     options = Options()
     assert CHROMIUM is not None and DRIVER is not None
     options.binary_location = CHROMIUM
@@ -62,6 +66,7 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
         "--disable-component-update",
         "--disable-sync",
         "--disable-dev-shm-usage",
+        "--no-proxy-server",
         "--window-size=1400,900",
         f"--user-data-dir={tmp_path / 'chromium-profile'}",
     ):
@@ -231,6 +236,29 @@ def test_posting_into_a_conversation_when_allowed(browser: WebDriver, path: Path
             "bob",
             "posted from the page",
         )
+
+
+def test_answering_a_request_from_the_page(browser: WebDriver, path: Path) -> None:
+    with served(path, "--allow-post", "--as", "bob") as server:
+        open_page(browser, server.url)
+        ask = ["--as", "atlas", "request", "bob", '"ready?"', "--timeout", "60"]
+        asker = subprocess.Popen(
+            [sys.executable, "-m", "blackboard", "--board", str(path), *ask],
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            field = until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#inbox form.reply input"))[0]
+            field.send_keys('{"ready": true}\n')
+            out, _ = asker.communicate(timeout=60)
+        finally:
+            if asker.poll() is None:
+                asker.kill()
+                asker.communicate()
+        assert asker.returncode == 0
+        assert '"ready":true' in out.replace(" ", "")
+        until(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, "#inbox tr"))  # acked with the reply
 
 
 def test_a_read_only_page_offers_no_posting(browser: WebDriver, path: Path) -> None:

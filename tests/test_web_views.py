@@ -85,3 +85,17 @@ def test_which_sections_a_change_makes_stale() -> None:
     assert views.stale_sections("inbox/bob/m-1", "atlas") == {"stats"}
     assert views.conversation_of("conv/c-0123456789ab/msg/000001") == "c-0123456789ab"
     assert views.conversation_of("jobs/1") is None
+
+
+def test_every_static_file_of_the_page_is_package_data() -> None:
+    """The page is served from the installed package: a file pyproject does not list is missing from a wheel."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["blackboard"]
+    static = sorted(p.relative_to(root / "blackboard").as_posix() for p in (root / "blackboard/web/static").iterdir())
+    assert static == ["web/static/app.css", "web/static/app.js", "web/static/index.html"]
+    for name in static:
+        assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns), name

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..board import Board
 from ..core import codec as _codec
-from ..errors import BlackboardError, Compacted
+from ..errors import Compacted
 from ..models import Event
 from . import views
 
@@ -38,8 +38,8 @@ def _message(name: str, data: Any) -> dict[str, str]:
 
 
 async def _pump(board: Board, since: int, backlog: int, out: asyncio.Queue[Event | BaseException]) -> None:
-    """Feed `out` from the board's watch; an error (a log gone, a compaction that lost deletes)
-    is put last, for the stream to report."""
+    """Feed `out` from the board's watch; an error (a log gone, a damaged line) is put last, for
+    the stream to report: the page then reconnects, from a new snapshot."""
     start = max(0, since - backlog)
     try:
         try:
@@ -51,7 +51,7 @@ async def _pump(board: Board, since: int, backlog: int, out: asyncio.Queue[Event
             # The backlog's history was compacted away: the log starts at the snapshot instead.
             async for ev in board.awatch("", since=since):
                 await out.put(ev)
-    except BlackboardError as exc:
+    except Exception as exc:  # whatever ends the watch, the page must hear of it
         await out.put(exc)
 
 
