@@ -3,6 +3,7 @@ from other processes or this one's board handle, and every request is a real one
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -262,3 +263,16 @@ def test_the_readme_section_shows_real_options_and_its_picture() -> None:
             assert option in help_text, (line, option)
     (picture,) = re.findall(r"!\[[^]]*\]\(([^)]+)\)", section)
     assert (root / picture).stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_the_server_with_pages_open(path: Path, sig: signal.Signals, status: int) -> None:
+    """Ctrl-C and SIGTERM stop it promptly even while a page's stream is open, with the CLI's exit
+    codes, and no traceback."""
+    with served(path, "--allow-post", "--as", "bob") as server, sse(server.base + "api/stream") as stream:
+        assert next(stream)[0] == "snapshot"
+        stopping = time.monotonic()
+        server.proc.send_signal(sig)
+        assert server.proc.wait(timeout=30) == status
+        assert time.monotonic() - stopping < 10
+        assert server.proc.stderr is not None and server.proc.stderr.read() == ""

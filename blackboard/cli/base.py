@@ -39,7 +39,7 @@ Exit codes:
   10 held: the lease is held by another (claim)
   11 fenced: a newer lease or delivery exists (--fence, renew, ack); nothing written
   130 interrupted
-  143 stopped by SIGTERM (watch, tail -f)"""
+  143 stopped by SIGTERM (watch, tail -f, serve)"""
 
 EXIT_CHECK_FAILED = 6
 EXIT_INTERRUPTED = 130

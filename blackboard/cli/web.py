@@ -75,6 +75,8 @@ def serve(
         fail(f"`blackboard serve` needs the web extra: {INSTALL} (or pip install -e '.[web]' in a clone)", 1)
     import secrets
 
+    from .live import stop_on_sigterm
+
     token = secrets.token_urlsafe(24) if public else None
     board = open_board(board_dir, agent=name, read_only=name is None)
     sock = bind(host, port, public=public)
@@ -89,7 +91,11 @@ def serve(
             click.echo(f"{url}  ({mode}; Ctrl-C stops)")
         app = make_app(Settings(board, agent=name, token=token))
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2)
-        uvicorn.Server(config).run(sockets=[sock])
+        # uvicorn stops on SIGINT and SIGTERM, then raises the signal again for the handler it found:
+        # Ctrl-C's KeyboardInterrupt (exit 130), and for SIGTERM stop_on_sigterm's (exit 143), so
+        # that the board below is closed either way (its entry files brought up to the log).
+        with stop_on_sigterm():
+            uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
         board.close()
