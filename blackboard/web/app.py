@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..agents import conversations as _conversations
 from ..agents import messages as _messages
 from ..board import Board
+from ..core import codec as _codec
 from ..errors import BlackboardError, InvalidKey, InvalidValue, KeyNotFound, NoSuchMessage, Refused, VersionConflict
 from . import feed, views
 
@@ -63,6 +64,12 @@ class Settings:
 
 def error(status: int, kind: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status)
+
+
+def _json(data: Any) -> Response:
+    """A 200 of the board's own compact JSON (orjson, through the codec: a 10,000-key snapshot is
+    several times faster to encode than with the standard library)."""
+    return Response(_codec.dumps(data), media_type="application/json")
 
 
 def _failure(exc: BlackboardError) -> JSONResponse:
@@ -140,7 +147,7 @@ def _settings(request: Request) -> Settings:
 async def snapshot(request: Request) -> Response:
     s = _settings(request)
     data = await asyncio.to_thread(views.snapshot, s.board, agent=s.agent, read_only=s.agent is None)
-    return JSONResponse(data)
+    return _json(data)
 
 
 async def stream(request: Request) -> Response:
@@ -158,7 +165,7 @@ async def entry(request: Request) -> Response:
         return _failure(exc)
     if found is None:
         return error(404, "KeyNotFound", f"no such key: {key}")
-    return JSONResponse(found)
+    return _json(found)
 
 
 async def _body(request: Request) -> dict[str, Any] | JSONResponse:

@@ -24,6 +24,8 @@ from ..work import tasks as _tasks
 PREVIEW = 200
 #: The latest turns of each conversation the page gets (a chat longer than that scrolls from there).
 TURNS = 200
+#: Conversations the page gets: the most recently active.
+CONVERSATIONS = 100
 #: Rows of any one list (pending deliveries, dead letters, tasks) the page gets.
 ROWS = 500
 
@@ -87,12 +89,10 @@ def conversation(board: Board, cid: str) -> dict[str, Any] | None:
 
 
 def conversations(board: Board) -> list[dict[str, Any]]:
-    out = []
-    for meta in _conversations.all_conversations(board):
-        chat = conversation(board, str(meta.get("id")))
-        if chat is not None:
-            out.append(chat)
-    return out
+    """The CONVERSATIONS most recently active (each turn rewrites the meta), oldest first."""
+    metas = [board.get(_conversations.meta_key(str(m.get("id")))) for m in _conversations.all_conversations(board)]
+    latest = sorted((e for e in metas if e is not None), key=lambda e: e.seq)[-CONVERSATIONS:]
+    return [chat for e in latest if (chat := conversation(board, e.value["id"])) is not None]
 
 
 def conversation_of(key: str) -> str | None:

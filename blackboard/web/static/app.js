@@ -195,7 +195,8 @@ const draw = {
   },
   queues() {
     $("queues").replaceChildren(...sections.queues.map((q) => el("tr", {},
-      el("td", {}, q.group), el("td", {}, q.prefix), el("td", {}, q.pending_count), el("td", {}, q.dead_count),
+      el("td", {}, q.group), el("td", {}, q.prefix), el("td", {}, q.pending_count),
+      el("td", { class: q.dead_count ? "expired" : "", title: q.dead.map((d) => `${d.item}: ${d.reason ?? ""}`).join("\n") }, q.dead_count),
       el("td", { class: "v" }, q.pending.slice(0, 5).map((d) => `${d.key} → ${d.consumer} #${d.attempt}`).join("; ")))));
   },
   tasks() {
