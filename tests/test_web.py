@@ -276,3 +276,24 @@ def test_a_signal_stops_the_server_with_pages_open(path: Path, sig: signal.Signa
         assert server.proc.wait(timeout=30) == status
         assert time.monotonic() - stopping < 10
         assert server.proc.stderr is not None and server.proc.stderr.read() == ""
+
+
+def test_a_compacted_board_streams_from_its_snapshot(tmp_path: Path) -> None:
+    """The backlog's history is gone with the deletes compaction purged: the stream goes on from the
+    snapshot (no backlog) rather than fail."""
+    with Board.init(tmp_path / "board") as board:
+        for n in range(50):
+            board.write(f"k/{n}", n)
+            board.delete(f"k/{n}")
+        board.write("kept", 1)
+        board.compact(retention=0)
+    with served(tmp_path / "board") as server, sse(server.base + "api/stream") as stream:
+        name, snap = next(stream)
+        assert name == "snapshot" and [row[0] for row in snap["keys"]] == ["kept"]
+        cli_write(tmp_path / "board", "after", "2")
+        for name, data in stream:
+            if name == "events":
+                assert all(e["seq"] > snap["seq"] for e in data), data  # no backlog: it was compacted away
+                assert [e["key"] for e in data] == ["after"]
+                break
+            assert name != "failed", data
