@@ -52,7 +52,10 @@ def bind(host: str, port: int, *, public: bool) -> socket.socket:
 def serve(
     board_dir: Path, agent: str | None, host: str, port: int, public: bool, allow_post: bool, as_json: bool
 ) -> None:
-    """A live web view of the board: log, keys, agents, conversations, work.
+    """A live web view of the board, in a browser (loopback only).
+
+    The log as it happens, the key tree, agents, conversations as chats, leases, queues, tasks
+    and stats.
 
     Prints the address and serves until interrupted; it opens no browser. The page is pushed live
     by the board's own watch (server-sent events), and is read-only unless --allow-post, which
