@@ -6,6 +6,13 @@ traceback. Security is here too, because it is the medium's: a token on every re
 server is public, a Host header that must name the loopback when it is not (a web page elsewhere
 cannot reach the board through DNS rebinding), and posts only when the server was started to
 allow them, as the agent named at start.
+
+    GET  /                  the page (static/index.html; its script and style under /static/)
+    GET  /api/snapshot      everything the page shows, with the seq its key tree is exact at
+    GET  /api/stream        server-sent events: the snapshot, then the board's watch (feed.py)
+    GET  /api/entry?key=K   one entry, its value whole
+    POST /api/say           {"conversation": CID, "text": TEXT}: a turn (--allow-post only)
+    POST /api/reply         {"id": MESSAGE_ID, "body": JSON}: answer a request (--allow-post only)
 """
 
 from __future__ import annotations
