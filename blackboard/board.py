@@ -470,6 +470,16 @@ class Board:
         keys, slots = self._live_slots(prefix)
         return (_entry(key, slot) for key, slot in zip(keys, slots, strict=True))
 
+    def snapshot(self, prefix: str = "") -> tuple[int, list[Entry]]:
+        """The live entries starting with `prefix`, in key order, and the seq they are exact at: a
+        watch from that seq goes on from them with no gap and no repeat (the web view's page)."""
+        validate_prefix(prefix)
+        with self.engine.mutex:  # one refresh for both: a write between two would skew them
+            index = self.engine.refresh()
+            seq, keys = index.last_seq, index.keys(prefix)
+            slots = [index.slots[k] for k in keys]
+        return seq, [_entry(key, slot) for key, slot in zip(keys, slots, strict=True)]
+
     def blame(self, prefix: str = "") -> list[Event]:
         """Who last changed each key starting with `prefix`, when, at which seq: the latest event of
         every key the log still knows, deletes included (a deleted key's event is its delete), in

@@ -196,12 +196,17 @@ def follow(board: Board, cid: str, *, since: int = 0, timeout: float | None = No
                 yield turn
 
 
-def of_agent(board: Board, name: str) -> list[Any]:
-    """The meta of every open conversation `name` takes part in."""
+def all_conversations(board: Board) -> list[Any]:
+    """The meta of every conversation, open and closed, in id order."""
     out = []
     for key in board.keys(PREFIX):
         if key.endswith("/meta") and key.count("/") == 2:  # conv/<cid>/meta, not a turn
             value = board.read(key)
-            if isinstance(value, dict) and name in value.get("participants", ()) and value.get("state") == "open":
+            if isinstance(value, dict):
                 out.append(value)
     return out
+
+
+def of_agent(board: Board, name: str) -> list[Any]:
+    """The meta of every open conversation `name` takes part in."""
+    return [m for m in all_conversations(board) if name in m.get("participants", ()) and m.get("state") == "open"]

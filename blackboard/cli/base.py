@@ -41,7 +41,7 @@ Exit codes:
   12 refused by a contract (nothing written), or not verified (read --verified,
      verify found a bad or missing signature)
   130 interrupted
-  143 stopped by SIGTERM (watch, tail -f)"""
+  143 stopped by SIGTERM (watch, tail -f, serve)"""
 
 EXIT_CHECK_FAILED = 6
 EXIT_INTERRUPTED = 130
@@ -105,6 +105,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "history": ("history", "Every retained event of KEY, oldest first, deletes included."),
     "init": ("admin", "Create a board (an existing board is left as it is)."),
     "mcp": ("mcp", "An MCP server on stdio: the board as tools for Claude Code and other MCP clients."),
+    "serve": ("web", "A live web view of the board, in a browser (loopback only)."),
     "ls": ("commands", "List the live keys starting with PREFIX, in key order."),
     "read": ("commands", "Print KEY's value as JSON (exit 3 if it has none)."),
     "rm": ("commands", "Delete KEY (exit 3 if it has no value)."),

@@ -57,6 +57,12 @@ def state(board: Board, name: str) -> State | None:
     return _state(board, name, board.get(GRANTS + name))
 
 
+def all_leases(board: Board) -> list[State]:
+    """Every granted lease (expired ones too, flagged: a claimant takes those over), by name."""
+    found = (_state(board, grant.key.removeprefix(GRANTS), grant) for grant in board.entries(GRANTS))
+    return [s for s in found if s is not None]
+
+
 def _state(board: Board, name: str, grant: Entry | None) -> State | None:
     if grant is None or not isinstance(grant.value, dict):
         return None

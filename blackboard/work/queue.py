@@ -374,6 +374,11 @@ def dead(board: Board, group: str) -> list[dict[str, Any]]:
     return [{**e.value, "dead_at": e.as_dict()["ts"]} for e in board.entries(_keys(group)[3])]
 
 
+def groups(board: Board) -> list[str]:
+    """The names of the consumer groups, in name order (each has its `groups/G/meta`)."""
+    return [k.split("/")[1] for k in board.keys(GROUPS) if k.count("/") == 2 and k.endswith("/meta")]
+
+
 def meta(board: Board, group: str) -> dict[str, Any]:
     entry = board.get(_keys(group)[0])
     if entry is None:
