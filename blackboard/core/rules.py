@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from ..errors import ContractViolation, InvalidValue
+from ..errors import ContractViolation, InvalidKey, InvalidValue
 from . import codec as _codec
+from .keys import validate_prefix
 from .record import DELETE, Change
 
 #: The key that holds every contract: one JSON object, prefix -> contract (spec/TRUST.md 2).
@@ -63,6 +64,10 @@ def parse_contract(prefix: str, raw: Any) -> Contract:
     def bad(why: str) -> InvalidValue:
         return InvalidValue(f"the contract on {prefix!r}: {why}", CONTRACTS_KEY)
 
+    try:
+        validate_prefix(prefix)
+    except InvalidKey as exc:
+        raise bad(f"not a key prefix ({exc.reason})") from None
     if not isinstance(raw, dict):
         raise bad("must be a JSON object")
     unknown = sorted(set(raw) - _FIELDS)

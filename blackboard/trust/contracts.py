@@ -7,11 +7,11 @@ Every writer enforces them (the core checks them under the writer lock); `Board.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from .. import CONTRACTS_KEY, Board, Contract, Entry, InvalidValue, KeyNotFound, VersionConflict
-from ..core import codec as _codec
 
 #: Schemas a contract can name instead of a file (`--schema builtin:NAME`).
 BUILTIN = "builtin:"
@@ -32,10 +32,10 @@ def load_schema(source: str) -> dict[str, Any] | bool:
             raise InvalidValue(f"no built-in schema {name!r} (known: {', '.join(sorted(known))})")
         return known[name]
     try:
-        schema = _codec.decode(Path(source).read_bytes())
+        schema = json.loads(Path(source).read_bytes())
     except OSError as exc:
         raise InvalidValue(f"cannot read the schema {source}: {exc.strerror}") from None
-    except _codec.DecodeError as exc:
+    except ValueError as exc:
         raise InvalidValue(f"the schema {source} is not JSON ({exc})") from None
     if not isinstance(schema, dict | bool):
         raise InvalidValue(f"the schema {source} is not a JSON Schema (an object or a boolean)")
@@ -73,15 +73,11 @@ def remove_contract(board: Board, prefix: str) -> Entry:
 
 
 def _change(board: Board, edit: Any) -> Entry:
-    from ..core.keys import validate_prefix
-
     while True:
         entry = board.get(CONTRACTS_KEY)
         now = entry.value if entry is not None and isinstance(entry.value, dict) else {}
         new = edit(now)
-        for prefix in new:
-            validate_prefix(prefix)
-        try:
+        try:  # the board checks the contracts (their prefixes included) before it appends them
             return board.write(CONTRACTS_KEY, new, expect_version=entry.version if entry is not None else 0)
         except VersionConflict:
             continue  # another change landed first: apply ours to what it left

@@ -14,6 +14,7 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import json
 import os
 import secrets
 from pathlib import Path
@@ -21,7 +22,6 @@ from typing import Any
 
 from .. import KEYS_PREFIX, Board, InvalidValue, KeyNotFound, VersionConflict
 from ..agents.names import validate_agent
-from ..core import codec as _codec
 from .files import ENV_KEYS, has_key, keys_dir
 
 __all__ = ["ENV_KEYS", "Ed25519Signer", "HmacSigner", "has_key", "keys_dir", "load_signer", "new_key", "register"]
@@ -111,10 +111,10 @@ def load_signer(name: str, directory: Path | None = None) -> Signer:
     """The signer for agent `name` from its key file (`KeyNotFound` if this user holds none)."""
     path = key_path(name, directory)
     try:
-        raw = _codec.decode(path.read_bytes())
+        raw = json.loads(path.read_bytes())
     except FileNotFoundError:
         raise KeyNotFound(str(path)) from None
-    except _codec.DecodeError as exc:
+    except ValueError as exc:
         raise InvalidValue(f"{path}: not a key file ({exc})") from None
     try:
         if raw["alg"] == ED25519:
@@ -170,7 +170,7 @@ def new_key(name: str, *, group: str | None = None, directory: Path | None = Non
 def save_key(signer: Signer, directory: Path | None = None) -> Path:
     """Write `signer`'s key file (replacing the agent's previous one), readable by this user only."""
     path = key_path(signer.name, directory)
-    _write_private(path, _codec.dumps(signer.key_file()))
+    _write_private(path, json.dumps(signer.key_file()).encode())
     return path
 
 

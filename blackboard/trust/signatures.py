@@ -9,13 +9,13 @@ byte, a record copied to another key, seq or board, and an author it was not sig
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from .. import KEYS_PREFIX, Board, Event, InvalidKey, KeyNotFound, LogRecord, Unverified
 from ..agents.names import validate_agent
-from ..core.notice import warn
 from .keys import ED25519, HMAC, hmac_kid, read_secret, registered, unb64
 
 OK, UNSIGNED, BAD, UNCHECKED = "ok", "unsigned", "bad", "unchecked"
@@ -158,7 +158,8 @@ def verified(board: Board, events: Iterable[Event], directory: Path | None = Non
                 check_seq(board, event.seq, verifier)
                 last = (event.seq, True)
             except Unverified as exc:
-                warn("left out: %s", exc)
+                # The "blackboard" logger, as the core's own warnings (the CLI prints them on stderr).
+                logging.getLogger("blackboard").warning("left out: %s", exc)
                 last = (event.seq, False)
         if last[1]:
             yield event
