@@ -372,6 +372,31 @@ def test_trust_4_a_signed_record_verifies_and_every_tampering_is_named(board: Bo
     atlas.close()
 
 
+class _Claiming:
+    """Signs as `name` with `key`, but names the key id `kid` (another agent's): a forger's signer."""
+
+    def __init__(self, name: str, key: Ed25519Signer | HmacSigner, kid: str) -> None:
+        self.name, self.kid, self._key = name, kid, key
+
+    def sign(self, message: bytes) -> str:
+        return f"ed25519:{self.kid}:" + self._key.sign(message).rsplit(":", 1)[1]
+
+
+def test_trust_4_a_registry_entry_that_claims_another_keys_id_vouches_for_nothing(board: Board) -> None:
+    atlas = agent(board, "atlas")
+    kid = atlas.signer.kid  # type: ignore[union-attr]
+    forger = trust.new_key("mallory")
+    # mallory's first registration (taken on trust) lists its own public key under atlas's key id.
+    board.write("_board/keys/mallory", {"agent": "mallory", "keys": [{**forger.registration(), "kid": kid}]})
+    Board.open(board.path, author="mallory", signer=_Claiming("mallory", forger, kid)).write("notes/m", 1)
+    Board.open(board.path, author="atlas", signer=_Claiming("atlas", forger, kid)).write("notes/a", 1)
+    found = problems(board)
+    seq = board.last_seq
+    assert "has another id" in found[seq - 1], found  # mallory's record: its entry's kid is not its key's
+    assert "does not match" in found[seq], found  # the forgery as atlas: checked with atlas's own key
+    atlas.close()
+
+
 def test_trust_4_a_signed_record_copied_into_another_board_does_not_verify(tmp_path: Path) -> None:
     one, two = Board.init(tmp_path / "one"), Board.init(tmp_path / "two")
     a1 = agent(one, "atlas")

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from .. import KEYS_PREFIX, Board, Event, InvalidKey, KeyNotFound, LogRecord, Unverified
 from ..agents.names import validate_agent
-from .keys import ED25519, HMAC, hmac_kid, read_secret, registered, unb64
+from .keys import ED25519, HMAC, ed25519_kid, hmac_kid, read_secret, registered, unb64
 
 OK, UNSIGNED, BAD, UNCHECKED = "ok", "unsigned", "bad", "unchecked"
 
@@ -114,10 +114,16 @@ class Verifier:
             from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
         except ImportError:
             return result(UNCHECKED, "Ed25519 needs the cryptography package: pip install 'blackboard[trust]'", kid)  # type: ignore[no-any-return]
-        public = self._public.get(kid)
+        text = str(entry.get("public"))
+        # By the registered bytes, not the kid: an entry that claims another key's kid must not
+        # make the cache vouch for its own key under that kid.
+        public = self._public.get(text)
         if public is None:
             try:
-                public = self._public[kid] = Ed25519PublicKey.from_public_bytes(unb64(str(entry.get("public"))))
+                raw = unb64(text)
+                if ed25519_kid(raw) != kid:
+                    return result(BAD, f"key {kid}'s registered public half has another id", kid)  # type: ignore[no-any-return]
+                public = self._public[text] = Ed25519PublicKey.from_public_bytes(raw)
             except ValueError:
                 return result(BAD, f"key {kid}'s registered public half is not an Ed25519 key", kid)  # type: ignore[no-any-return]
         try:
