@@ -66,7 +66,9 @@ def remove_contract(board: Board, prefix: str) -> Entry:
 
     def without(now: dict[str, Any]) -> dict[str, Any]:
         if prefix not in now:
-            raise KeyNotFound(f"{CONTRACTS_KEY} [{prefix}]")
+            missing = KeyNotFound(CONTRACTS_KEY)
+            missing.args = (f"no contract on {prefix!r} (`blackboard contract show` lists them)",)
+            raise missing
         return {p: c for p, c in now.items() if p != prefix}
 
     return _change(board, without)
