@@ -189,21 +189,23 @@ async def _body(request: Request) -> dict[str, Any] | JSONResponse:
     return body
 
 
-def _poster(request: Request) -> str | JSONResponse:
+async def _post(request: Request) -> tuple[str, dict[str, Any]] | JSONResponse:
+    """The serving agent and the request's JSON body, or the error response (read-only, bad body)."""
     agent = _settings(request).agent
     if agent is None:
         return error(403, "ReadOnly", "this server is read-only: start it with --allow-post --as NAME to post")
-    return agent
+    body = await _body(request)
+    if isinstance(body, JSONResponse):
+        return body
+    return agent, body
 
 
 async def say(request: Request) -> Response:
     """POST {"conversation": CID, "text": TEXT}: a turn, as the serving agent."""
-    agent = _poster(request)
-    if isinstance(agent, JSONResponse):
-        return agent
-    body = await _body(request)
-    if isinstance(body, JSONResponse):
-        return body
+    posted = await _post(request)
+    if isinstance(posted, JSONResponse):
+        return posted
+    agent, body = posted
     cid, text = body.get("conversation"), body.get("text")
     if not isinstance(cid, str) or text is None:
         return error(400, "InvalidValue", 'give {"conversation": CID, "text": TEXT}')
@@ -216,12 +218,10 @@ async def say(request: Request) -> Response:
 
 async def reply(request: Request) -> Response:
     """POST {"id": MESSAGE_ID, "body": JSON}: answer a request in the serving agent's inbox."""
-    agent = _poster(request)
-    if isinstance(agent, JSONResponse):
-        return agent
-    body = await _body(request)
-    if isinstance(body, JSONResponse):
-        return body
+    posted = await _post(request)
+    if isinstance(posted, JSONResponse):
+        return posted
+    agent, body = posted
     message_id = body.get("id")
     if not isinstance(message_id, str) or "body" not in body:
         return error(400, "InvalidValue", 'give {"id": MESSAGE_ID, "body": JSON}')
