@@ -27,6 +27,7 @@ EXPECTED = {
     "request_response.py": r"^client: 6/6 responses matched their requests",
     "shell_agent.sh": r"^3/3 questions answered by the shell agent$",
     "shell_responder.sh": r"^(\d+)/\1 requests answered by the shell responder$",
+    "trusted_plan.py": r"^trusted plan: 3/3 signed steps acted on; 2 forgeries refused by the board; the one written",
     "task_queue.py": r"^all 20 tasks done, each exactly once; the (\d+)-task plan ran in a valid order",
 }
 
