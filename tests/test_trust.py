@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blackboard import CONTRACTS_KEY, Board, ContractViolation, InvalidValue, Unverified, trust
+from blackboard.core.record import encode_record, signature_message
 from blackboard.trust.keys import Ed25519Signer, HmacSigner
 
 SPEC = (Path(__file__).parent.parent / "spec" / "TRUST.md").read_text()
@@ -394,6 +395,39 @@ def test_trust_4_a_registry_entry_that_claims_another_keys_id_vouches_for_nothin
     seq = board.last_seq
     assert "has another id" in found[seq - 1], found  # mallory's record: its entry's kid is not its key's
     assert "does not match" in found[seq], found  # the forgery as atlas: checked with atlas's own key
+    atlas.close()
+
+
+def test_trust_4_a_key_added_past_the_board_vouches_for_nothing(board: Board) -> None:
+    """An `echo >>` that adds a forger's key to atlas's entry, signed by that key: a --verified reader
+    trusts neither it nor what that key signs, and verify names both."""
+    atlas = agent(board, "atlas")
+    atlas.write("plan/a", 1)
+    forger = trust.new_key("atlas")
+    entry = board.get("_board/keys/atlas")
+    assert entry is not None
+    forged_keys = {"agent": "atlas", "keys": [*entry.value["keys"], forger.registration()]}
+    # As a process past the board would: lines made and signed by hand, appended with their checksums.
+    seq = board.last_seq
+    for n, (key, value, version) in enumerate((("_board/keys/atlas", forged_keys, 2), ("plan/a", 2, 2)), 1):
+        body = encode_record(
+            seq + n,
+            "put",
+            key,
+            json.dumps(value).encode(),
+            version,
+            "atlas",
+            "2026-12-02T09:00:00.000000Z",
+            sealed=False,
+            sign=lambda b: forger.sign(signature_message(board.id, b)),
+        )
+        append_raw(board, body)
+    with pytest.raises(Unverified, match="not signed by a key atlas had before"):
+        trust.read_verified(board, "plan/a")
+    found = problems(board)
+    seq = board.last_seq
+    assert "did not sign with a key it had" in found[seq - 1] and "does not match" not in found[seq - 1], found
+    assert seq in found, found
     atlas.close()
 
 

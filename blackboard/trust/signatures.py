@@ -51,6 +51,8 @@ class Verifier:
         self.directory = directory
         self._public: dict[str, Any] = {}
         self._secrets: dict[str, tuple[bytes, str]] = {}
+        #: each author's registered keys, checked once per verifier (see _registered)
+        self._keys: dict[str, tuple[list[dict[str, Any]], str]] = {}
 
     def check(self, found: LogRecord, keysets: dict[str, list[dict[str, Any]]] | None = None) -> Checked:
         """The status of one record. `keysets`: the keys to check against, by agent (default: what
@@ -71,10 +73,9 @@ class Verifier:
         if keysets is not None:
             known = keysets.get(author, [])
         else:
-            try:
-                known = registered(self.board, validate_agent(author))
-            except InvalidKey:
-                known = []
+            known, why = self._registered(author)
+            if why:
+                return result(BAD, why, kid)
         entry = next((k for k in known if k.get("kid") == kid), None)
         if entry is None:
             reason = f"signed with key {kid or '?'}, which is not one {author!r} registered"
@@ -99,6 +100,33 @@ class Verifier:
             good = hmac.compare_digest(hmac.digest(secret, message, "sha256"), signature)
             return result(OK, "") if good else result(BAD, "the HMAC does not match (a changed record?)", kid)
         return result(BAD, f"unknown signature algorithm {alg!r}", kid)
+
+    def _registered(self, name: str) -> tuple[list[dict[str, Any]], str]:
+        """`name`'s keys as registered now, and why they are not to be trusted ("" if they are).
+
+        A first registration is taken on trust; a later version of the entry must be signed by
+        `name` with a key it lists before the newest (registrations add one key at a time), so that a
+        line appended past the board that adds a forger's key, signed by that key, vouches for nothing.
+        The whole history is `verify`'s to check (spec/TRUST.md 5)."""
+        cached = self._keys.get(name)
+        if cached is not None:
+            return cached
+        try:
+            entry = self.board.get(KEYS_PREFIX + validate_agent(name))
+        except InvalidKey:
+            entry = None
+        keys = registered(self.board, name) if entry is not None else []
+        why = ""
+        if entry is not None and entry.version > 1:
+            found = self.board.record(entry.seq)
+            older = {k.get("kid") for k in keys[:-1]}
+            checked = None if found is None else self.check(found, {name: keys[:-1]})
+            if checked is None or checked.status != OK or found is None or found.record["author"] != name:
+                why = f"{name}'s key registry entry (version {entry.version}) is not signed by a key {name} had before"
+            elif checked.kid not in older:
+                why = f"{name}'s key registry entry is signed by its newest key, not one {name} had before"
+        self._keys[name] = (keys, why)
+        return keys, why
 
     def _secret(self, group: str) -> tuple[bytes, str]:
         """A group's secret and its id, read once per verifier (a read per record halved HMAC's speed)."""
@@ -227,7 +255,8 @@ def verify(board: Board, prefix: str = "", directory: Path | None = None) -> Rep
             problem = _registry_problem(rec, result, registry, keysets)
             if problem is not None:
                 result = result._replace(status=BAD, reason=problem)
-            _apply_registry(rec, keysets)
+            else:  # a change not to be trusted does not change the keys later records are checked with
+                _apply_registry(rec, keysets)
         if not any(k.startswith(prefix) for k in keys):
             continue
         checked += 1
