@@ -20,10 +20,6 @@ from blackboard import Board
 from blackboard.agents import conversations, messages, presence
 from blackboard.work import lease, queue, tasks
 
-pytest.importorskip("starlette")
-pytest.importorskip("uvicorn")
-pytest.importorskip("sse_starlette")
-
 
 @pytest.fixture
 def path(tmp_path: Path) -> Path:

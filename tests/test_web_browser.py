@@ -16,14 +16,6 @@ from typing import Any, TypeVar
 import pytest
 from _web import served
 from _workers import cli_env
-
-from blackboard import Board
-from blackboard.agents import conversations, presence
-from blackboard.work import lease, queue, tasks
-
-pytest.importorskip("starlette")
-pytest.importorskip("selenium")
-
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
@@ -31,6 +23,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
+
+from blackboard import Board
+from blackboard.agents import conversations, presence
+from blackboard.work import lease, queue, tasks
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
