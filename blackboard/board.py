@@ -435,9 +435,7 @@ class Board:
 
     def records(self) -> Iterator[LogRecord]:
         """Every record of the current log file, oldest first, as `record` gives them."""
-        from .core.history import lines
-
-        for rec, line, sealed in lines(self.engine):
+        for rec, line, sealed in self.engine.scan_lines():
             yield self._log_record(rec, line, sealed)
 
     def _log_record(self, rec: dict[str, Any], line: bytes, sealed: bool) -> LogRecord:

@@ -232,13 +232,16 @@ class Engine:
 
     def scan(self, after: int = 0) -> Iterator[dict[str, Any]]:
         """Every record of the current log file with seq > `after`, read through a private fd."""
+        return (rec for rec, _line, _sealed in self.scan_lines() if rec["seq"] > after)
+
+    def scan_lines(self) -> Iterator[tuple[dict[str, Any], bytes, bool]]:
+        """Every record of the current log file, with its line and whether the log is sealed: what a
+        signature check needs (spec/TRUST.md 4)."""
         log = LogFile(self.layout.log, uncached=self.log.uncached)
         try:
             log.sync()
             for offset, line in log.read_lines():
-                rec = parse_record(log.path, offset, line, sealed=log.sealed)
-                if rec["seq"] > after:
-                    yield rec
+                yield parse_record(log.path, offset, line, sealed=log.sealed), line, log.sealed
         finally:
             log.close()
 

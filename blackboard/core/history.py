@@ -135,18 +135,6 @@ def _chain(*parts: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         yield from part
 
 
-def lines(engine: Engine) -> Iterator[tuple[dict[str, Any], bytes, bool]]:
-    """Every record of the current log file, checked, with its line and whether the log is sealed:
-    what a signature check needs (spec/TRUST.md 4)."""
-    log = LogFile(engine.layout.log, uncached=engine.log.uncached)
-    try:
-        log.sync()
-        for offset, line in log.read_lines():
-            yield parse_record(log.path, offset, line, sealed=log.sealed), line, log.sealed
-    finally:
-        log.close()
-
-
 #: Below this many bytes between the bounds, `line_of` reads them in one go rather than bisect on.
 _BISECT_WINDOW = 1 << 13
 
