@@ -206,11 +206,6 @@ class Rules:
         rule = "/".join(str(p) for p in error.schema_path)
         raise ContractViolation(key, prefix, f"schema/{rule}", error.message, where)
 
-    def retention(self, key: str) -> float | None:
-        """The longest history retention of the contracts that apply to `key` (None: none sets one)."""
-        kept = [c.retention for c in self.applying(key) if c.retention is not None]
-        return max(kept) if kept else None
-
 
 NO_RULES = Rules()
 
