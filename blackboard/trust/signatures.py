@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Iterable, Iterator
+from collections import ChainMap
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -54,7 +55,7 @@ class Verifier:
         #: each author's registered keys, checked once per verifier (see _registered)
         self._keys: dict[str, tuple[list[dict[str, Any]], str]] = {}
 
-    def check(self, found: LogRecord, keysets: dict[str, list[dict[str, Any]]] | None = None) -> Checked:
+    def check(self, found: LogRecord, keysets: Mapping[str, list[dict[str, Any]]] | None = None) -> Checked:
         """The status of one record. `keysets`: the keys to check against, by agent (default: what
         each author has registered in the board now)."""
         rec, message = found
@@ -237,6 +238,8 @@ def verify(board: Board, prefix: str = "", directory: Path | None = None) -> Rep
     checked = good = unsigned = 0
     problems: list[Checked] = []
     current = {name: registered(board, name) for name in _agents_with_keys(board)}
+    # The keys as the walk has them, else as registered now: one view, not a merged copy per record.
+    walked = ChainMap(keysets, current)
     for found in board.records():
         rec = found.record
         if rec["op"] == "lost":
@@ -250,7 +253,7 @@ def verify(board: Board, prefix: str = "", directory: Path | None = None) -> Rep
             first = {n: own.get(n) or [] for n in registry if n not in keysets}
             result = verifier.check(found, {**keysets, **first})
         else:
-            result = verifier.check(found, {**current, **keysets})
+            result = verifier.check(found, walked)
         if registry:
             problem = _registry_problem(rec, result, registry, keysets)
             if problem is not None:
