@@ -601,3 +601,23 @@ def test_trust_readme_shell_block_runs_verbatim(tmp_path: Path) -> None:
     assert "0 problems" in proc.stdout and "inbox/" in proc.stdout
     with Board.open(tmp_path / "team") as team:
         assert sorted(team.keys("results/")) == ["results/q1"]
+
+
+def _join_group(keys: str, name: str, barrier: Any, out: Any) -> None:
+    barrier.wait()
+    out.put(trust.new_key(name, group="analysts", directory=Path(keys)).kid)
+
+
+def test_trust_3_members_making_a_group_secret_at_once_all_sign_with_the_one_kept(tmp_path: Path) -> None:
+    """Two processes join a group whose secret nobody holds yet, at the same moment: one secret is
+    made, and both sign with it (a secret replaced under the first would make its signatures fail)."""
+    for round_ in range(5):
+        keys = tmp_path / f"keys{round_}"
+        barrier, out = CTX.Barrier(2), CTX.Queue()
+        procs = [CTX.Process(target=_join_group, args=(str(keys), n, barrier, out)) for n in ("atlas", "bob")]
+        for proc in procs:
+            proc.start()
+        kids = {out.get(timeout=60), out.get(timeout=60)}
+        for proc in procs:
+            proc.join(60)
+        assert kids == {HmacSigner("x", "analysts", trust.keys.read_secret("analysts", keys)).kid}

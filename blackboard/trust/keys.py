@@ -138,18 +138,23 @@ def read_secret(group: str, directory: Path | None = None) -> bytes:
         raise InvalidValue(f"{path}: a group secret is hex digits") from None
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Create `path` readable by its owner only (never group or world, whatever the umask), atomically."""
+def _write_private(path: Path, data: bytes, *, replace: bool = True) -> None:
+    """Write `path` readable by its owner only (never group or world, whatever the umask), atomically:
+    built beside it, then renamed over it, or (`replace=False`) linked into place only if `path` does
+    not exist yet, so that of two processes making it at once one wins and both read the winner's."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.replace(tmp, path)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)  # the whole of it, short writes included
+            f.flush()
+            os.fsync(f.fileno())
+        if replace:
+            os.replace(tmp, path)
+        else:
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -163,7 +168,9 @@ def new_key(name: str, *, group: str | None = None, directory: Path | None = Non
         return Ed25519Signer(name, secrets.token_bytes(32))
     secret_path = (directory or keys_dir()) / f"{validate_agent(group)}.secret"
     if not secret_path.exists():
-        _write_private(secret_path, secrets.token_hex(32).encode() + b"\n")
+        # Only if absent, even if another process made it since the look: a secret replaced under a
+        # member that already signs with it would make its signatures fail.
+        _write_private(secret_path, secrets.token_hex(32).encode() + b"\n", replace=False)
     return HmacSigner(name, group, read_secret(group, directory))
 
 
@@ -176,7 +183,11 @@ def save_key(signer: Signer, directory: Path | None = None) -> Path:
 
 def registered(board: Board, name: str) -> list[dict[str, Any]]:
     """The keys `name` registered in `board`, oldest first ([] if none)."""
-    value = board.read(KEYS_PREFIX + validate_agent(name))
+    return _keys_of(board.read(KEYS_PREFIX + validate_agent(name)))
+
+
+def _keys_of(value: Any) -> list[dict[str, Any]]:
+    """The keys a `_board/keys/<name>` value lists ([] if it is not one)."""
     keys = value.get("keys") if isinstance(value, dict) else None
     return [k for k in keys if isinstance(k, dict)] if isinstance(keys, list) else []
 
@@ -191,7 +202,7 @@ def register(board: Board, signer: Signer) -> int:
     key = KEYS_PREFIX + signer.name
     while True:
         entry = board.get(key)
-        keys = registered(board, signer.name)
+        keys = _keys_of(entry.value if entry is not None else None)  # as of the version the write expects
         if any(k.get("kid") == signer.kid for k in keys):
             return entry.version if entry is not None else 0
         value = {"agent": signer.name, "keys": [*keys, signer.registration()]}
